@@ -1,0 +1,211 @@
+"""The `hnmine` command line: thin typer wrappers over the stage functions.
+
+Each command's options are generated from the stage's pydantic parameter models, so a CLI flag
+(`--top-k`), a config key (`top_k`) and a keyword argument (`top_k=`) are always the same name with
+the same default and help text.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
+from hnmine.errors import HnmineError
+from hnmine.stages.common import StageResult
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Mine hard negatives: corpus + labeled queries -> training data for embedding and reranker models.")
+
+WORKDIR_OPTION = typer.Option(..., "--workdir", "-w", help="work directory holding every stage's files")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="no progress bars")
+
+
+def _cli_type(annotation: Any) -> tuple[Any, str]:
+    """Map a pydantic field type to one typer understands, plus a note on allowed values."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        inner, note = _cli_type(args[0])
+        return Optional[inner], note
+    if origin is Literal:
+        return str, "one of: " + ", ".join(map(str, typing.get_args(annotation)))
+    if origin is list:
+        inner, note = _cli_type(args[0])
+        return list[inner], (note + "; " if note else "") + "repeat the option for several"
+    return annotation, ""
+
+
+def _parameters(models: list[type[BaseModel]]) -> list[inspect.Parameter]:
+    params = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            annotation, note = _cli_type(field.annotation)
+            help_text = field.description or ""
+            if note:
+                help_text += f" ({note})"
+            default = field.default
+            option = typer.Option(default, f"--{name.replace('_', '-')}", help=help_text, show_default=True)
+            if isinstance(default, bool):
+                option = typer.Option(default, f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",
+                                      help=help_text, show_default=True)
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    return params
+
+
+def _build(models: list[type[BaseModel]], values: dict[str, Any]) -> list[BaseModel]:
+    built = []
+    for model in models:
+        kwargs = {name: values[name] for name in model.model_fields if name in values}
+        for name, value in list(kwargs.items()):
+            if isinstance(value, tuple):
+                kwargs[name] = list(value)
+        built.append(model(**kwargs))
+    return built
+
+
+def fail(message: str, code: int = 2) -> typing.NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(function):
+    """Turn user errors into one line on stderr and a non-zero exit code."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except HnmineError as exc:
+            fail(str(exc))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+            fail(f"{where}: {first['msg']}")
+        except KeyboardInterrupt:
+            fail("interrupted; finished chunks are kept and a rerun resumes", 130)
+
+    return wrapper
+
+
+def stage_command(name: str, models: list[type[BaseModel]], run: typing.Callable[..., StageResult], help_text: str):
+    """Register `hnmine NAME` with --workdir, --quiet and every field of `models` as options."""
+
+    def command(**values):
+        workdir = values.pop("workdir")
+        quiet = values.pop("quiet")
+        result = run(Path(workdir), *_build(models, values), progress=not quiet)
+        report(result)
+
+    base = [
+        inspect.Parameter("workdir", inspect.Parameter.KEYWORD_ONLY, default=WORKDIR_OPTION, annotation=Path),
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=QUIET_OPTION, annotation=bool),
+    ]
+    command.__signature__ = inspect.Signature(base + _parameters(models))
+    command.__doc__ = help_text
+    command.__name__ = name
+    app.command(name, help=help_text)(guarded(command))
+
+
+def _describe(result: StageResult) -> str:
+    stats = result.stats
+    state = "reused" if result.reused else f"ran in {result.seconds:.1f} s"
+    keys = {
+        "corpus": ["corpus_rows", "corpus_skipped_empty_text"],
+        "dense": ["docs", "docs_encoded", "docs_resumed", "docs_per_second"],
+        "bm25": ["docs", "vocabulary"],
+        "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "queries_short_of_top_k"],
+        "score": ["scorer", "rows"],
+        "filter": ["queries", "candidates", "kept", "queries_with_all_negatives", "queries_with_fewer_negatives"],
+        "export": ["rows", "queries"],
+    }.get(result.stage, [])
+    shown = ", ".join(f"{k}={stats[k]}" for k in keys if stats.get(k) is not None)
+    return f"{result.stage:<7} {state:<16} {shown}"
+
+
+def report(result: StageResult) -> None:
+    """The short summary every command ends with."""
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for part in result.parts or [result]:
+        typer.echo(_describe(part))
+    if result.stage == "filter" and result.stats.get("dropped_by"):
+        typer.echo("  dropped by rule:")
+        for rule, count in sorted(result.stats["dropped_by"].items(), key=lambda kv: -kv[1]):
+            typer.echo(f"    {rule:<20} {count:>10}")
+    for name, path in result.outputs.items():
+        typer.echo(f"  {name}: {path}")
+
+
+def _index(workdir, data, params, progress=True):
+    from hnmine.stages.index import index
+
+    return index(workdir, data, params, progress=progress)
+
+
+def _mine(workdir, data, params, progress=True):
+    from hnmine.stages.mine import mine
+
+    return mine(workdir, data, params, progress=progress)
+
+
+def _score(workdir, params, progress=True):
+    from hnmine.stages.score import score
+
+    return score(workdir, params, progress=progress)
+
+
+def _filter(workdir, params, progress=True):
+    from hnmine.stages.filter import filter_stage
+
+    return filter_stage(workdir, params, progress=progress)
+
+
+def _export(workdir, params, progress=True):
+    from hnmine.stages.export import export
+
+    return export(workdir, params, progress=progress)
+
+
+stage_command("index", [DataParams, IndexParams], _index,
+              "Read the corpus and build the dense (sentence-transformers + FAISS) and/or BM25 index.")
+stage_command("mine", [DataParams, MineParams], _mine,
+              "Retrieve top-k candidates per query, known positives excluded by id and by text.")
+stage_command("score", [ScoreParams], _score, "Score candidates and positives (none: keep retriever scores).")
+stage_command("filter", [FilterParams], _filter, "Choose each query's negatives; every dropped candidate keeps its reason.")
+stage_command("export", [ExportParams], _export, "Write the training file (Parquet) and its ids sidecar.")
+
+
+@app.command("run")
+@guarded
+def run_command(
+    config: Path = typer.Argument(..., help="TOML config: workdir, then tables data, index, mine, score, filter, export"),
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Run every stage from one config, reusing each stage whose inputs and parameters did not change."""
+    from hnmine.config import load_config
+    from hnmine.stages.run import run
+
+    results = run(load_config(config), progress=not quiet)
+    for result in results:
+        report(result)
+    ran = [r.stage for r in results if not r.reused]
+    reused = [r.stage for r in results if r.reused]
+    typer.echo(f"run: ran {', '.join(ran) or 'nothing'}; reused {', '.join(reused) or 'nothing'}; "
+               f"{sum(r.seconds for r in results):.1f} s of stage work")
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="hnmine")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Parameter models, one per stage. CLI flags, config keys and keyword arguments share these names.
+
+Fields listed in a model's `execution_only` change how fast a stage runs, not what it writes, so
+they are left out of the manifest fingerprint: a rerun with a bigger batch size reuses the output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hnmine.errors import HnmineError
+
+
+class StageParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    execution_only: ClassVar[frozenset[str]] = frozenset()
+
+    def identity(self) -> dict:
+        """The parameters that determine the output (what the manifest fingerprint hashes)."""
+        return self.model_dump(mode="json", exclude=set(self.execution_only))
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """'K/N' (1-based K) -> (K-1, N); None -> (0, 1)."""
+    if not shard:
+        return 0, 1
+    try:
+        k, n = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise HnmineError(f"shard '{shard}' is not K/N", fix="write e.g. --shard 2/8") from None
+    if n < 1 or not 1 <= k <= n:
+        raise HnmineError(f"shard '{shard}' needs 1 <= K <= N", fix="write e.g. --shard 2/8")
+    return k - 1, n
+
+
+class DataParams(StageParams):
+    """Where the corpus, queries and labels come from: a BEIR folder, separate files, or pairs."""
+
+    beir: Path | None = Field(None, description="BEIR folder (corpus.jsonl[.gz], queries.jsonl[.gz], qrels/SPLIT.tsv)")
+    split: str = Field("test", description="qrels split of the BEIR folder")
+    corpus: Path | None = Field(None, description="corpus file (jsonl/parquet/csv/tsv); with --pairs, extra documents")
+    queries: Path | None = Field(None, description="queries file (jsonl/parquet/csv/tsv)")
+    qrels: Path | None = Field(None, description="qrels file (TSV query-id, corpus-id, score; or TREC)")
+    pairs: Path | None = Field(None, description="pairs file: a query column and one or more positive columns")
+    id_column: str = Field("_id", description="corpus id column")
+    text_column: str = Field("text", description="corpus text column")
+    title_column: str = Field("title", description="corpus title column (skipped when absent)")
+    query_id_column: str = Field("_id", description="queries id column")
+    query_text_column: str = Field("text", description="queries text column")
+    query_column: str = Field("query", description="pairs: query column")
+    positive_columns: list[str] = Field(["positive"], description="pairs: positive column(s); a list cell is several positives")
+    min_relevance: float = Field(1.0, description="qrels score at or above which a document is a positive")
+    on_unknown_ids: Literal["error", "skip"] = Field("error", description="qrels naming unknown ids: error, or skip (counted)")
+
+    def check(self) -> None:
+        sources = [name for name in ("beir", "pairs") if getattr(self, name) is not None]
+        if self.queries is not None or self.qrels is not None:
+            sources.append("queries/qrels")
+        if len(sources) > 1:
+            raise HnmineError(f"give one input, not {' and '.join(sources)}", fix="use --beir, or --corpus with --queries/--qrels, or --pairs")
+        if not sources and self.corpus is None:
+            raise HnmineError("no input given", fix="use --beir DIR, or --corpus with --queries and --qrels, or --pairs FILE")
+        if sources == ["queries/qrels"] and (self.queries is None or self.qrels is None or self.corpus is None):
+            raise HnmineError("--queries and --qrels go together with --corpus", fix="give all three, or use --beir / --pairs")
+
+
+class IndexParams(StageParams):
+    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "chunk_size", "device"})
+
+    retrievers: list[Literal["dense", "bm25"]] = Field(["dense"], description="indexes to build: dense, bm25 (repeat for both)")
+    model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model: local path or hub name")
+    query_prompt: str = Field("", description="text put before every query when encoding")
+    document_prompt: str = Field("", description="text put before every document when encoding")
+    max_length: int | None = Field(None, description="max tokens per text (default: the model's)")
+    batch_size: int = Field(32, ge=1, description="encoding batch size")
+    chunk_size: int = Field(2048, ge=1, description="documents per saved chunk (the resume granularity)")
+    device: str | None = Field(None, description="torch device: cpu, cuda, cuda:1 (default: cuda when present)")
+    normalize: bool = Field(True, description="L2-normalise embeddings (inner product = cosine)")
+    faiss_factory: str = Field("Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF1024,PQ32 ...")
+    bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = Field("lucene", description="BM25 variant")
+    bm25_k1: float = Field(1.2, description="BM25 k1")
+    bm25_b: float = Field(0.75, description="BM25 b")
+    bm25_stemmer: str = Field("english", description="Snowball stemmer language, or 'none'")
+    bm25_stopwords: str = Field("en", description="stopword list for BM25 ('en', or 'none')")
+
+
+class MineParams(StageParams):
+    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})
+
+    retriever: Literal["dense", "bm25", "hybrid"] = Field("dense", description="dense, bm25, or hybrid (reciprocal-rank fusion)")
+    top_k: int = Field(50, ge=1, description="candidates kept per query, known positives excluded")
+    rrf_k: int = Field(60, ge=1, description="hybrid: reciprocal-rank-fusion constant")
+    batch_size: int = Field(256, ge=1, description="queries per search batch")
+    device: str | None = Field(None, description="torch device for query encoding")
+    shard: str | None = Field(None, description="K/N: mine only the K-th of N query shards")
+
+    _check_shard = field_validator("shard")(lambda v: (parse_shard(v), v)[1])
+
+
+class ScoreParams(StageParams):
+    scorer: Literal["none"] = Field("none", description="none: keep the retriever scores")
+    shard: str | None = Field(None, description="K/N: score only the K-th of N query shards")
+
+
+class FilterParams(StageParams):
+    rank_min: int = Field(1, ge=1, description="first candidate rank that may be a negative (skip the top ranks-1)")
+    rank_max: int | None = Field(None, ge=1, description="last candidate rank that may be a negative (default: all)")
+    num_negatives: int = Field(5, ge=1, description="negatives kept per query")
+    sampling: Literal["top", "random"] = Field("top", description="top: the best-ranked survivors; random: a seeded sample")
+    seed: int = Field(42, description="seed for random sampling")
+    shard: str | None = Field(None, description="K/N: filter only the K-th of N query shards")
+
+
+class ExportParams(StageParams):
+    format: Literal["triplet", "n-tuple"] = Field("n-tuple", description="sentence-transformers layout")
+    output: Path | None = Field(None, description="Parquet file to write (default: WORKDIR/export/train.parquet)")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workdir: Path
+    data: DataParams
+    index: IndexParams = IndexParams()
+    mine: MineParams = MineParams()
+    score: ScoreParams = ScoreParams()
+    filter: FilterParams = FilterParams()
+    export: ExportParams = ExportParams()
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> None:
+    for name, value in model:
+        if isinstance(value, Path) and not value.is_absolute():
+            setattr(model, name, (base / value).resolve())
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a TOML run config. Relative paths in it are relative to the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise HnmineError("config file not found", path=path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise HnmineError(f"invalid TOML ({exc})", path=path) from None
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise HnmineError(f"{where}: {first['msg']} ({len(exc.errors())} problem(s))", path=path) from None
+    base = path.parent.resolve()
+    if not config.workdir.is_absolute():
+        config.workdir = (base / config.workdir).resolve()
+    for section in (config.data, config.index, config.mine, config.score, config.filter, config.export):
+        _resolve_paths(section, base)
+    return config

@@ -1,0 +1,86 @@
+"""Turn `DataParams` into the corpus, queries and qrels tables, whatever the input layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hnmine import schema
+from hnmine.config import DataParams
+from hnmine.io import readers
+
+
+def corpus_files(data: DataParams) -> dict[str, Path]:
+    """The user files the corpus is read from (for the manifest fingerprint)."""
+    data.check()
+    files: dict[str, Path] = {}
+    if data.beir is not None:
+        files["corpus"] = readers.beir_file(data.beir, "corpus")
+    if data.corpus is not None:
+        files["corpus"] = Path(data.corpus)
+    if data.pairs is not None:
+        files["pairs"] = Path(data.pairs)
+    return files
+
+
+def query_files(data: DataParams) -> dict[str, Path]:
+    data.check()
+    if data.beir is not None:
+        return {"queries": readers.beir_file(data.beir, "queries"), "qrels": readers.beir_qrels(data.beir, data.split)}
+    if data.pairs is not None:
+        return {"pairs": Path(data.pairs)}
+    return {"queries": Path(data.queries), "qrels": Path(data.qrels)}
+
+
+def load_corpus(data: DataParams) -> tuple[pa.Table, dict]:
+    files = corpus_files(data)
+    tables, stats = [], {}
+    if data.pairs is not None:
+        _, _, positives, pair_stats = readers.read_pairs(files["pairs"], data.query_column, data.positive_columns)
+        tables.append(positives)
+        stats.update(pair_stats)
+    if "corpus" in files:
+        hash_ids = data.pairs is not None and data.id_column not in readers.table_rows(files["corpus"], "corpus").columns
+        corpus, corpus_stats = readers.read_corpus(files["corpus"], data.id_column, data.text_column, data.title_column,
+                                                   hash_ids=hash_ids)
+        tables.append(corpus)
+        stats.update(corpus_stats)
+    corpus = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if len(tables) > 1:  # pairs positives + extra corpus: keep the first of any repeated id
+        ids = corpus.column(schema.DOC_ID).to_pylist()
+        first = {}
+        for i, doc_id in enumerate(ids):
+            first.setdefault(doc_id, i)
+        stats["extra_corpus_repeats_of_positives"] = len(ids) - len(first)
+        corpus = corpus.take(sorted(first.values()))
+    stats["corpus_rows"] = corpus.num_rows
+    return corpus, stats
+
+
+def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """Queries that have at least one positive in the corpus, and their qrels."""
+    files = query_files(data)
+    if data.pairs is not None:
+        queries, qrels, _, stats = readers.read_pairs(files["pairs"], data.query_column, data.positive_columns)
+        stats["queries_without_positives"] = stats["pairs_rows_without_positive"]
+    else:
+        queries, stats = readers.read_queries(files["queries"], data.query_id_column, data.query_text_column)
+        skipped_query_ids = set(stats.pop("skipped_ids"))
+        qrels, qrel_stats = readers.read_qrels(
+            files["qrels"],
+            query_ids=set(queries.column(schema.QUERY_ID).to_pylist()),
+            doc_ids=set(corpus.column(schema.DOC_ID).to_pylist()),
+            min_relevance=data.min_relevance,
+            on_unknown=data.on_unknown_ids,
+            skipped_query_ids=skipped_query_ids,
+            skipped_doc_ids=skipped_doc_ids,
+        )
+        stats.update(qrel_stats)
+    with_positives = pc.is_in(queries.column(schema.QUERY_ID), value_set=pa.array(pc.unique(qrels.column(schema.QUERY_ID))))
+    stats["queries_in_file"] = queries.num_rows
+    queries = queries.filter(with_positives)
+    stats["queries"] = queries.num_rows
+    stats["positives"] = qrels.num_rows
+    return queries, qrels, stats

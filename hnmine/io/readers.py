@@ -1,0 +1,348 @@
+"""Readers for the corpus, queries, qrels and pairs, with row-level validation.
+
+Every reader returns Arrow tables in the schemas of `hnmine.schema` plus a stats dict counting every
+row it skipped. Problems a user must fix (missing file or column, duplicate ids, qrels naming
+unknown ids) raise `HnmineError` naming the file and row; rows that are useless but harmless
+(empty text) are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hnmine import schema
+from hnmine.errors import HnmineError
+from hnmine.text import document_text, normalize_text, text_id
+
+TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
+
+
+@dataclass
+class Rows:
+    """Rows of a table file as dicts, with the 1-based location a user sees in an editor."""
+
+    path: Path
+    columns: list[str]
+    unit: str  # "line" (text formats, header counted) or "row" (parquet)
+    records: Iterator[tuple[int, dict[str, Any]]] = field(repr=False)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _require_file(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise HnmineError(f"{what} file not found", path=path, fix="check the path")
+    return path
+
+
+def _jsonl_rows(path: Path) -> Rows:
+    def records() -> Iterator[tuple[int, dict]]:
+        with _open_text(path) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise HnmineError(f"invalid JSON ({exc.msg})", path=path, row=line_no, fix="repair the line") from None
+                if not isinstance(record, dict):
+                    raise HnmineError("expected a JSON object per line", path=path, row=line_no)
+                yield line_no, record
+
+    # JSON lines have no header: the columns are the keys of the first record.
+    first = next(records(), None)
+    columns = list(first[1].keys()) if first else []
+    return Rows(path, columns, "line", records())
+
+
+def _delimited_rows(path: Path) -> Rows:
+    delimiter = "\t" if ".tsv" in path.name else ","
+    handle = _open_text(path)
+    reader = csv.reader(handle, delimiter=delimiter)
+    header = next(reader, None) or []
+
+    def records() -> Iterator[tuple[int, dict]]:
+        with handle:
+            for line_no, values in enumerate(reader, start=2):
+                if not values:
+                    continue
+                if len(values) != len(header):
+                    raise HnmineError(
+                        f"{len(values)} fields where the header has {len(header)}", path=path, row=line_no,
+                        fix="quote fields that contain the delimiter",
+                    )
+                yield line_no, dict(zip(header, values))
+
+    return Rows(path, header, "line", records())
+
+
+def _parquet_rows(path: Path) -> Rows:
+    file = pq.ParquetFile(path)
+    columns = file.schema_arrow.names
+
+    def records() -> Iterator[tuple[int, dict]]:
+        row = 0
+        for batch in file.iter_batches(batch_size=65536):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+
+    return Rows(path, columns, "row", records())
+
+
+def table_rows(path: Path, what: str) -> Rows:
+    path = _require_file(path, what)
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".json.gz")):
+        return _jsonl_rows(path)
+    if name.endswith(".parquet"):
+        return _parquet_rows(path)
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        return _delimited_rows(path)
+    raise HnmineError(f"unknown {what} file type", path=path, fix=f"use one of {', '.join(TABLE_SUFFIXES)}")
+
+
+def _require_columns(rows: Rows, wanted: dict[str, str]) -> None:
+    for option, column in wanted.items():
+        if column not in rows.columns:
+            found = ", ".join(rows.columns) or "none"
+            raise HnmineError(
+                f"no column '{column}' (columns: {found})", path=rows.path, fix=f"name the right one with --{option}"
+            )
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+class _UniqueIds:
+    def __init__(self, path: Path, unit: str):
+        self.path, self.unit, self.first_seen = path, unit, {}
+
+    def add(self, key: str, row: int) -> None:
+        first = self.first_seen.setdefault(key, row)
+        if first != row:
+            raise HnmineError(
+                f"duplicate id '{key}' (first at {self.unit} {first})", path=self.path, row=row,
+                fix="make ids unique, or drop the repeated row",
+            )
+
+
+def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
+                hash_ids: bool = False) -> tuple[pa.Table, dict]:
+    """Corpus file -> CORPUS table. Documents with no title and no text are skipped and counted."""
+    rows = table_rows(path, "corpus")
+    wanted = {"text-column": text_column}
+    if not hash_ids:
+        wanted["id-column"] = id_column
+    _require_columns(rows, wanted)
+    has_title = bool(title_column) and title_column in rows.columns
+    ids, titles, texts = [], [], []
+    seen = _UniqueIds(rows.path, rows.unit)
+    skipped: list[str] = []
+    for row, record in rows.records:
+        title = _as_text(record.get(title_column)) if has_title else ""
+        text = _as_text(record.get(text_column))
+        if not document_text(title, text):
+            skipped.append(_as_text(record.get(id_column)).strip() if not hash_ids else f"{rows.unit} {row}")
+            continue
+        doc_id = text_id(document_text(title, text), "d") if hash_ids else _as_text(record.get(id_column)).strip()
+        if not doc_id:
+            raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
+        if hash_ids:
+            if doc_id in seen.first_seen:
+                continue  # identical texts are one document
+            seen.first_seen[doc_id] = row
+        else:
+            seen.add(doc_id, row)
+        ids.append(doc_id)
+        titles.append(title.strip())
+        texts.append(text.strip())
+    table = pa.table({schema.DOC_ID: ids, schema.TITLE: titles, schema.TEXT: texts}, schema=schema.CORPUS)
+    return table, {"corpus_rows": len(ids), "corpus_skipped_empty_text": len(skipped), "skipped_ids": skipped}
+
+
+def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") -> tuple[pa.Table, dict]:
+    """Queries file -> QUERIES table. Queries with empty text are skipped and counted."""
+    rows = table_rows(path, "queries")
+    _require_columns(rows, {"query-id-column": id_column, "query-text-column": text_column})
+    ids, texts = [], []
+    seen = _UniqueIds(rows.path, rows.unit)
+    skipped: list[str] = []
+    for row, record in rows.records:
+        query_id = _as_text(record.get(id_column)).strip()
+        if not query_id:
+            raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
+        seen.add(query_id, row)
+        text = _as_text(record.get(text_column)).strip()
+        if not text:
+            skipped.append(query_id)
+            continue
+        ids.append(query_id)
+        texts.append(text)
+    table = pa.table({schema.QUERY_ID: ids, schema.TEXT: texts}, schema=schema.QUERIES)
+    return table, {"queries_skipped_empty_text": len(skipped), "skipped_ids": skipped}
+
+
+def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
+    """BEIR qrels (TSV with a `query-id corpus-id score` header, or headerless 3/4-column TREC-like)."""
+    path = _require_file(path, "qrels")
+    name = path.name.lower()
+    if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
+        with _open_text(path) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+                if not fields or not line.strip():
+                    continue
+                if len(fields) == 4:  # TREC: qid iter docid rel
+                    fields = [fields[0], fields[2], fields[3]]
+                if len(fields) != 3:
+                    raise HnmineError(f"expected 3 fields (query-id, corpus-id, score), found {len(fields)}",
+                                      path=path, row=line_no)
+                try:
+                    score = float(fields[2])
+                except ValueError:
+                    if line_no == 1:
+                        continue  # header
+                    raise HnmineError(f"score '{fields[2]}' is not a number", path=path, row=line_no) from None
+                yield line_no, fields[0].strip(), fields[1].strip(), score
+        return
+    rows = table_rows(path, "qrels")
+    _require_columns(rows, {"qrels-query-column": "query-id", "qrels-doc-column": "corpus-id"})
+    for row, record in rows.records:
+        yield row, _as_text(record["query-id"]).strip(), _as_text(record["corpus-id"]).strip(), float(record.get("score", 1))
+
+
+def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_relevance: float = 1.0,
+               on_unknown: str = "error", skipped_query_ids: set[str] | None = None,
+               skipped_doc_ids: set[str] | None = None) -> tuple[pa.Table, dict]:
+    """Qrels -> QRELS table of positives (relevance >= min_relevance) for the given queries and docs.
+
+    Lines naming a query or document that the readers skipped for empty text are dropped and
+    counted; lines naming ids that exist nowhere are an error (or counted, with on_unknown="skip").
+    """
+    qids, dids, rels = [], [], []
+    stats = {"qrels_lines": 0, "qrels_below_min_relevance": 0, "qrels_unknown_query": 0, "qrels_unknown_doc": 0,
+             "qrels_query_skipped_empty": 0, "qrels_doc_skipped_empty": 0}
+    seen: set[tuple[str, str]] = set()
+    judged_queries: set[str] = set()
+    for row, qid, did, score in _qrels_rows(path):
+        stats["qrels_lines"] += 1
+        if qid not in query_ids:
+            if skipped_query_ids and qid in skipped_query_ids:
+                stats["qrels_query_skipped_empty"] += 1
+                continue
+            if on_unknown == "error":
+                raise HnmineError(f"query id '{qid}' is not in the queries file", path=path, row=row,
+                                  fix="fix the id, or pass --on-unknown-ids skip to drop such lines (counted)")
+            stats["qrels_unknown_query"] += 1
+            continue
+        judged_queries.add(qid)
+        if did not in doc_ids:
+            if skipped_doc_ids and did in skipped_doc_ids:
+                stats["qrels_doc_skipped_empty"] += 1
+                continue
+            if on_unknown == "error":
+                raise HnmineError(f"document id '{did}' is not in the corpus", path=path, row=row,
+                                  fix="fix the id, or pass --on-unknown-ids skip to drop such lines (counted)")
+            stats["qrels_unknown_doc"] += 1
+            continue
+        if score < min_relevance:
+            stats["qrels_below_min_relevance"] += 1
+            continue
+        if (qid, did) in seen:
+            continue
+        seen.add((qid, did))
+        qids.append(qid)
+        dids.append(did)
+        rels.append(score)
+    stats["queries_without_positives"] = len(judged_queries - set(qids))
+    table = pa.table({schema.QUERY_ID: qids, schema.DOC_ID: dids, schema.RELEVANCE: rels}, schema=schema.QRELS)
+    return table, stats
+
+
+def read_pairs(path: Path, query_column: str = "query", positive_columns: list[str] | None = None
+               ) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+    """Pairs file (query, positive[, more positive columns]) -> queries, qrels and the positives' corpus.
+
+    Ids come from a hash of the normalized text, so repeated queries merge and repeated positives
+    are one document.
+    """
+    positive_columns = positive_columns or ["positive"]
+    rows = table_rows(path, "pairs")
+    _require_columns(rows, {"query-column": query_column})
+    for column in positive_columns:
+        _require_columns(rows, {"positive-columns": column})
+    queries: dict[str, str] = {}
+    docs: dict[str, str] = {}
+    qrels: dict[tuple[str, str], None] = {}
+    stats = {"pairs_rows": 0, "pairs_skipped_empty_query": 0, "pairs_rows_without_positive": 0}
+    for _row, record in rows.records:
+        stats["pairs_rows"] += 1
+        query = _as_text(record.get(query_column)).strip()
+        if not query:
+            stats["pairs_skipped_empty_query"] += 1
+            continue
+        positives = []
+        for column in positive_columns:
+            value = record.get(column)
+            values = value if isinstance(value, list) else [value]
+            positives.extend(_as_text(v).strip() for v in values if _as_text(v).strip())
+        if not positives:
+            stats["pairs_rows_without_positive"] += 1
+            continue
+        qid = text_id(query, "q")
+        queries.setdefault(qid, query)
+        for positive in positives:
+            did = text_id(positive, "d")
+            docs.setdefault(did, positive)
+            qrels[(qid, did)] = None
+    query_table = pa.table({schema.QUERY_ID: list(queries), schema.TEXT: list(queries.values())}, schema=schema.QUERIES)
+    qrels_table = pa.table(
+        {schema.QUERY_ID: [q for q, _ in qrels], schema.DOC_ID: [d for _, d in qrels], schema.RELEVANCE: [1.0] * len(qrels)},
+        schema=schema.QRELS,
+    )
+    corpus = pa.table({schema.DOC_ID: list(docs), schema.TITLE: [""] * len(docs), schema.TEXT: list(docs.values())},
+                      schema=schema.CORPUS)
+    return query_table, qrels_table, corpus, stats
+
+
+def normalized_texts(table: pa.Table) -> list[str]:
+    titles = table.column(schema.TITLE).to_pylist() if schema.TITLE in table.column_names else None
+    texts = table.column(schema.TEXT).to_pylist()
+    if titles is None:
+        return [normalize_text(t) for t in texts]
+    return [normalize_text(document_text(a, b)) for a, b in zip(titles, texts)]
+
+
+def beir_file(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise HnmineError(f"no {stem}.jsonl[.gz] in the BEIR folder", path=folder, fix="point --beir at a BEIR dataset folder")
+
+
+def beir_qrels(folder: Path, split: str) -> Path:
+    for name in (f"{split}.tsv", f"{split}.tsv.gz"):
+        if (Path(folder) / "qrels" / name).is_file():
+            return Path(folder) / "qrels" / name
+    available = sorted(p.name.split(".")[0] for p in (Path(folder) / "qrels").glob("*.tsv*")) if (Path(folder) / "qrels").is_dir() else []
+    raise HnmineError(f"no qrels/{split}.tsv[.gz] (splits here: {', '.join(available) or 'none'})", path=folder,
+                      fix="pass --split with one of those")

@@ -1,0 +1,167 @@
+"""Dense retrieval: sentence-transformers encoding saved in resumable chunks, FAISS search.
+
+Layout of `WORKDIR/index/dense/`:
+  plan.json        what the chunks belong to (model, texts, chunking); a changed plan discards them
+  chunks/NNNNN.npy embeddings of the NNNNN-th slice of the length-sorted corpus, written atomically
+  embeddings.npy   float32 [docs x dim] in corpus order, read memory-mapped
+  faiss.index      only for non-Flat factory strings (Flat is rebuilt from the memmap at search time)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hnmine.errors import HnmineError
+from hnmine.io.files import atomic_path
+from hnmine.models import default_device, resolve_model
+
+ADD_BLOCK = 65536
+
+
+class Encoder:
+    """A SentenceTransformer with the prompts and length limit of one index."""
+
+    def __init__(self, model: str, device: str | None = None, max_length: int | None = None, batch_size: int = 32,
+                 normalize: bool = True):
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model(model)
+        try:
+            self.model = SentenceTransformer(path, device=device or default_device())
+        except OSError as exc:
+            raise HnmineError(f"cannot load model '{model}' ({str(exc).splitlines()[0]})",
+                              fix="pass a local model folder, or a hub name reachable from here") from None
+        if max_length:
+            self.model.max_seq_length = max_length
+        self.batch_size = batch_size
+        self.normalize = normalize
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.model.encode(
+            texts, batch_size=self.batch_size, prompt=prompt or None, normalize_embeddings=self.normalize,
+            convert_to_numpy=True, show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+
+
+def _plan_digest(plan: dict) -> str:
+    return hashlib.blake2b(json.dumps(plan, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def encode_corpus(
+    texts: list[str],
+    out_dir: Path,
+    encoder_factory: Callable[[], Encoder],
+    *,
+    identity: dict,
+    prompt: str,
+    chunk_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Encode `texts` into `out_dir/embeddings.npy`, resuming from chunks an earlier run saved.
+
+    Texts are encoded longest first (less padding per batch, and an out-of-memory error shows up
+    in the first batch, not after an hour), in chunks of `chunk_size` saved as they finish.
+    """
+    out_dir = Path(out_dir)
+    chunks_dir = out_dir / "chunks"
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    text_digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        text_digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    plan = {"identity": identity, "texts": text_digest.hexdigest(), "count": len(texts), "chunk_size": chunk_size}
+    plan_file = out_dir / "plan.json"
+    if plan_file.exists() and json.loads(plan_file.read_text()).get("digest") != _plan_digest(plan):
+        shutil.rmtree(chunks_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(plan_file) as tmp:
+        tmp.write_text(json.dumps({"digest": _plan_digest(plan), **plan}, indent=2))
+    chunks_dir.mkdir(exist_ok=True)
+
+    n_chunks = (len(texts) + chunk_size - 1) // chunk_size
+    resumed = encoded = 0
+    encoder = None
+    dim = None
+    for c in range(n_chunks):
+        positions = order[c * chunk_size:(c + 1) * chunk_size]
+        chunk_file = chunks_dir / f"{c:05d}.npy"
+        if chunk_file.exists():
+            resumed += len(positions)
+        else:
+            if encoder is None:
+                encoder = encoder_factory()
+            vectors = encoder.encode([texts[i] for i in positions], prompt=prompt)
+            with atomic_path(chunk_file) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, vectors)
+            encoded += len(positions)
+        if progress:
+            progress(len(positions))
+
+    embeddings_file = out_dir / "embeddings.npy"
+    for c in range(n_chunks):
+        vectors = np.load(chunks_dir / f"{c:05d}.npy", mmap_mode="r")
+        if dim is None:
+            dim = vectors.shape[1]
+            with atomic_path(embeddings_file) as tmp:
+                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+                for cc in range(n_chunks):
+                    matrix[order[cc * chunk_size:(cc + 1) * chunk_size]] = np.load(chunks_dir / f"{cc:05d}.npy")
+                matrix.flush()
+                del matrix
+            break
+    if dim is None:
+        raise HnmineError("corpus is empty: nothing to encode", fix="check the corpus file")
+    shutil.rmtree(chunks_dir, ignore_errors=True)
+    return np.load(embeddings_file, mmap_mode="r"), {"docs_encoded": encoded, "docs_resumed": resumed, "dim": dim}
+
+
+def load_embeddings(out_dir: Path) -> np.ndarray:
+    path = Path(out_dir) / "embeddings.npy"
+    if not path.exists():
+        raise HnmineError("no dense embeddings", path=path, fix="run `hnmine index --retrievers dense` first")
+    return np.load(path, mmap_mode="r")
+
+
+def build_faiss(embeddings: np.ndarray, factory: str, seed: int = 0):
+    """A FAISS inner-product index from a (memory-mapped) matrix, trained on a sample if needed."""
+    import faiss
+
+    n, dim = embeddings.shape
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise HnmineError(f"FAISS cannot build '{factory}' ({str(exc).strip().splitlines()[-1]})",
+                          fix="use a factory string such as Flat, HNSW32, IVF1024,Flat or IVF1024,PQ32") from None
+    if not index.is_trained:
+        sample = np.random.default_rng(seed).choice(n, size=min(n, 100_000), replace=False)
+        index.train(np.ascontiguousarray(embeddings[np.sort(sample)], dtype=np.float32))
+    for start in range(0, n, ADD_BLOCK):
+        index.add(np.ascontiguousarray(embeddings[start:start + ADD_BLOCK], dtype=np.float32))
+    return index
+
+
+def save_faiss(index, path: Path) -> None:
+    import faiss
+
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+
+
+def load_faiss(out_dir: Path, factory: str, embeddings: np.ndarray):
+    import faiss
+
+    if factory == "Flat":
+        return build_faiss(embeddings, factory)
+    return faiss.read_index(str(Path(out_dir) / "faiss.index"))

@@ -1,0 +1,54 @@
+"""Column names and Arrow schemas of every file a stage writes.
+
+Rows are long-format: one row per (query, document) pair, so a stage can stream record batches and
+a later stage can add a score column without reshaping.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+DOC_ID = "doc_id"
+QUERY_ID = "query_id"
+TITLE = "title"
+TEXT = "text"
+RELEVANCE = "relevance"
+
+TEXT_HASH = "text_hash"  # 64-bit hash of the normalized text: finds copies of a positive under another id
+
+CORPUS = pa.schema([(DOC_ID, pa.string()), (TITLE, pa.string()), (TEXT, pa.string())])
+INDEXED_CORPUS = CORPUS.append(pa.field(TEXT_HASH, pa.uint64()))
+QUERIES = pa.schema([(QUERY_ID, pa.string()), (TEXT, pa.string())])
+QRELS = pa.schema([(QUERY_ID, pa.string()), (DOC_ID, pa.string()), (RELEVANCE, pa.float32())])
+
+# candidates.arrow: mined candidates and the query's positives, each with every retriever's score.
+IS_POSITIVE = "is_positive"
+RANK = "rank"  # 1-based rank among the query's non-positive candidates after fusion; null for positives
+FUSED_SCORE = "fused_score"  # reciprocal-rank fusion score (hybrid); the retriever's own score otherwise
+RETRIEVERS = ("dense", "bm25")
+
+
+def score_column(name: str) -> str:
+    return f"{name}_score"
+
+
+def rank_column(name: str) -> str:
+    """Rank of the document in that retriever's full list (1-based, positives included)."""
+    return f"{name}_rank"
+
+
+CANDIDATES = pa.schema(
+    [
+        (QUERY_ID, pa.string()),
+        (DOC_ID, pa.string()),
+        (IS_POSITIVE, pa.bool_()),
+        (RANK, pa.int32()),
+        (FUSED_SCORE, pa.float32()),
+    ]
+    + [(score_column(r), pa.float32()) for r in RETRIEVERS]
+    + [(rank_column(r), pa.int32()) for r in RETRIEVERS]
+)
+
+# filter output: kept negatives, and the dropped candidates with the rule that dropped them.
+DROPPED_BY = "dropped_by"
+NEGATIVE_RANK = "negative_rank"  # 1..n order of a kept negative within its query

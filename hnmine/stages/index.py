@@ -1,0 +1,142 @@
+"""`hnmine index`: ingest the corpus, then build the dense and/or BM25 index over it.
+
+Outputs in WORKDIR: corpus.arrow (doc_id, title, text, text_hash), corpus.skipped.arrow (ids of
+rows skipped for empty text), index/dense/ and index/bm25/, each with a manifest. Each output is
+reused when its manifest matches, so adding BM25 to a dense work dir does not re-encode.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from hnmine import schema
+from hnmine.config import DataParams, IndexParams
+from hnmine.io import inputs
+from hnmine.io.files import read_table, write_table
+from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
+from hnmine.retrievers import dense
+from hnmine.retrievers.bm25 import BM25Index
+from hnmine.stages.common import StageResult, Timer, corpus_identity, fingerprints
+from hnmine.text import document_text, text_hash
+
+
+def corpus_path(workdir: Path) -> Path:
+    return Path(workdir) / "corpus.arrow"
+
+
+def dense_dir(workdir: Path) -> Path:
+    return Path(workdir) / "index" / "dense"
+
+
+def bm25_dir(workdir: Path) -> Path:
+    return Path(workdir) / "index" / "bm25"
+
+
+def dense_identity(params: IndexParams) -> dict:
+    return {k: params.identity()[k] for k in ("model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory")}
+
+
+def bm25_identity(params: IndexParams) -> dict:
+    return {k: v for k, v in params.identity().items() if k.startswith("bm25_")}
+
+
+def doc_texts(corpus: pa.Table) -> list[str]:
+    return [document_text(t, x) for t, x in zip(corpus.column(schema.TITLE).to_pylist(), corpus.column(schema.TEXT).to_pylist())]
+
+
+def ingest_corpus(workdir: Path, data: DataParams) -> StageResult:
+    out = corpus_path(workdir)
+    params = corpus_identity(data)
+    inputs_fp = fingerprints(inputs.corpus_files(data))
+    if is_current(out, "corpus", params, inputs_fp):
+        return StageResult("corpus", {"corpus": out}, read_manifest(manifest_path(out))["stats"], reused=True)
+    manifest_path(out).unlink(missing_ok=True)
+    with Timer() as timer:
+        corpus, stats = inputs.load_corpus(data)
+        skipped = stats.pop("skipped_ids", [])
+        hashes = pa.array([text_hash(t) for t in doc_texts(corpus)], type=pa.uint64())
+        corpus = corpus.append_column(schema.TEXT_HASH, hashes)
+        write_table(pa.table({"skipped": pa.array(skipped, pa.string())}), Path(workdir) / "corpus.skipped.arrow")
+        write_table(corpus, out)
+    warnings = []
+    if stats.get("corpus_skipped_empty_text"):
+        warnings.append(f"{stats['corpus_skipped_empty_text']} corpus rows with empty text skipped "
+                        f"(their ids are in {Path(workdir) / 'corpus.skipped.arrow'})")
+    write_manifest(out, stage="corpus", params=params, inputs=inputs_fp, outputs={"corpus": {"rows": corpus.num_rows}},
+                   stats=stats, seconds=timer.seconds)
+    return StageResult("corpus", {"corpus": out}, stats, seconds=timer.seconds, warnings=warnings)
+
+
+def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
+    out = dense_dir(workdir)
+    identity = dense_identity(params)
+    inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
+    if is_current(out, "dense", identity, inputs_fp) and (out / "embeddings.npy").exists():
+        return StageResult("dense", {"dense": out}, read_manifest(out / "manifest.json")["stats"], reused=True)
+    manifest_path(out).unlink(missing_ok=True)
+    with Timer() as timer:
+        corpus = read_table(corpus_path(workdir))
+        texts = doc_texts(corpus)
+
+        def make_encoder() -> dense.Encoder:
+            return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize)
+
+        with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
+            embeddings, stats = dense.encode_corpus(
+                texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
+                prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update,
+            )
+        if params.faiss_factory != "Flat":
+            index = dense.build_faiss(embeddings, params.faiss_factory)
+            dense.save_faiss(index, out / "faiss.index")
+        stats["docs"] = len(texts)
+    stats["docs_per_second"] = round(stats["docs_encoded"] / timer.seconds, 1) if timer.seconds else None
+    write_manifest(out, stage="dense", params=identity, inputs=inputs_fp,
+                   outputs={"embeddings": {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}},
+                   stats=stats, seconds=timer.seconds)
+    return StageResult("dense", {"dense": out}, stats, seconds=timer.seconds)
+
+
+def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
+    out = bm25_dir(workdir)
+    identity = bm25_identity(params)
+    inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
+    if is_current(out, "bm25", identity, inputs_fp):
+        return StageResult("bm25", {"bm25": out}, read_manifest(out / "manifest.json")["stats"], reused=True)
+    manifest_path(out).unlink(missing_ok=True)
+    with Timer() as timer:
+        corpus = read_table(corpus_path(workdir))
+        index = BM25Index.build(doc_texts(corpus), method=params.bm25_method, k1=params.bm25_k1, b=params.bm25_b,
+                                stemmer=params.bm25_stemmer, stopwords=params.bm25_stopwords)
+        # bm25s writes several files: build in a sibling folder, then swap it in.
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        index.save(tmp, {"stemmer": params.bm25_stemmer, "stopwords": params.bm25_stopwords})
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        stats = {"docs": corpus.num_rows, "vocabulary": len(index.retriever.vocab_dict)}
+    write_manifest(out, stage="bm25", params=identity, inputs=inputs_fp, outputs={"bm25": {"rows": corpus.num_rows}},
+                   stats=stats, seconds=timer.seconds)
+    return StageResult("bm25", {"bm25": out}, stats, seconds=timer.seconds)
+
+
+def index(workdir: Path, data: DataParams, params: IndexParams, progress: bool = True) -> StageResult:
+    """Ingest the corpus and build every index in `params.retrievers`; reuse whatever is current."""
+    workdir = Path(workdir)
+    parts = [ingest_corpus(workdir, data)]
+    for retriever in dict.fromkeys(params.retrievers):
+        parts.append(build_dense(workdir, params, progress) if retriever == "dense" else build_bm25(workdir, params))
+    outputs = {name: path for part in parts for name, path in part.outputs.items()}
+    stats = {part.stage: part.stats for part in parts}
+    return StageResult("index", outputs, stats, reused=all(p.reused for p in parts),
+                       seconds=sum(p.seconds for p in parts), warnings=[w for p in parts for w in p.warnings], parts=parts)
+
+
+def embeddings_of(workdir: Path) -> np.ndarray:
+    return dense.load_embeddings(dense_dir(workdir))

@@ -1,0 +1,234 @@
+"""`hnmine mine`: top-k candidates per query from dense, BM25 or hybrid retrieval.
+
+Reads corpus.arrow and index/<retriever>/ from `hnmine index`, plus the queries and labels.
+Writes queries.arrow and qrels.arrow (the queries with positives and their positives) and
+candidates.arrow: for every query its positives (is_positive, with their retriever scores) and up
+to top_k candidates that are not positives by id, by normalized text, or the query's own text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from hnmine import schema
+from hnmine.config import DataParams, MineParams
+from hnmine.errors import HnmineError
+from hnmine.io import inputs
+from hnmine.io.files import BatchWriter, read_table, write_table
+from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
+from hnmine.retrievers import dense
+from hnmine.retrievers.bm25 import BM25Index
+from hnmine.stages.common import StageResult, Timer, fingerprints, query_identity, shard_output, shard_slice
+from hnmine.stages.index import bm25_dir, corpus_path, dense_dir
+from hnmine.text import text_hash
+
+
+@dataclass
+class Corpus:
+    ids: np.ndarray  # object array of doc ids, corpus order
+    hashes: np.ndarray  # uint64 normalized-text hashes
+    position: dict[str, int]
+
+
+def _load_corpus(workdir: Path) -> Corpus:
+    table = read_table(corpus_path(workdir), [schema.DOC_ID, schema.TEXT_HASH])
+    ids = np.array(table.column(schema.DOC_ID).to_pylist(), dtype=object)
+    return Corpus(ids, table.column(schema.TEXT_HASH).to_numpy(), {d: i for i, d in enumerate(ids)})
+
+
+class _Retrievers:
+    """The indexes one mining run searches, opened once."""
+
+    def __init__(self, workdir: Path, params: MineParams, n_docs: int):
+        self.kind = params.retriever
+        self.dense_index = self.encoder = self.bm25 = None
+        self.embeddings = None
+        if self.kind in ("dense", "hybrid"):
+            manifest = read_manifest(dense_dir(workdir) / "manifest.json")
+            self.dense_params = manifest["params"]
+            self.embeddings = dense.load_embeddings(dense_dir(workdir))
+            self.dense_index = dense.load_faiss(dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings)
+            self.encoder = dense.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
+                                         normalize=self.dense_params["normalize"])
+        if self.kind in ("bm25", "hybrid"):
+            self.bm25 = BM25Index.load(bm25_dir(workdir))
+
+    def dense_search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, positions = self.dense_index.search(np.ascontiguousarray(query_vectors), k)
+        return positions.astype(np.int64), scores
+
+
+def _required_indexes(workdir: Path, retriever: str) -> dict[str, Path]:
+    needed = {"corpus": corpus_path(workdir)}
+    if retriever in ("dense", "hybrid"):
+        needed["dense"] = dense_dir(workdir)
+    if retriever in ("bm25", "hybrid"):
+        needed["bm25"] = bm25_dir(workdir)
+    for name, path in needed.items():
+        if not manifest_path(path).exists():
+            flag = "" if name == "corpus" else f" --retrievers {name}"
+            raise HnmineError(f"no finished {name} index in the work dir", path=path,
+                              fix=f"run `hnmine index{flag}` with this --workdir first")
+    return needed
+
+
+def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = True) -> StageResult:
+    workdir = Path(workdir)
+    out = shard_output(workdir, "candidates", params.shard)
+    identity = {"data": query_identity(data), "mine": params.identity()}
+    inputs_fp = fingerprints({**_required_indexes(workdir, params.retriever), **inputs.query_files(data)})
+    queries_out, qrels_out = workdir / "queries.arrow", workdir / "qrels.arrow"
+    if is_current(out, "mine", identity, inputs_fp) and queries_out.exists() and qrels_out.exists():
+        return StageResult("mine", {"candidates": out}, read_manifest(manifest_path(out))["stats"], reused=True)
+    manifest_path(out).unlink(missing_ok=True)
+
+    warnings: list[str] = []
+    with Timer() as timer:
+        corpus = _load_corpus(workdir)
+        skipped_docs = set(read_table(workdir / "corpus.skipped.arrow").column("skipped").to_pylist())
+        corpus_table = pa.table({schema.DOC_ID: corpus.ids.tolist()})
+        queries, qrels, stats = inputs.load_queries(data, corpus_table, skipped_doc_ids=skipped_docs)
+        write_table(queries, queries_out)
+        write_table(qrels, qrels_out)
+        n_docs = len(corpus.ids)
+        top_k = params.top_k
+        if top_k > n_docs:
+            warnings.append(f"top_k={top_k} is larger than the corpus ({n_docs} documents): using {n_docs}")
+            stats["top_k_clamped_to"] = top_k = n_docs
+
+        positives: dict[str, list[int]] = {}
+        for qid, did in zip(qrels.column(schema.QUERY_ID).to_pylist(), qrels.column(schema.DOC_ID).to_pylist()):
+            positives.setdefault(qid, []).append(corpus.position[did])
+        part = shard_slice(queries.num_rows, params.shard)
+        query_ids = queries.column(schema.QUERY_ID).to_pylist()[part]
+        query_texts = queries.column(schema.TEXT).to_pylist()[part]
+
+        retrievers = _Retrievers(workdir, params, n_docs)
+        counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
+                    "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0}
+        with BatchWriter(out, schema.CANDIDATES) as writer, \
+                tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
+            for start in range(0, len(query_ids), params.batch_size):
+                batch_ids = query_ids[start:start + params.batch_size]
+                batch_texts = query_texts[start:start + params.batch_size]
+                table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters)
+                writer.write(table)
+                bar.update(len(batch_ids))
+        stats.update(counters)
+        stats["shard"] = params.shard
+    if counters["queries_short_of_top_k"]:
+        warnings.append(f"{counters['queries_short_of_top_k']} queries have fewer than top_k={top_k} candidates "
+                        "(small corpus, or BM25 found fewer matching documents)")
+    for key, label in (("queries_without_positives", "queries without positives skipped"),
+                       ("queries_skipped_empty_text", "queries with empty text skipped"),
+                       ("qrels_doc_skipped_empty", "qrels lines naming empty-text documents skipped"),
+                       ("qrels_unknown_query", "qrels lines naming unknown queries skipped"),
+                       ("qrels_unknown_doc", "qrels lines naming unknown documents skipped"),
+                       ("pairs_skipped_empty_query", "pairs rows with an empty query skipped")):
+        if stats.get(key):
+            warnings.append(f"{stats[key]} {label}")
+    write_manifest(out, stage="mine", params=identity, inputs=inputs_fp,
+                   outputs={"candidates": {"rows": writer.rows}, "queries": {"rows": queries.num_rows}},
+                   stats=stats, seconds=timer.seconds)
+    return StageResult("mine", {"candidates": out, "queries": queries_out, "qrels": qrels_out}, stats,
+                       seconds=timer.seconds, warnings=warnings)
+
+
+def _ranked_lists(query_texts, query_vectors, retrievers: _Retrievers, k: int):
+    """Per retriever: (positions [q, k], scores [q, k]) with -1 where a list ran out."""
+    lists = {}
+    if retrievers.kind in ("dense", "hybrid"):
+        lists["dense"] = retrievers.dense_search(query_vectors, k)
+    if retrievers.kind in ("bm25", "hybrid"):
+        lists["bm25"] = retrievers.bm25.search(query_texts, k)
+    return lists
+
+
+def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _Retrievers, params: MineParams,
+                top_k: int, counters: dict) -> pa.Table:
+    n_docs = len(corpus.ids)
+    query_vectors = None
+    if retrievers.encoder is not None:
+        query_vectors = retrievers.encoder.encode(batch_texts, prompt=retrievers.dense_params["query_prompt"])
+    max_pos = max(len(positives[q]) for q in batch_ids)
+    # Ask for more than top_k: positives and their copies are removed after the search.
+    k = min(n_docs, top_k + max_pos + 16)
+    while True:
+        lists = _ranked_lists(batch_texts, query_vectors, retrievers, k)
+        rows, short = _collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers)
+        if not short or k >= n_docs or params.retriever == "bm25":
+            break
+        k = min(n_docs, k * 2)  # some query lost too many candidates to copies of its positives
+    for key, value in rows.pop("_counts").items():
+        counters[key] += value
+    counters["queries"] += len(batch_ids)
+    counters["candidates"] += sum(1 for p in rows[schema.IS_POSITIVE] if not p)
+    counters["queries_short_of_top_k"] += short
+    return pa.table(rows, schema=schema.CANDIDATES)
+
+
+def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
+             query_vectors, retrievers: _Retrievers):
+    columns = {name: [] for name in schema.CANDIDATES.names}
+    counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0}
+    short = 0
+    for qi, (qid, qtext) in enumerate(zip(batch_ids, batch_texts)):
+        pos = positives[qid]
+        pos_set = set(pos)
+        banned_hashes = {int(corpus.hashes[p]) for p in pos}
+        query_hash = text_hash(qtext)
+        # raw rank (1-based) and score of each document per retriever
+        per_retriever: dict[str, dict[int, tuple[int, float]]] = {}
+        for name, (positions, scores) in lists.items():
+            valid = positions[qi] >= 0
+            per_retriever[name] = {int(p): (r + 1, float(s)) for r, (p, s) in
+                                   enumerate(zip(positions[qi][valid], scores[qi][valid]))}
+        if params.retriever == "hybrid":
+            fused: dict[int, float] = {}
+            for ranks in per_retriever.values():
+                for p, (rank, _) in ranks.items():
+                    fused[p] = fused.get(p, 0.0) + 1.0 / (params.rrf_k + rank)
+            order = sorted(fused, key=lambda p: (-fused[p], p))
+        else:
+            ranks = per_retriever[params.retriever]
+            fused = {p: s for p, (_, s) in ranks.items()}
+            order = list(ranks)  # already best first
+        kept = []
+        for p in order:
+            if p in pos_set:
+                counts["excluded_positive_by_id"] += 1
+            elif int(corpus.hashes[p]) in banned_hashes:
+                counts["excluded_positive_by_text"] += 1
+            elif int(corpus.hashes[p]) == query_hash:
+                counts["excluded_query_text"] += 1
+            else:
+                kept.append(p)
+                if len(kept) == top_k:
+                    break
+        short += len(kept) < top_k
+        dense_scores = bm25_scores = None
+        docs = pos + kept
+        if retrievers.embeddings is not None:
+            dense_scores = (np.asarray(retrievers.embeddings[np.sort(docs)]) @ query_vectors[qi])
+            dense_scores = dict(zip(np.sort(docs).tolist(), dense_scores.tolist()))
+        if retrievers.bm25 is not None:
+            bm25_scores = dict(zip(docs, retrievers.bm25.scores_for(qtext, docs)))
+        for rank, p in enumerate([None] * len(pos) + list(range(1, len(kept) + 1))):
+            doc = docs[rank]
+            is_pos = p is None
+            columns[schema.QUERY_ID].append(qid)
+            columns[schema.DOC_ID].append(corpus.ids[doc])
+            columns[schema.IS_POSITIVE].append(is_pos)
+            columns[schema.RANK].append(p)
+            columns[schema.FUSED_SCORE].append(None if is_pos else fused[doc])
+            for name, scores in (("dense", dense_scores), ("bm25", bm25_scores)):
+                columns[schema.score_column(name)].append(None if scores is None else scores[doc])
+                hit = per_retriever.get(name, {}).get(doc)
+                columns[schema.rank_column(name)].append(hit[0] if hit else None)
+    columns["_counts"] = counts
+    return columns, short

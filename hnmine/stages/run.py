@@ -1,0 +1,27 @@
+"""`hnmine run CONFIG`: every stage in order; each one reuses its output when its manifest matches."""
+
+from __future__ import annotations
+
+from hnmine.config import RunConfig
+from hnmine.stages.common import StageResult
+from hnmine.stages.export import export
+from hnmine.stages.filter import filter_stage
+from hnmine.stages.index import index
+from hnmine.stages.mine import mine
+from hnmine.stages.score import score
+
+
+def run(config: RunConfig, progress: bool = True) -> list[StageResult]:
+    workdir = config.workdir
+    index_params = config.index
+    needed = {"hybrid": ["dense", "bm25"]}.get(config.mine.retriever, [config.mine.retriever])
+    missing = [r for r in needed if r not in index_params.retrievers]
+    if missing:
+        index_params = index_params.model_copy(update={"retrievers": [*index_params.retrievers, *missing]})
+    return [
+        index(workdir, config.data, index_params, progress=progress),
+        mine(workdir, config.data, config.mine, progress=progress),
+        score(workdir, config.score, progress=progress),
+        filter_stage(workdir, config.filter, progress=progress),
+        export(workdir, config.export, progress=progress),
+    ]
