@@ -9,6 +9,7 @@ Layout of `WORKDIR/index/dense/`:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -24,21 +25,27 @@ from hnmine.models import default_device, resolve_model
 ADD_BLOCK = 65536
 
 
+@functools.lru_cache(maxsize=2)
+def _load_model(path: str, device: str, max_length: int | None):
+    """Loaded once per process: mine, tests and notebooks call the same model many times."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(path, device=device)
+    except OSError as exc:
+        raise HnmineError(f"cannot load model '{path}' ({str(exc).splitlines()[0]})",
+                          fix="pass a local model folder, or a hub name reachable from here") from None
+    if max_length:
+        model.max_seq_length = max_length
+    return model
+
+
 class Encoder:
     """A SentenceTransformer with the prompts and length limit of one index."""
 
     def __init__(self, model: str, device: str | None = None, max_length: int | None = None, batch_size: int = 32,
                  normalize: bool = True):
-        from sentence_transformers import SentenceTransformer
-
-        path = resolve_model(model)
-        try:
-            self.model = SentenceTransformer(path, device=device or default_device())
-        except OSError as exc:
-            raise HnmineError(f"cannot load model '{model}' ({str(exc).splitlines()[0]})",
-                              fix="pass a local model folder, or a hub name reachable from here") from None
-        if max_length:
-            self.model.max_seq_length = max_length
+        self.model = _load_model(resolve_model(model), device or default_device(), max_length)
         self.batch_size = batch_size
         self.normalize = normalize
 

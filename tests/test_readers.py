@@ -1,0 +1,138 @@
+"""Bad input: a one-line error naming the file and row, or a counted warning where skipping is right."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_beir, write_jsonl
+
+from hnmine.config import DataParams, FilterParams, IndexParams, MineParams, ScoreParams
+from hnmine.errors import HnmineError
+from hnmine.io import readers
+from hnmine.stages.filter import filter_stage
+from hnmine.stages.index import index
+from hnmine.stages.mine import mine
+from hnmine.stages.score import score
+
+BM25 = IndexParams(retrievers=["bm25"])
+
+
+def _small(adi_rows, docs=30):
+    corpus, queries, qrels = adi_rows
+    corpus = corpus[:docs]
+    ids = {d["_id"] for d in corpus}
+    qrels = [(q, d, s) for q, d, s in qrels if d in ids]
+    qids = {q for q, _, _ in qrels}
+    return corpus, [q for q in queries if q["_id"] in qids], qrels
+
+
+def _index_and_mine(tmp_path, folder, mine_params=None, data=None):
+    data = data or DataParams(beir=folder)
+    index(tmp_path / "w", data, BM25, progress=False)
+    return mine(tmp_path / "w", data, mine_params or MineParams(retriever="bm25", top_k=5), progress=False)
+
+
+def test_reads_real_beir_folder(adi):
+    corpus, stats = readers.read_corpus(adi / "corpus.jsonl.gz")
+    assert corpus.num_rows == 82 and stats["corpus_skipped_empty_text"] == 0
+    queries, _ = readers.read_queries(adi / "queries.jsonl.gz")
+    qrels, qstats = readers.read_qrels(adi / "qrels" / "test.tsv", set(queries["query_id"].to_pylist()),
+                                       set(corpus["doc_id"].to_pylist()))
+    assert qrels.num_rows == 170 and qstats["qrels_lines"] == 170
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(HnmineError, match=r"nowhere.*no corpus.jsonl"):
+        index(tmp_path / "w", DataParams(beir=tmp_path / "nowhere"), BM25, progress=False)
+    with pytest.raises(HnmineError, match=r"missing\.jsonl: corpus file not found"):
+        readers.read_corpus(tmp_path / "missing.jsonl")
+    assert not (tmp_path / "w" / "corpus.arrow").exists()
+
+
+def test_missing_column_names_column_file_and_fix(tmp_path, adi_rows):
+    corpus = [{"_id": d["_id"], "body": d["text"]} for d in adi_rows[0][:5]]
+    path = write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    with pytest.raises(HnmineError) as info:
+        readers.read_corpus(path)
+    message = str(info.value)
+    assert "corpus.jsonl" in message and "no column 'text'" in message and "--text-column" in message
+    assert "\n" not in message
+    table, _ = readers.read_corpus(path, text_column="body")
+    assert table.num_rows == 5
+
+
+def test_duplicate_ids_name_both_lines(tmp_path, adi_rows):
+    corpus = adi_rows[0][:5] + [dict(adi_rows[0][2], text="another text")]
+    path = write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    with pytest.raises(HnmineError, match=r"corpus\.jsonl row 6: duplicate id '3' \(first at line 3\)"):
+        readers.read_corpus(path)
+
+
+def test_empty_text_is_skipped_counted_and_listed(tmp_path, adi_rows):
+    corpus, queries, qrels = _small(adi_rows)
+    positive = qrels[0][1]
+    blanked = {positive, corpus[-1]["_id"]}
+    corpus = [dict(d, title="", text="  ") if d["_id"] in blanked else d for d in corpus]
+    queries = queries + [{"_id": "empty-q", "text": ""}]
+    qrels = qrels + [("empty-q", corpus[0]["_id"], 1)]
+    folder = write_beir(tmp_path / "data", corpus, queries, qrels)
+    result = _index_and_mine(tmp_path, folder)
+    assert result.stats["queries_skipped_empty_text"] == 1
+    assert result.stats["qrels_doc_skipped_empty"] == sum(1 for _, d, _ in qrels if d in blanked)
+    assert result.stats["qrels_query_skipped_empty"] == 1
+    from hnmine.io.files import read_table
+
+    assert sorted(read_table(tmp_path / "w" / "corpus.skipped.arrow")["skipped"].to_pylist()) == sorted(blanked)
+    assert any("empty text" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("bad", ["query", "doc"])
+def test_qrels_with_unknown_ids_error_or_skip(tmp_path, adi_rows, bad):
+    corpus, queries, qrels = _small(adi_rows)
+    extra = ("no-such-query", corpus[0]["_id"], 1) if bad == "query" else (queries[0]["_id"], "no-such-doc", 1)
+    folder = write_beir(tmp_path / "data", corpus, queries, qrels + [extra])
+    with pytest.raises(HnmineError) as info:
+        _index_and_mine(tmp_path, folder)
+    message = str(info.value)
+    assert f"test.tsv row {len(qrels) + 2}" in message and "no-such" in message and "--on-unknown-ids skip" in message
+    assert not (tmp_path / "w" / "candidates.arrow").exists()
+    result = _index_and_mine(tmp_path, folder, data=DataParams(beir=folder, on_unknown_ids="skip"))
+    assert result.stats[f"qrels_unknown_{bad}"] == 1
+    assert any(f"unknown {'queries' if bad == 'query' else 'documents'}" in w for w in result.warnings)
+
+
+def test_query_without_positives_is_skipped_and_counted(tmp_path, adi_rows):
+    corpus, queries, qrels = _small(adi_rows)
+    lonely = queries[0]["_id"]
+    qrels = [(q, d, 0 if q == lonely else s) for q, d, s in qrels]
+    folder = write_beir(tmp_path / "data", corpus, queries, qrels)
+    result = _index_and_mine(tmp_path, folder)
+    assert result.stats["queries_without_positives"] == 1
+    assert result.stats["queries"] == len(queries) - 1
+    assert any("queries without positives" in w for w in result.warnings)
+
+
+def test_top_k_larger_than_corpus_is_clamped_and_n_larger_than_k_is_an_error(tmp_path, adi_rows):
+    corpus, queries, qrels = _small(adi_rows, docs=12)
+    folder = write_beir(tmp_path / "data", corpus, queries, qrels)
+    result = _index_and_mine(tmp_path, folder, MineParams(retriever="bm25", top_k=500))
+    assert result.stats["top_k_clamped_to"] == 12
+    assert any("larger than the corpus" in w for w in result.warnings)
+    score(tmp_path / "w", ScoreParams(), progress=False)
+    with pytest.raises(HnmineError, match=r"scored\.arrow: num_negatives=50 is more than the \d+ candidates"):
+        filter_stage(tmp_path / "w", FilterParams(num_negatives=50), progress=False)
+    assert not (tmp_path / "w" / "negatives.arrow").exists()
+
+
+def test_pairs_file_merges_repeated_queries_and_positives(tmp_path, adi_rows):
+    corpus, queries, qrels = adi_rows
+    text = {d["_id"]: (d["title"] + " " + d["text"]).strip() for d in corpus}
+    qtext = {q["_id"]: q["text"] for q in queries}
+    rows = [{"query": qtext[q], "positive": text[d]} for q, d, _ in qrels]
+    rows.append({"query": "  ", "positive": "orphan"})
+    rows.append({"query": qtext[qrels[0][0]], "positive": ""})
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    q, r, c, stats = readers.read_pairs(path)
+    assert q.num_rows == len({x for x, _, _ in qrels})
+    assert r.num_rows == len(qrels)
+    assert c.num_rows == len({d for _, d, _ in qrels})
+    assert stats["pairs_skipped_empty_query"] == 1 and stats["pairs_rows_without_positive"] == 1
