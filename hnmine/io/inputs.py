@@ -19,9 +19,9 @@ def corpus_files(data: DataParams) -> dict[str, Path]:
     if data.beir is not None:
         files["corpus"] = readers.beir_file(data.beir, "corpus")
     if data.corpus is not None:
-        files["corpus"] = Path(data.corpus)
+        files["corpus"] = readers.require_file(data.corpus, "corpus")
     if data.pairs is not None:
-        files["pairs"] = Path(data.pairs)
+        files["pairs"] = readers.require_file(data.pairs, "pairs")
     return files
 
 
@@ -30,8 +30,8 @@ def query_files(data: DataParams) -> dict[str, Path]:
     if data.beir is not None:
         return {"queries": readers.beir_file(data.beir, "queries"), "qrels": readers.beir_qrels(data.beir, data.split)}
     if data.pairs is not None:
-        return {"pairs": Path(data.pairs)}
-    return {"queries": Path(data.queries), "qrels": Path(data.qrels)}
+        return {"pairs": readers.require_file(data.pairs, "pairs")}
+    return {"queries": readers.require_file(data.queries, "queries"), "qrels": readers.require_file(data.qrels, "qrels")}
 
 
 def load_corpus(data: DataParams) -> tuple[pa.Table, dict]:

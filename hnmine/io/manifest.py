@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hnmine import __version__
+from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
 
 _VERSIONED = ("torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu", "bm25s", "pyarrow", "polars", "numpy")
@@ -49,6 +50,8 @@ def identity_fingerprint(stage: str, params: dict, inputs: dict[str, str]) -> st
 def input_fingerprint(path: Path) -> str:
     """A stage output is identified by its manifest's fingerprint; any other file by its bytes."""
     path = Path(path)
+    if not path.exists():
+        raise HnmineError("file not found", path=path, fix="run the stage that writes it first, or check the path")
     manifest = manifest_path(path)
     if manifest.exists():
         return read_manifest(manifest)["fingerprint"]

@@ -43,7 +43,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
-def _require_file(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise HnmineError(f"{what} file not found", path=path, fix="check the path")
@@ -106,7 +106,7 @@ def _parquet_rows(path: Path) -> Rows:
 
 
 def table_rows(path: Path, what: str) -> Rows:
-    path = _require_file(path, what)
+    path = require_file(path, what)
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".json.gz")):
         return _jsonl_rows(path)
@@ -203,7 +203,7 @@ def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") 
 
 def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
     """BEIR qrels (TSV with a `query-id corpus-id score` header, or headerless 3/4-column TREC-like)."""
-    path = _require_file(path, "qrels")
+    path = require_file(path, "qrels")
     name = path.name.lower()
     if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
         with _open_text(path) as handle:

@@ -1,0 +1,86 @@
+"""The command line as a user runs it: real subprocesses, exit codes, one-line errors, reuse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def hnmine(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "300"}  # help text unwrapped
+    return subprocess.run([sys.executable, "-m", "hnmine.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env=env)
+
+
+def _config(path: Path, workdir: Path, beir: Path, num_negatives: int) -> Path:
+    path.write_text(f"""
+workdir = "{workdir}"
+[data]
+beir = "{beir}"
+[index]
+retrievers = ["bm25"]
+[mine]
+retriever = "bm25"
+top_k = 20
+[filter]
+num_negatives = {num_negatives}
+""")
+    return path
+
+
+def test_run_reuses_unchanged_stages(tmp_path, adi):
+    config = _config(tmp_path / "run.toml", tmp_path / "w", adi, 3)
+    first = hnmine("run", str(config), "-q")
+    assert first.returncode == 0, first.stderr
+    assert "run: ran index, mine, score, filter, export; reused nothing" in first.stdout
+    _config(config, tmp_path / "w", adi, 4)
+    second = hnmine("run", str(config), "-q")
+    assert second.returncode == 0, second.stderr
+    assert "run: ran filter, export; reused index, mine, score" in second.stdout
+    third = hnmine("run", str(config), "-q")
+    assert "run: ran nothing; reused index, mine, score, filter, export" in third.stdout
+
+
+def test_relative_paths_in_a_config_are_relative_to_the_config(tmp_path, adi):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "c.toml").write_text(f'workdir = "../w"\n[data]\nbeir = "{adi}"\n[index]\nretrievers = ["bm25"]\n'
+                                   '[mine]\nretriever = "bm25"\ntop_k = 5\n[filter]\nnum_negatives = 2\n')
+    result = hnmine("run", "configs/c.toml", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "w" / "export" / "train.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["index", "--workdir", "W", "--beir", "/no/such/folder"], "/no/such/folder: no corpus.jsonl[.gz]"),
+        (["index", "--workdir", "W", "--corpus", "/no/such/corpus.jsonl"], "/no/such/corpus.jsonl: corpus file not found"),
+        (["mine", "--workdir", "W", "--beir", "ADI", "--retriever", "bm25"], "no finished corpus index in the work dir"),
+        (["mine", "--workdir", "W", "--beir", "ADI", "--top-k", "0"], "--top-k: Input should be greater than or equal to 1"),
+        (["mine", "--workdir", "W", "--beir", "ADI", "--shard", "3/2"], "--shard"),
+        (["filter", "--workdir", "W"], "w/scored: file not found (fix: run the stage that writes it first"),
+        (["run", "nowhere.toml"], "nowhere.toml: config file not found"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(tmp_path, adi, args, expected):
+    args = [str(tmp_path / "w") if a == "W" else str(adi) if a == "ADI" else a for a in args]
+    result = hnmine(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0]
+    assert not list((tmp_path / "w").glob("*.arrow")) if (tmp_path / "w").exists() else True
+
+
+def test_every_option_has_help_and_default():
+    for command in ("index", "mine", "score", "filter", "export"):
+        result = hnmine(command, "--help")
+        assert result.returncode == 0
+        assert "--workdir" in result.stdout
+    text = hnmine("mine", "--help").stdout
+    assert "--top-k" in text and "[default: 50]" in text and "one of: dense, bm25, hybrid" in text
