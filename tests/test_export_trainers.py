@@ -41,7 +41,11 @@ def test_datasets_loads_text_columns_in_loss_order(exported, fmt):
 
 def test_sentence_transformer_trainer_takes_the_file_as_is(exported, tmp_path):
     from datasets import load_dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from hnmine.models import resolve_model
