@@ -122,7 +122,7 @@ def _describe(result: StageResult) -> str:
         "corpus": ["corpus_rows", "corpus_skipped_empty_text"],
         "dense": ["docs", "docs_encoded", "docs_resumed", "docs_per_second"],
         "bm25": ["docs", "vocabulary"],
-        "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "queries_short_of_top_k"],
+        "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "excluded_duplicate_text", "queries_short_of_top_k"],
         "score": ["scorer", "rows"],
         "filter": ["queries", "candidates", "kept", "queries_with_all_negatives", "queries_with_fewer_negatives"],
         "export": ["rows", "queries"],
@@ -178,7 +178,7 @@ def _export(workdir, params, progress=True):
 stage_command("index", [DataParams, IndexParams], _index,
               "Read the corpus and build the dense (sentence-transformers + FAISS) and/or BM25 index.")
 stage_command("mine", [DataParams, MineParams], _mine,
-              "Retrieve top-k candidates per query, known positives excluded by id and by text.")
+              "Retrieve top-k candidates per query, known positives excluded by id and by text, and repeated texts kept once.")
 stage_command("score", [ScoreParams], _score, "Score candidates and positives (none: keep retriever scores).")
 stage_command("filter", [FilterParams], _filter, "Choose each query's negatives; every dropped candidate keeps its reason.")
 stage_command("export", [ExportParams], _export, "Write the training file (Parquet) and its ids sidecar.")

@@ -35,6 +35,8 @@ def adi_with_traps(tmp_path_factory, adi_rows):
         doc = by_id[d]
         traps.append({"_id": f"copy-of-{d}-for-{q}", "title": doc["title"].upper(), "text": "  " + doc["text"] + " "})
     traps.append({"_id": "query-echo", "title": "", "text": queries[0]["text"]})
+    for d in corpus[:20]:  # the same non-positive text under two ids must not fill two negative slots
+        traps.append({"_id": f"twin-of-{d['_id']}", "title": d["title"], "text": d["text"].upper()})
     return write_beir(tmp_path_factory.mktemp("adi-traps"), corpus + traps, queries, qrels)
 
 
@@ -55,6 +57,14 @@ def assert_no_positive_exported(workdir, train_path, ids_path):
     assert ids.height == train.height > 0
     negative_columns = [c for c in ids.columns if c.startswith("negative")]
     checked = 0
+    if len(negative_columns) > 1:
+        for row in ids.iter_rows(named=True):
+            texts = [text[row[c]] for c in negative_columns]
+            assert len(set(texts)) == len(texts), "a row lists the same negative text twice"
+    else:
+        per_query = ids.group_by("query_id", "positive_id").agg(pl.col("negative_id"))
+        for negatives in per_query["negative_id"].to_list():
+            assert len({text[n] for n in negatives}) == len(negatives), "a query lists the same negative text twice"
     for row in ids.iter_rows(named=True):
         pos_ids = positives[row["query_id"]]
         pos_texts = {text[p] for p in pos_ids}
@@ -83,6 +93,7 @@ def test_no_exported_negative_is_a_positive(tmp_path, adi_with_traps, retriever,
     results = {r.stage: r for r in run(config, progress=False)}
     mined = results["mine"].stats
     assert mined["excluded_positive_by_text"] > 0, "the copies of positives should have been retrieved and removed"
+    assert mined["excluded_duplicate_text"] > 0, "the twins should have been retrieved and removed"
     train, ids = results["export"].outputs["train"], results["export"].outputs["ids"]
     checked = assert_no_positive_exported(config.workdir, train, ids)
     assert checked >= 35 * 5

@@ -3,7 +3,8 @@
 Reads corpus.arrow and index/<retriever>/ from `hnmine index`, plus the queries and labels.
 Writes queries.arrow and qrels.arrow (the queries with positives and their positives) and
 candidates.arrow: for every query its positives (is_positive, with their retriever scores) and up
-to top_k candidates that are not positives by id, by normalized text, or the query's own text.
+to top_k candidates that are not positives by id, by normalized text, or the query's own text, and
+no two of which share a normalized text.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
 
         retrievers = _Retrievers(workdir, params, n_docs)
         counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
-                    "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0}
+                    "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
+                    "excluded_duplicate_text": 0}
         with BatchWriter(out, schema.CANDIDATES) as writer, \
                 tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
             for start in range(0, len(query_ids), params.batch_size):
@@ -175,7 +177,8 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
 def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
              query_vectors, retrievers: _Retrievers):
     columns = {name: [] for name in schema.CANDIDATES.names}
-    counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0}
+    counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
+              "excluded_duplicate_text": 0}
     short = 0
     for qi, (qid, qtext) in enumerate(zip(batch_ids, batch_texts)):
         pos = positives[qid]
@@ -199,15 +202,20 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
             fused = {p: s for p, (_, s) in ranks.items()}
             order = list(ranks)  # already best first
         kept = []
+        kept_hashes: set[int] = set()
         for p in order:
+            h = int(corpus.hashes[p])
             if p in pos_set:
                 counts["excluded_positive_by_id"] += 1
-            elif int(corpus.hashes[p]) in banned_hashes:
+            elif h in banned_hashes:
                 counts["excluded_positive_by_text"] += 1
-            elif int(corpus.hashes[p]) == query_hash:
+            elif h == query_hash:
                 counts["excluded_query_text"] += 1
+            elif h in kept_hashes:  # identical texts are one document: keep the best-ranked copy
+                counts["excluded_duplicate_text"] += 1
             else:
                 kept.append(p)
+                kept_hashes.add(h)
                 if len(kept) == top_k:
                     break
         short += len(kept) < top_k
