@@ -6,10 +6,10 @@ they are left out of the manifest fingerprint: a rerun with a bigger batch size 
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hnmine.errors import HnmineError
