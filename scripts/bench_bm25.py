@@ -43,7 +43,7 @@ TOLERANCE = 0.02
 GROWTH_SETS = ["scifact", "nfcorpus", "medline-glasgow", "cacm", "adi"]
 COPIES = 4
 K = 100
-REPEAT_UNDER_S = 5.0  # measurements shorter than this are repeated and the best run kept
+REPEAT_UNDER_S = 20.0  # measurements shorter than this are repeated and the fastest run kept
 
 
 @dataclass
@@ -98,8 +98,8 @@ def concat_corpora(names: list[str], copies: int = 1) -> Corpus:
 # ---------------------------------------------------------------- timing and retrieval
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(seconds, result) of fn; runs shorter than REPEAT_UNDER_S are repeated and the fastest kept."""
+def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
+    """(wall seconds, result) of fn; runs shorter than REPEAT_UNDER_S are repeated and the fastest kept."""
     best, result = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -144,18 +144,15 @@ def rank_bm25_top_k(bm25: BM25Okapi, query_tokens: list[list[str]], k: int = K) 
     return tops
 
 
-def time_rank_bm25_retrieval(bm25: BM25Okapi, query_tokens: list[list[str]], budget_s: float,
+def time_rank_bm25_retrieval(bm25: BM25Okapi, query_tokens: list[list[str]], budget_s: float, repeats: int,
                              probe: int = 30) -> tuple[float, int]:
-    """(seconds for all queries, queries actually timed): past budget_s, extrapolated from a probe."""
-    start = time.perf_counter()
-    rank_bm25_top_k(bm25, query_tokens[:probe])
-    probe_s = time.perf_counter() - start
+    """(seconds for all queries, queries timed): projected past budget_s from a probe, extrapolated."""
+    probe_s, _ = timed(lambda: rank_bm25_top_k(bm25, query_tokens[:probe]))
     projected = probe_s * len(query_tokens) / probe
     if projected > budget_s:
         return projected, probe
-    start = time.perf_counter()
-    rank_bm25_top_k(bm25, query_tokens[probe:])
-    return probe_s + time.perf_counter() - start, len(query_tokens)
+    seconds, _ = timed(lambda: rank_bm25_top_k(bm25, query_tokens), repeats)
+    return seconds, len(query_tokens)
 
 
 # ---------------------------------------------------------------- measurements
@@ -172,18 +169,19 @@ def measure_quality(data: EvalSet) -> list[dict]:
     return rows
 
 
-def measure_speed(corpus: Corpus, queries: list[str], repeats: int, budget_s: float) -> dict:
-    """Index and top-100 retrieval times for hnmine and rank-bm25 on identical tokens."""
+def measure_speed(corpus: Corpus, queries: list[str], repeats: int, budget_s: float,
+                  tokenization: bool = False) -> tuple[dict, BM25Okapi, list[list[str]]]:
+    """Index and top-100 retrieval times for hnmine and rank-bm25 on identical tokens (+ rank-bm25's index)."""
     out: dict[str, Any] = {"docs": len(corpus.texts)}
     out["hnmine_index"], index = timed(lambda: build_hnmine(corpus.texts), repeats)
     out["hnmine_retrieve"], _ = timed(lambda: index.search(queries, K), repeats)
-    out["hnmine_tokenize"], _ = timed(lambda: tokenize_fresh(corpus.texts), repeats)
+    if tokenization:
+        out["hnmine_tokenize"], _ = timed(lambda: tokenize_fresh(corpus.texts), repeats)
     doc_tokens, query_tokens = index_tokens(index, corpus.texts), index.tokenize(queries)
     out["rank_index"], bm25 = timed(lambda: BM25Okapi(doc_tokens, k1=DEFAULTS["k1"], b=DEFAULTS["b"]), repeats)
-    out["rank_retrieve"], out["rank_queries_timed"] = time_rank_bm25_retrieval(bm25, query_tokens, budget_s)
+    out["rank_retrieve"], out["rank_queries_timed"] = time_rank_bm25_retrieval(bm25, query_tokens, budget_s, repeats)
     out["queries"] = len(queries)
-    out["_state"] = (index, bm25, query_tokens)
-    return out
+    return out, bm25, query_tokens
 
 
 def rank_bm25_quality(bm25: BM25Okapi, query_tokens: list[list[str]], data: EvalSet) -> tuple[float, float]:
@@ -193,11 +191,16 @@ def rank_bm25_quality(bm25: BM25Okapi, query_tokens: list[list[str]], data: Eval
     return ndcg_at_k(run, data.qrels, 10), recall_at_k(run, data.qrels, 100)
 
 
+def totals(s: dict) -> tuple[float, float]:
+    """(hnmine, rank-bm25) index + retrieve."""
+    return s["hnmine_index"] + s["hnmine_retrieve"], s["rank_index"] + s["rank_retrieve"]
+
+
 def print_speed(label: str, s: dict) -> None:
-    hn, rk = s["hnmine_index"] + s["hnmine_retrieve"], s["rank_index"] + s["rank_retrieve"]
+    hn, rk = totals(s)
     note = "" if s["rank_queries_timed"] == s["queries"] else f" (extrapolated from {s['rank_queries_timed']} queries)"
     print(f"  {label} ({s['docs']:,} docs): hnmine index {s['hnmine_index']:.2f}s retrieve {s['hnmine_retrieve']:.2f}s"
-          f" | rank-bm25 index {s['rank_index']:.2f}s retrieve {s['rank_retrieve']:.2f}s{note} | x{rk / hn:.1f}")
+          f" | rank-bm25 index {s['rank_index']:.2f}s retrieve {s['rank_retrieve']:.2f}s{note} | {_x(rk, hn)}")
 
 
 # ---------------------------------------------------------------- report
@@ -218,19 +221,22 @@ def machine_line() -> str:
             f"bm25s {version('bm25s')}, rank-bm25 {version('rank-bm25')}")
 
 
-def _x(a: float, b: float) -> str:
-    return f"{a / b:.1f}x"
+def _x(slow: float, fast: float) -> str:
+    return f"{slow / fast:.1f}x"
 
 
 def render(quality: list[dict], rank_quality: tuple[float, float], speed: dict, growth: list[tuple[str, dict]],
-           data: EvalSet) -> str:
+           data: EvalSet, load: tuple[float, float]) -> str:
     default = next(row for row in quality if row["default"])
     delta = default["ndcg10"] - BEIR_BM25_NDCG10
     verdict = "within" if abs(delta) <= TOLERANCE else "OUTSIDE"
     lines = [
-        f"Command: `{COMMAND}`",
-        f"Machine: {machine_line()}",
-        f"Date: {datetime.date.today().isoformat()}",
+        f"- Command: `{COMMAND}`",
+        f"- Machine: {machine_line()}",
+        f"- Date: {datetime.date.today().isoformat()}",
+        "",
+        f"Times are wall-clock seconds. 1-minute load average at start / end of the run: {load[0]:.2f} / "
+        f"{load[1]:.2f} on {os.cpu_count()} cores (other processes shared the machine; they slow both libraries).",
         "",
         f"### Quality: scifact test ({len(data.query_ids)} queries, {len(data.corpus.texts):,} docs)",
         "",
@@ -258,11 +264,12 @@ def render(quality: list[dict], rank_quality: tuple[float, float], speed: dict, 
         "| | index | retrieve | index + retrieve |",
         "|---|---:|---:|---:|",
     ]
-    hn_total = speed["hnmine_index"] + speed["hnmine_retrieve"]
-    rk_total = speed["rank_index"] + speed["rank_retrieve"]
+    hn_total, rk_total = totals(speed)
     lines += [
-        f"| hnmine `BM25Index` (bm25s) | {speed['hnmine_index']:.2f} s | {speed['hnmine_retrieve']:.2f} s | {hn_total:.2f} s |",
-        f"| rank-bm25 `BM25Okapi` | {speed['rank_index']:.2f} s | {speed['rank_retrieve']:.2f} s | {rk_total:.2f} s |",
+        f"| hnmine `BM25Index` (bm25s) | {speed['hnmine_index']:.2f} s | {speed['hnmine_retrieve']:.2f} s | "
+        f"{hn_total:.2f} s |",
+        f"| rank-bm25 `BM25Okapi` | {speed['rank_index']:.2f} s | {speed['rank_retrieve']:.2f} s | "
+        f"{rk_total:.2f} s |",
         f"| **speed-up** | {_x(speed['rank_index'], speed['hnmine_index'])} | "
         f"{_x(speed['rank_retrieve'], speed['hnmine_retrieve'])} | **{_x(rk_total, hn_total)}** |",
         "",
@@ -271,8 +278,8 @@ def render(quality: list[dict], rank_quality: tuple[float, float], speed: dict, 
         "rank-bm25 is handed the ready token lists, so its times exclude tokenization. Of hnmine's index time, "
         f"{speed['hnmine_tokenize']:.2f} s is tokenization: without it, hnmine indexes in "
         f"{speed['hnmine_index'] - speed['hnmine_tokenize']:.2f} s. rank-bm25 retrieval = `get_scores` per query + "
-        f"`argpartition`. Runs shorter than {REPEAT_UNDER_S:.0f} s are repeated (3 runs) and the fastest is kept; "
-        "longer ones run once. Single process, no threads requested from either library.",
+        f"`argpartition`. Every measurement is repeated up to 3 times while it takes under {REPEAT_UNDER_S:.0f} s, "
+        "and the fastest run is kept. Single process, no threads requested from either library.",
         "",
         f"### Growth: {speed['queries']} scifact test queries against larger corpora",
         "",
@@ -285,7 +292,7 @@ def render(quality: list[dict], rank_quality: tuple[float, float], speed: dict, 
     ]
     notes = []
     for label, s in growth:
-        hn, rk = s["hnmine_index"] + s["hnmine_retrieve"], s["rank_index"] + s["rank_retrieve"]
+        hn, rk = totals(s)
         star = ""
         if s["rank_queries_timed"] != s["queries"]:
             star = "*"
@@ -313,11 +320,11 @@ def write_section(path: Path, body: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    parser.add_argument("--repeats", type=int, default=3, help="runs kept best-of for measurements under 5 s")
+    parser.add_argument("--repeats", type=int, default=3, help="best-of runs for measurements under 20 s")
     parser.add_argument("--rank-budget", type=float, default=180.0,
                         help="seconds: past this, rank-bm25 retrieval is timed on 30 queries and extrapolated")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
 
     print("loading scifact")
     scifact = load_eval_set("scifact")
@@ -327,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     quality = measure_quality(scifact)
 
     print("speed (scifact)")
-    speed = measure_speed(scifact.corpus, scifact.queries, args.repeats, args.rank_budget)
-    _, bm25, query_tokens = speed.pop("_state")
+    speed, bm25, query_tokens = measure_speed(scifact.corpus, scifact.queries, args.repeats, args.rank_budget,
+                                              tokenization=True)
     rank_quality = rank_bm25_quality(bm25, query_tokens, scifact)
     del bm25
     print_speed("scifact", speed)
@@ -337,13 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     print("growth")
     growth = [("scifact", speed)]
     for copies in (1, COPIES):
-        label = "5 sets" if copies == 1 else f"5 sets x{copies}"
-        s = measure_speed(concat_corpora(GROWTH_SETS, copies), scifact.queries, args.repeats, args.rank_budget)
-        s.pop("_state")
+        label = f"{len(GROWTH_SETS)} sets" + (f" x{copies}" if copies > 1 else "")
+        s, _, _ = measure_speed(concat_corpora(GROWTH_SETS, copies), scifact.queries, args.repeats, args.rank_budget)
         print_speed(label, s)
         growth.append((label, s))
 
-    body = render(quality, rank_quality, speed, growth, scifact)
+    body = render(quality, rank_quality, speed, growth, scifact, (load_start, os.getloadavg()[0]))
     print("\n" + body + "\n")
     print(f"total {time.perf_counter() - started:.0f} s")
     if not args.no_write:
