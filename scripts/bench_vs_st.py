@@ -150,7 +150,7 @@ def measure(cmd: list[str], log_stem: Path, env: dict[str, str]) -> dict:
 
     import psutil
 
-    out_path, err_path = log_stem.with_suffix(".stdout.txt"), log_stem.with_suffix(".stderr.txt")
+    out_path, err_path = (log_stem.with_name(log_stem.name + suffix) for suffix in (".stdout.txt", ".stderr.txt"))
     peak = 0
     with open(out_path, "w") as out, open(err_path, "w") as err:
         start = time.perf_counter()
@@ -194,6 +194,14 @@ def child_env() -> dict[str, str]:
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
+
+
+def warn_if_busy(cores: int, when: str) -> None:
+    """Timings are only comparable on an otherwise idle machine: say so when it is not."""
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"WARNING: load average {load:.2f} on {cores} cores {when}: other processes compete for the CPU, "
+              "so the wall times are not comparable to an idle run", flush=True)
 
 
 def warm_page_cache() -> None:
@@ -376,6 +384,9 @@ def compare(ds: dict, hn: dict) -> dict:
         "hn_fn": hn_fn, "st_fn": st_fn,
         "hn_copies_of_positive": copies_of_positive(hn_negs), "st_copies_of_positive": copies_of_positive(st_negs),
         "hn_export_text_mismatch": text_mismatch, "merged_queries": merged_queries,
+        # rows listing one text twice (corpus copies under different ids: ST dedups its corpus by text)
+        "hn_repeated_text_rows": sum(len(set(v)) < len(v) for v in hn_negs.values()),
+        "st_repeated_text_rows": sum(len(set(v)) < len(v) for v in st_negs.values()),
     }
 
 
@@ -449,6 +460,8 @@ def print_table(results: list[dict]) -> None:
               f"identical sets: {c['identical_sets']}/{c['compared']}")
         print(f"  negatives that are a normalized-text copy of the visible positive: hnmine {c['hn_copies_of_positive']}, "
               f"ST {c['st_copies_of_positive']}")
+        print(f"  rows listing the same negative text twice: hnmine {c['hn_repeated_text_rows']}, "
+              f"ST {c['st_repeated_text_rows']}")
         if c["merged_queries"]:
             print(f"  {c['merged_queries']} queries share their text with another: ST merges them into one query")
         if c["hn_export_text_mismatch"]:
@@ -489,7 +502,9 @@ def markdown(results: list[dict], command: str, info: dict) -> str:
         c = r["cmp"]
         lines.append(f"- **{r['name']}** ({DATASETS[r['name']][1]} split: {c['queries']} queries, {c['docs']} documents, "
                      f"{c['hidden_positives']} hidden labeled positives): overlap of the two tools' negatives "
-                     f"{pct(c['overlap'])} (same set for {c['identical_sets']} of {c['compared']} queries).")
+                     f"{pct(c['overlap'])} (same set for {c['identical_sets']} of {c['compared']} queries); rows "
+                     f"listing one negative text twice: hnmine {c['hn_repeated_text_rows']}, "
+                     f"ST {c['st_repeated_text_rows']}.")
     lines += [
         "",
         "Wall time and peak RSS are of a fresh process each (imports and model load included), peak RSS summed over "
@@ -538,6 +553,7 @@ def main(argv: list[str]) -> None:
     subset = bool(args.max_queries or args.max_docs)
     info = machine()
     print(f"{info['cpu']}, {info['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    warn_if_busy(info["cores"], "before the benchmark")
     print("warming the page cache (model files, library imports) ...", flush=True)
     warm_page_cache()
 
@@ -558,6 +574,7 @@ def main(argv: list[str]) -> None:
         results.append({"name": name, "hn": hn, "st": st, "cmp": compare(ds, hn)})
 
     print_table(results)
+    warn_if_busy(info["cores"], "after the benchmark")
     command = "HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_vs_st.py" + "".join(" " + shlex.quote(a) for a in argv)
     if args.no_write:
         print("--no-write: docs/benchmarks.md left as it is")
