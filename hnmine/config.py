@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hnmine.errors import HnmineError
+from hnmine.scorers.judge import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
 
 
 class StageParams(BaseModel):
@@ -80,6 +81,8 @@ class IndexParams(StageParams):
     chunk_size: int = Field(2048, ge=1, description="documents per saved chunk (the resume granularity)")
     device: str | None = Field(None, description="torch device: cpu, cuda, cuda:1 (default: cuda when present)")
     normalize: bool = Field(True, description="L2-normalise embeddings (inner product = cosine)")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="encoding runtime: auto (ONNX Runtime on CPU when the model allows, else torch), torch, onnx")
     faiss_factory: str = Field("Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF1024,PQ32 ...")
     bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = Field("lucene", description="BM25 variant")
     bm25_k1: float = Field(1.2, description="BM25 k1")
@@ -102,8 +105,43 @@ class MineParams(StageParams):
 
 
 class ScoreParams(StageParams):
-    scorer: Literal["none"] = Field("none", description="none: keep the retriever scores")
+    execution_only: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "device", "chunk_size", "concurrency", "timeout", "max_retries", "api_key_env", "base_url"})
+
+    scorer: Literal["none", "cross-encoder", "judge"] = Field(
+        "none", description="none: keep the retriever scores; cross-encoder; judge (an LLM's P(yes))")
+    top: int | None = Field(30, ge=1, description="score candidates ranked 1..top (positives always); empty = all")
+    model: str = Field("ms-marco-MiniLM-L-12-v2",
+                       description="cross-encoder: a CrossEncoder path or hub name, or an .onnx file with --backend onnx")
+    backend: Literal["torch", "onnx"] = Field("torch", description="cross-encoder runtime: torch, or onnx (ONNX Runtime)")
+    max_length: int = Field(512, ge=8, description="max tokens per (query, document) pair")
+    batch_size: int = Field(32, ge=1, description="pairs per model batch")
+    device: str | None = Field(None, description="torch device (default: cuda when present)")
+    chunk_size: int = Field(256, ge=1, description="pairs per saved cache chunk (the resume granularity)")
+    judge_backend: Literal["local", "http"] = Field("local", description="judge: local (transformers) or http (OpenAI-compatible)")
+    judge_model: str = Field("SmolLM2-135M-Instruct", description="judge: local model path/name, or the served model name")
+    base_url: str | None = Field(None, description="judge http: endpoint base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="judge http: environment variable holding the API key")
+    concurrency: int = Field(8, ge=1, description="judge http: requests in flight")
+    timeout: float = Field(60.0, gt=0, description="judge http: seconds per request")
+    max_retries: int = Field(6, ge=0, description="judge http: retries on 429, 5xx and dropped connections")
+    system_prompt: str = Field(DEFAULT_SYSTEM, description="judge: system message")
+    prompt_template: str = Field(DEFAULT_TEMPLATE, description="judge: user message with {query}, {document}, {instruction}")
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="judge: task instruction put into the template")
     shard: str | None = Field(None, description="K/N: score only the K-th of N query shards")
+
+    def identity(self) -> dict:
+        return {"scorer": self.scorer_identity(), "top": self.top if self.scorer != "none" else None, "shard": self.shard}
+
+    def scorer_identity(self) -> dict:
+        """What determines a score (the cache key's first part)."""
+        if self.scorer == "cross-encoder":
+            return {"scorer": self.scorer, "model": self.model, "backend": self.backend, "max_length": self.max_length}
+        if self.scorer == "judge":
+            return {"scorer": self.scorer, "backend": self.judge_backend, "model": self.judge_model,
+                    "system": self.system_prompt, "template": self.prompt_template, "instruction": self.instruction,
+                    "max_length": self.max_length}
+        return {"scorer": "none"}
 
 
 class FilterParams(StageParams):

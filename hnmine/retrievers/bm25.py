@@ -65,7 +65,7 @@ class BM25Index:
         k = min(k, n_docs)
         positions = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        known = [i for i, t in enumerate(tokens) if t]
+        known = [i for i, t in enumerate(tokens) if any(t)]  # bm25s gives [''] for a query of unknown words
         if known:
             docs, sc = self.retriever.retrieve([tokens[i] for i in known], k=k, show_progress=False)
             positions[known] = docs
@@ -76,7 +76,7 @@ class BM25Index:
 
     def scores_for(self, query: str, positions: list[int]) -> list[float]:
         tokens = self.tokenize([query])[0]
-        if not tokens:
+        if not any(tokens):
             return [0.0] * len(positions)
         all_scores = self.retriever.get_scores(tokens)
         return [float(all_scores[p]) for p in positions]

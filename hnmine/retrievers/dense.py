@@ -41,25 +41,58 @@ def _load_model(path: str, device: str, max_length: int | None):
 
 
 class Encoder:
-    """A SentenceTransformer with the prompts and length limit of one index."""
+    """A sentence-transformers model with the prompts and length limit of one index.
+
+    backend "auto" picks ONNX Runtime on CPU when the model is a local Transformer + Pooling
+    folder (the same numbers as torch to ~1e-7, faster on CPU), and torch everywhere else.
+    """
 
     def __init__(self, model: str, device: str | None = None, max_length: int | None = None, batch_size: int = 32,
-                 normalize: bool = True):
-        self.model = _load_model(resolve_model(model), device or default_device(), max_length)
+                 normalize: bool = True, backend: str = "auto"):
+        path = resolve_model(model)
+        device = device or default_device()
+        self.backend = resolve_backend(backend, path, device)
         self.batch_size = batch_size
         self.normalize = normalize
+        if self.backend == "onnx":
 
-    @property
-    def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+            self.onnx = _load_onnx(path, max_length, batch_size, normalize)
+            self.model = None
+        else:
+            self.model = _load_model(path, device, max_length)
 
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        if self.model is None:
+            return self.onnx.encode(texts, prompt=prompt)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, int(self.model.get_sentence_embedding_dimension())), dtype=np.float32)
         return self.model.encode(
             texts, batch_size=self.batch_size, prompt=prompt or None, normalize_embeddings=self.normalize,
             convert_to_numpy=True, show_progress_bar=False,
         ).astype(np.float32, copy=False)
+
+
+def resolve_backend(backend: str, model_path: str, device: str) -> str:
+    if backend != "auto":
+        return backend
+    if not device.startswith("cpu") or not Path(model_path).is_dir():
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+
+        from hnmine.retrievers.onnx_encoder import _modules
+
+        _modules(Path(model_path))
+    except (ImportError, HnmineError):
+        return "torch"
+    return "onnx"
+
+
+@functools.lru_cache(maxsize=2)
+def _load_onnx(path: str, max_length: int | None, batch_size: int, normalize: bool):
+    from hnmine.retrievers.onnx_encoder import OnnxSentenceEncoder
+
+    return OnnxSentenceEncoder(path, max_length=max_length, batch_size=batch_size, normalize=normalize)
 
 
 def _plan_digest(plan: dict) -> str:

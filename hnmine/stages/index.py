@@ -38,7 +38,8 @@ def bm25_dir(workdir: Path) -> Path:
 
 
 def dense_identity(params: IndexParams) -> dict:
-    return {k: params.identity()[k] for k in ("model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory")}
+    return {k: params.identity()[k] for k in ("model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory",
+                                               "backend")}
 
 
 def bm25_identity(params: IndexParams) -> dict:
@@ -84,7 +85,8 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
         texts = doc_texts(corpus)
 
         def make_encoder() -> dense.Encoder:
-            return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize)
+            return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
+                                 params.backend)
 
         with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
             embeddings, stats = dense.encode_corpus(
@@ -95,6 +97,8 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             index = dense.build_faiss(embeddings, params.faiss_factory)
             dense.save_faiss(index, out / "faiss.index")
         stats["docs"] = len(texts)
+        stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model),
+                                                 params.device or dense.default_device())
     stats["docs_per_second"] = round(stats["docs_encoded"] / timer.seconds, 1) if timer.seconds else None
     write_manifest(out, stage="dense", params=identity, inputs=inputs_fp,
                    outputs={"embeddings": {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}},

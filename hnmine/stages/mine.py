@@ -54,8 +54,9 @@ class _Retrievers:
             self.dense_params = manifest["params"]
             self.embeddings = dense.load_embeddings(dense_dir(workdir))
             self.dense_index = dense.load_faiss(dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings)
+            backend = manifest["stats"].get("backend", self.dense_params.get("backend", "auto"))
             self.encoder = dense.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
-                                         normalize=self.dense_params["normalize"])
+                                         normalize=self.dense_params["normalize"], backend=backend)
         if self.kind in ("bm25", "hybrid"):
             self.bm25 = BM25Index.load(bm25_dir(workdir))
 

@@ -1,40 +1,138 @@
-"""`hnmine score`: give every candidate and positive the scores the filters compare.
+"""`hnmine score`: give candidates and positives the scores the filters compare.
 
-With `--scorer none` the retriever scores pass through unchanged (scored.arrow = candidates.arrow);
-cross-encoder and LLM-judge scorers add their own columns beside them.
+`--scorer none` passes the retriever scores through. `cross-encoder` adds `ce_logit` and `ce_prob`
+(sigmoid of the logit); `judge` adds `judge_score` (P(yes) of an LLM judge). Every positive is
+scored, and every candidate ranked 1..top; rows outside the window get nulls. Scores go through a
+cache under WORKDIR/cache/scores/, saved chunk by chunk, so an interrupted run resumes and a rerun
+with the same scorer and prompt scores nothing again.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
+from tqdm.auto import tqdm
 
+from hnmine import schema
 from hnmine.config import ScoreParams
-from hnmine.io.files import BatchWriter, shard_files
+from hnmine.io.files import BatchWriter, read_table, shard_files, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
+from hnmine.scorers.cache import ScoreCache, pair_keys
 from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
+from hnmine.stages.index import corpus_path, doc_texts
+
+
+def build_scorer(params: ScoreParams):
+    """The scorer object for `params`: has `.columns` and `.score(pairs) -> [n, len(columns)]`."""
+    if params.scorer == "cross-encoder":
+        from hnmine.scorers.cross_encoder import CrossEncoderScorer
+
+        return CrossEncoderScorer(params.model, backend=params.backend, max_length=params.max_length,
+                                  batch_size=params.batch_size, device=params.device)
+    from hnmine.scorers import judge
+
+    prompt = {"system": params.system_prompt, "template": params.prompt_template, "instruction": params.instruction}
+    if params.judge_backend == "http":
+        if not params.base_url:
+            from hnmine.errors import HnmineError
+
+            raise HnmineError("the http judge needs a base URL", fix="pass --base-url http://HOST:PORT/v1")
+        return judge.HttpJudge(params.base_url, params.judge_model, api_key_env=params.api_key_env,
+                               concurrency=params.concurrency, timeout=params.timeout, max_retries=params.max_retries,
+                               **prompt)
+    return judge.LocalJudge(params.judge_model, batch_size=params.batch_size, max_length=params.max_length,
+                            device=params.device, **prompt)
+
+
+def score_columns(params: ScoreParams) -> list[str]:
+    return {"cross-encoder": ["ce_logit", "ce_prob"], "judge": ["judge_score"]}.get(params.scorer, [])
+
+
+def _copy(source: Path, out: Path) -> int:
+    files = shard_files(source)
+    with pa.memory_map(str(files[0])) as first:
+        file_schema = ipc.open_file(first).schema
+    with BatchWriter(out, file_schema) as writer:
+        for file in files:
+            with pa.memory_map(str(file)) as handle:
+                reader = ipc.open_file(handle)
+                for i in range(reader.num_record_batches):
+                    writer.write(reader.get_batch(i))
+    return writer.rows
 
 
 def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageResult:
     workdir = Path(workdir)
     source = shard_output(workdir, "candidates", params.shard) if params.shard else stage_input(workdir, "candidates")
     out = shard_output(workdir, "scored", params.shard)
-    inputs_fp = fingerprints({"candidates": source})
+    names = {"candidates": source}
+    if params.scorer != "none":
+        names |= {"queries": workdir / "queries.arrow", "corpus": corpus_path(workdir)}
+    inputs_fp = fingerprints(names)
     identity = params.identity()
     if is_current(out, "score", identity, inputs_fp):
         return StageResult("score", {"scored": out}, read_manifest(manifest_path(out))["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
     with Timer() as timer:
-        files = shard_files(source)
-        schema = ipc.open_file(pa.memory_map(str(files[0]))).schema
-        with BatchWriter(out, schema) as writer:
-            for file in files:
-                reader = ipc.open_file(pa.memory_map(str(file)))
-                for i in range(reader.num_record_batches):
-                    writer.write(reader.get_batch(i))
-        stats = {"scorer": params.scorer, "rows": writer.rows}
-    write_manifest(out, stage="score", params=identity, inputs=inputs_fp, outputs={"scored": {"rows": writer.rows}},
+        if params.scorer == "none":
+            stats = {"scorer": "none", "rows": _copy(source, out)}
+        else:
+            stats = _score_rows(workdir, source, out, params, progress)
+    if stats.get("pairs_scored_now") is not None:
+        stats["pairs_per_second"] = round(stats["pairs_scored_now"] / max(stats.pop("_model_seconds"), 1e-9), 2) \
+            if stats["pairs_scored_now"] else None
+    write_manifest(out, stage="score", params=identity, inputs=inputs_fp, outputs={"scored": {"rows": stats["rows"]}},
                    stats=stats, seconds=timer.seconds)
     return StageResult("score", {"scored": out}, stats, seconds=timer.seconds)
+
+
+def _score_rows(workdir: Path, source: Path, out: Path, params: ScoreParams, progress: bool) -> dict:
+    import time
+
+    table = read_table(source)
+    queries = read_table(workdir / "queries.arrow")
+    query_text = dict(zip(queries.column(schema.QUERY_ID).to_pylist(), queries.column(schema.TEXT).to_pylist(), strict=True))
+    is_positive = table.column(schema.IS_POSITIVE).to_numpy(zero_copy_only=False)
+    rank = table.column(schema.RANK).to_numpy(zero_copy_only=False)
+    wanted = is_positive | (np.nan_to_num(rank.astype(float), nan=np.inf) <= (params.top or np.inf))
+    rows = np.flatnonzero(wanted)
+    qids = table.column(schema.QUERY_ID).to_pylist()
+    dids = table.column(schema.DOC_ID).to_pylist()
+    needed_docs = {dids[i] for i in rows}
+    corpus = read_table(corpus_path(workdir))
+    corpus_ids = corpus.column(schema.DOC_ID).to_pylist()
+    keep = [i for i, d in enumerate(corpus_ids) if d in needed_docs]
+    doc_text = dict(zip((corpus_ids[i] for i in keep), doc_texts(corpus.take(keep)), strict=True))
+    pair_queries = [query_text[qids[i]] for i in rows]
+    pair_docs = [doc_text[dids[i]] for i in rows]
+
+    columns = score_columns(params)
+    cache = ScoreCache(workdir / "cache" / "scores", params.scorer_identity(), columns[:1])
+    keys = pair_keys(cache.digest, pair_queries, pair_docs)
+    missing = cache.missing(keys)
+    model_seconds = 0.0
+    if missing:
+        scorer = build_scorer(params)
+        with tqdm(total=len(missing), desc=f"score ({params.scorer})", unit="pair", disable=not progress) as bar:
+            for start in range(0, len(missing), params.chunk_size):
+                chunk = missing[start:start + params.chunk_size]
+                began = time.perf_counter()
+                values = scorer.score([(pair_queries[i], pair_docs[i]) for i in chunk])[:, :1]
+                model_seconds += time.perf_counter() - began
+                cache.add([keys[i] for i in chunk], values)
+                bar.update(len(chunk))
+    values = cache.lookup(keys)[:, 0]
+    full = np.full(table.num_rows, np.nan, dtype=np.float32)
+    full[rows] = values
+    mask = np.isnan(full)
+    table = table.append_column(columns[0], pa.array(full, mask=mask))
+    if params.scorer == "cross-encoder":
+        prob = 1.0 / (1.0 + np.exp(-full.astype(np.float64)))
+        table = table.append_column("ce_prob", pa.array(prob.astype(np.float32), mask=mask))
+    write_table(table, out)
+    return {"scorer": params.scorer, "rows": table.num_rows, "pairs": len(rows), "pairs_unique": len(set(keys)),
+            "pairs_from_cache": len(set(keys)) - len(missing), "pairs_scored_now": len(missing),
+            "unscored_nan": int(np.isnan(values).sum()), "_model_seconds": model_seconds}

@@ -1,0 +1,153 @@
+"""Sentence embeddings through ONNX Runtime: the CPU lever (see DESIGN: "encoding is the cost").
+
+The transformer of a sentence-transformers model (Transformer -> Pooling [-> Normalize]) is exported
+once to ONNX into the cache, traced with a *padded* batch so the attention mask stays live in the
+graph, and run by ONNX Runtime; pooling and normalisation are done in numpy exactly as the model's
+Pooling module says. Export needs torch; running needs only onnxruntime and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from hnmine.errors import HnmineError
+from hnmine.models import cache_root
+
+_SUPPORTED_POOLING = ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens")
+
+
+def _modules(model_path: Path) -> tuple[dict, bool]:
+    """(pooling config, has Normalize module) of a sentence-transformers folder; error if unsupported."""
+    modules_file = model_path / "modules.json"
+    if not modules_file.exists():
+        raise HnmineError("the onnx backend needs a local sentence-transformers folder (modules.json)", path=model_path,
+                          fix="use --backend torch, or point --model at a local folder")
+    modules = json.loads(modules_file.read_text())
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        raise HnmineError(f"the onnx backend handles Transformer + Pooling [+ Normalize] models, not {kinds}",
+                          path=modules_file, fix="use --backend torch")
+    pooling = json.loads((model_path / modules[1]["path"] / "config.json").read_text())
+    active = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
+    if len(active) != 1 or active[0] not in _SUPPORTED_POOLING:
+        raise HnmineError(f"pooling {active} is not supported by the onnx backend", fix="use --backend torch")
+    return {"mode": active[0]}, "Normalize" in kinds
+
+
+def _weights_digest(model_path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for name in sorted(p.name for p in model_path.iterdir() if p.suffix in (".safetensors", ".bin", ".json")):
+        digest.update(name.encode())
+        with open(model_path / name, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(model_path: Path) -> Path:
+    """Export the model's transformer to `<cache>/onnx/<weights digest>/model.onnx`, once."""
+    model_path = Path(model_path)
+    target = cache_root() / "onnx" / _weights_digest(model_path)
+    if (target / "model.onnx").exists():
+        return target / "model.onnx"
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
+    sample = tokenizer(["a short text", "a somewhat longer text that needs more tokens than the first"],
+                       padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            return self.inner(**dict(zip(names, tensors, strict=True))).last_hidden_state
+
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    with torch.inference_mode():
+        torch.onnx.export(Wrapped(model), tuple(sample[n] for n in names), str(tmp / "model.onnx"), input_names=names,
+                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    (tmp / "source.json").write_text(json.dumps({"model": str(model_path), "inputs": names}))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target / "model.onnx"
+
+
+def quantize_int8(onnx_path: Path) -> Path:
+    """Dynamic int8 quantisation of an exported model (weights int8, activations quantised per batch)."""
+    target = onnx_path.with_name("model.int8.onnx")
+    if not target.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = onnx_path.with_name(f"model.int8.tmp-{os.getpid()}.onnx")
+        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
+        os.replace(tmp, target)
+    return target
+
+
+class OnnxSentenceEncoder:
+    def __init__(self, model_path: str, *, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        path = Path(model_path)
+        self.pooling, has_normalize = _modules(path)
+        self.normalize = normalize or has_normalize
+        onnx_file = export_onnx(path)
+        if int8:
+            onnx_file = quantize_int8(onnx_file)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        config_file = path / "sentence_bert_config.json"
+        configured = json.loads(config_file.read_text()).get("max_seq_length") if config_file.exists() else None
+        self.max_length = max_length or configured or self.tokenizer.model_max_length
+        self.batch_size = batch_size
+        self.dim = int(self.session.get_outputs()[0].shape[-1]) if isinstance(self.session.get_outputs()[0].shape[-1], int) else None
+
+    def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out: np.ndarray | None = None
+        for start in range(0, len(texts), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            encoded = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="np")
+            feeds = {n: encoded[n].astype(np.int64) for n in self.inputs}
+            hidden = self.session.run(None, feeds)[0]
+            vectors = self._pool(hidden, encoded["attention_mask"])
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[batch] = vectors
+        if out is None:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        return out
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        mask = mask[..., None].astype(np.float32)
+        mode = self.pooling["mode"]
+        if mode == "pooling_mode_cls_token":
+            vectors = hidden[:, 0]
+        elif mode == "pooling_mode_max_tokens":
+            vectors = np.where(mask > 0, hidden, -1e9).max(axis=1)
+        else:
+            vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        if self.normalize:
+            vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        return vectors.astype(np.float32)

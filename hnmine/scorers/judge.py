@@ -1,0 +1,201 @@
+"""LLM judge: score = P(yes) / (P(yes) + P(no)) for "does this document answer this query?".
+
+Two backends share one prompt template:
+- `LocalJudge`: a causal LM through transformers; the probability is read from the next-token
+  logits after the chat template's assistant prefix, in padded batches.
+- `HttpJudge`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, Ollama,
+  OpenAI) asked for one token with `logprobs`; bounded concurrency, timeouts, and retries with
+  backoff on 429, 5xx and dropped connections. The API key is read from an environment variable
+  at request time and is never part of an identity, a log line or a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from hnmine.errors import HnmineError
+
+DEFAULT_SYSTEM = (
+    'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
+    'Note that the answer can only be "yes" or "no".'
+)
+DEFAULT_TEMPLATE = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+DEFAULT_INSTRUCTION = "Given a search query, judge whether the document is relevant to it"
+
+
+def render(template: str, query: str, document: str, instruction: str) -> str:
+    try:
+        return template.format(query=query, document=document, instruction=instruction)
+    except (KeyError, IndexError) as exc:
+        raise HnmineError(f"judge prompt template has an unknown field {exc}",
+                          fix="use only {query}, {document} and {instruction}; double other braces") from None
+
+
+def yes_probability(logprob_yes: float | None, logprob_no: float | None) -> float:
+    """P(yes) / (P(yes) + P(no)); a side missing from the top tokens counts as probability 0."""
+    if logprob_yes is None and logprob_no is None:
+        return float("nan")
+    if logprob_no is None:
+        return 1.0
+    if logprob_yes is None:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(logprob_no - logprob_yes))
+
+
+class LocalJudge:
+    columns = ["judge_score"]
+
+    def __init__(self, model: str, *, system: str, template: str, instruction: str, batch_size: int = 8,
+                 max_length: int = 1024, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from hnmine.models import default_device, resolve_model
+
+        path = resolve_model(model)
+        self.device = device or default_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path).to(self.device).eval()
+        self.torch = torch
+        self.system, self.template, self.instruction = system, template, instruction
+        self.batch_size, self.max_length = batch_size, max_length
+        self.yes_ids = self._token_ids(["yes", " yes", "Yes", " Yes"])
+        self.no_ids = self._token_ids(["no", " no", "No", " No"])
+        if not self.yes_ids or not self.no_ids:
+            raise HnmineError(f"the judge model's tokenizer has no single 'yes'/'no' token: {model}")
+
+    def _token_ids(self, words: list[str]) -> list[int]:
+        ids = set()
+        for word in words:
+            encoded = self.tokenizer.encode(word, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids.add(encoded[0])
+        return sorted(ids)
+
+    def _prompt(self, query: str, document: str) -> str:
+        # Cut the document, never the prompt's end: the answer is read after the assistant prefix.
+        ids = self.tokenizer.encode(document, add_special_tokens=False)
+        budget = max(16, self.max_length - len(self.tokenizer.encode(query, add_special_tokens=False)) - 96)
+        if len(ids) > budget:
+            document = self.tokenizer.decode(ids[:budget])
+        messages = [{"role": "system", "content": self.system},
+                    {"role": "user", "content": render(self.template, query, document, self.instruction)}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        out = np.zeros((len(pairs), 1), dtype=np.float32)
+        for start in range(0, len(pairs), self.batch_size):
+            prompts = [self._prompt(q, d) for q, d in pairs[start:start + self.batch_size]]
+            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            # left padding: positions must count real tokens only, as generate() does
+            positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            with self.torch.inference_mode():
+                logits = self.model(**batch, position_ids=positions).logits[:, -1, :].float()
+            logprobs = self.torch.log_softmax(logits, dim=-1)
+            yes = self.torch.logsumexp(logprobs[:, self.yes_ids], dim=-1)
+            no = self.torch.logsumexp(logprobs[:, self.no_ids], dim=-1)
+            out[start:start + len(prompts), 0] = self.torch.sigmoid(yes - no).cpu().numpy()
+        return out
+
+
+class RetryableError(Exception):
+    pass
+
+
+class HttpJudge:
+    columns = ["judge_score"]
+
+    def __init__(self, base_url: str, model: str, *, system: str, template: str, instruction: str,
+                 api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, timeout: float = 60.0,
+                 max_retries: int = 6, backoff: float = 0.5, top_logprobs: int = 10):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.system, self.template, self.instruction = system, template, instruction
+        self.api_key_env = api_key_env
+        self.concurrency, self.timeout = concurrency, timeout
+        self.max_retries, self.backoff, self.top_logprobs = max_retries, backoff, top_logprobs
+        self.stats = {"requests": 0, "retries": 0, "no_yes_no_token": 0}
+        self._lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env or "", "")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _request(self, query: str, document: str) -> float:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "system", "content": self.system},
+                         {"role": "user", "content": render(self.template, query, document, self.instruction)}],
+            "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs,
+        }
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=self._headers(), method="POST")
+        self._count("requests")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429 or exc.code >= 500:
+                raise RetryableError(f"HTTP {exc.code}", exc.headers.get("Retry-After")) from None
+            detail = exc.read()[:200].decode("utf-8", "replace")
+            raise HnmineError(f"judge endpoint {self.url} answered HTTP {exc.code}: {detail}",
+                              fix="check base_url, model and the API key variable") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            raise RetryableError(str(exc), None) from None
+        return self._parse(payload)
+
+    def _parse(self, payload: dict) -> float:
+        choice = payload["choices"][0]
+        content = ((choice.get("logprobs") or {}).get("content") or [])
+        best: dict[str, float] = {}
+        if content:
+            for item in content[0].get("top_logprobs") or [content[0]]:
+                word = item["token"].strip().lower()
+                if word in ("yes", "no"):
+                    best[word] = float(np.logaddexp(best[word], item["logprob"])) if word in best else item["logprob"]
+        score = yes_probability(best.get("yes"), best.get("no"))
+        if math.isnan(score):
+            self._count("no_yes_no_token")
+            text = (choice.get("message") or {}).get("content", "").strip().lower()
+            score = 1.0 if text.startswith("yes") else 0.0 if text.startswith("no") else float("nan")
+        return score
+
+    def _with_retries(self, pair: tuple[str, str]) -> float:
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._request(*pair)
+            except RetryableError as exc:
+                if attempt == self.max_retries:
+                    raise HnmineError(f"judge endpoint {self.url} failed {attempt + 1} times ({exc.args[0]})",
+                                      fix="check that the server is up; scores done so far are cached and a rerun resumes") from None
+                self._count("retries")
+                retry_after = exc.args[1]
+                delay = float(retry_after) if retry_after and str(retry_after).replace(".", "").isdigit() else \
+                    self.backoff * (2 ** attempt) * (1 + random.random())
+                time.sleep(min(delay, 30.0))
+        raise AssertionError("unreachable")
+
+    def score(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            scores = list(pool.map(self._with_retries, pairs))
+        return np.asarray(scores, dtype=np.float32).reshape(-1, 1)
