@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.hnmine-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint models clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# one-time conversion of the packaged cross-encoder and judge into ~/.cache/hnmine (or $HNMINE_CACHE)
+models: install
+	HF_HUB_OFFLINE=1 $(BIN)/hnmine models prepare
 
 lint: install
 	$(BIN)/ruff check hnmine tests scripts

