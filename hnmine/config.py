@@ -97,6 +97,8 @@ class MineParams(StageParams):
     retriever: Literal["dense", "bm25", "hybrid"] = Field("dense", description="dense, bm25, or hybrid (reciprocal-rank fusion)")
     top_k: int = Field(50, ge=1, description="candidates kept per query, known positives excluded")
     rrf_k: int = Field(60, ge=1, description="hybrid: reciprocal-rank-fusion constant")
+    nprobe: int = Field(16, ge=1, description="FAISS IVF indexes: lists searched per query")
+    ef_search: int = Field(128, ge=1, description="FAISS HNSW indexes: search breadth")
     batch_size: int = Field(256, ge=1, description="queries per search batch")
     device: str | None = Field(None, description="torch device for query encoding")
     shard: str | None = Field(None, description="K/N: mine only the K-th of N query shards")

@@ -108,8 +108,12 @@ def prepare_judge(target: Path | None = None, force: bool = False) -> Path:
 
 
 def default_device() -> str:
-    import torch
-
+    """cuda when torch sees a GPU, else cpu. Without an NVIDIA driver the answer is cpu without
+    importing torch (about 300 MB of resident memory the ONNX Runtime path does not need)."""
     if os.environ.get("HNMINE_DEVICE"):
         return os.environ["HNMINE_DEVICE"]
+    if not Path("/proc/driver/nvidia/version").exists() and not shutil.which("nvidia-smi"):
+        return "cpu"
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"

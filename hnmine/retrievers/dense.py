@@ -205,3 +205,18 @@ def load_faiss(out_dir: Path, factory: str, embeddings: np.ndarray):
     if factory == "Flat":
         return build_faiss(embeddings, factory)
     return faiss.read_index(str(Path(out_dir) / "faiss.index"))
+
+
+def set_search_parameters(index, *, nprobe: int, ef_search: int) -> None:
+    """nprobe for IVF indexes (capped at the number of lists), efSearch for HNSW; exact indexes ignore both."""
+    import faiss
+
+    try:
+        inner = faiss.extract_index_ivf(index)
+    except (RuntimeError, ValueError):  # not an IVF index
+        inner = None
+    if inner is not None:
+        inner.nprobe = min(nprobe, inner.nlist)
+    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+    if hnsw is not None:
+        hnsw.efSearch = ef_search

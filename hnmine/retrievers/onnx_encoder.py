@@ -108,7 +108,7 @@ def _fuse_transformer_ops(onnx_file: Path, config) -> bool:
 class OnnxSentenceEncoder:
     def __init__(self, model_path: str, *, max_length: int | None, batch_size: int, normalize: bool):
         import onnxruntime as ort
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
         path = Path(model_path)
         self.pooling, has_normalize = _modules(path)
@@ -116,12 +116,22 @@ class OnnxSentenceEncoder:
         onnx_file = export_onnx(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
+        options.enable_cpu_mem_arena = False  # the arena keeps the largest batch's buffers for good
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        # the tokenizers library, not transformers: importing transformers pulls in torch (~300 MB)
+        if not (path / "tokenizer.json").exists():
+            raise HnmineError("the onnx backend needs the model's tokenizer.json", path=path, fix="use --backend torch")
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        tokenizer_config = path / "tokenizer_config.json"
+        model_max = json.loads(tokenizer_config.read_text()).get("model_max_length") if tokenizer_config.exists() else None
+        pad = (json.loads(tokenizer_config.read_text()).get("pad_token") if tokenizer_config.exists() else None) or "[PAD]"
+        self.pad_id = self.tokenizer.token_to_id(pad if isinstance(pad, str) else pad.get("content", "[PAD]")) or 0
         config_file = path / "sentence_bert_config.json"
         configured = json.loads(config_file.read_text()).get("max_seq_length") if config_file.exists() else None
-        self.max_length = max_length or configured or self.tokenizer.model_max_length
+        self.max_length = int(max_length or configured or model_max or 512)
+        self.tokenizer.enable_truncation(max_length=self.max_length)
         self.batch_size = batch_size
         self.dim = int(self.session.get_outputs()[0].shape[-1]) if isinstance(self.session.get_outputs()[0].shape[-1], int) else None
 
@@ -131,11 +141,18 @@ class OnnxSentenceEncoder:
         out: np.ndarray | None = None
         for start in range(0, len(texts), self.batch_size):
             batch = order[start:start + self.batch_size]
-            encoded = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="np")
-            feeds = {n: encoded[n].astype(np.int64) for n in self.inputs}
-            hidden = self.session.run(None, feeds)[0]
-            vectors = self._pool(hidden, encoded["attention_mask"])
+            encodings = self.tokenizer.encode_batch([texts[i] for i in batch])
+            width = max(len(e.ids) for e in encodings)
+            arrays = {"input_ids": np.full((len(batch), width), self.pad_id, dtype=np.int64),
+                      "attention_mask": np.zeros((len(batch), width), dtype=np.int64),
+                      "token_type_ids": np.zeros((len(batch), width), dtype=np.int64)}
+            for row, encoding in enumerate(encodings):
+                n = len(encoding.ids)
+                arrays["input_ids"][row, :n] = encoding.ids
+                arrays["attention_mask"][row, :n] = 1
+                arrays["token_type_ids"][row, :n] = encoding.type_ids
+            hidden = self.session.run(None, {n: arrays[n] for n in self.inputs})[0]
+            vectors = self._pool(hidden, arrays["attention_mask"])
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[batch] = vectors

@@ -54,6 +54,7 @@ class _Retrievers:
             self.dense_params = manifest["params"]
             self.embeddings = dense.load_embeddings(dense_dir(workdir))
             self.dense_index = dense.load_faiss(dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings)
+            dense.set_search_parameters(self.dense_index, nprobe=params.nprobe, ef_search=params.ef_search)
             backend = manifest["stats"].get("backend", self.dense_params.get("backend", "auto"))
             self.encoder = dense.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
                                          normalize=self.dense_params["normalize"], backend=backend)
