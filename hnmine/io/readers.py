@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from hnmine import schema
 from hnmine.errors import HnmineError
-from hnmine.text import document_text, normalize_text, text_id
+from hnmine.text import document_text, text_id
 
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
@@ -322,14 +322,6 @@ def read_pairs(path: Path, query_column: str = "query", positive_columns: list[s
     corpus = pa.table({schema.DOC_ID: list(docs), schema.TITLE: [""] * len(docs), schema.TEXT: list(docs.values())},
                       schema=schema.CORPUS)
     return query_table, qrels_table, corpus, stats
-
-
-def normalized_texts(table: pa.Table) -> list[str]:
-    titles = table.column(schema.TITLE).to_pylist() if schema.TITLE in table.column_names else None
-    texts = table.column(schema.TEXT).to_pylist()
-    if titles is None:
-        return [normalize_text(t) for t in texts]
-    return [normalize_text(document_text(a, b)) for a, b in zip(titles, texts)]
 
 
 def beir_file(folder: Path, stem: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
@@ -141,6 +140,3 @@ def index(workdir: Path, data: DataParams, params: IndexParams, progress: bool =
     return StageResult("index", outputs, stats, reused=all(p.reused for p in parts),
                        seconds=sum(p.seconds for p in parts), warnings=[w for p in parts for w in p.warnings], parts=parts)
 
-
-def embeddings_of(workdir: Path) -> np.ndarray:
-    return dense.load_embeddings(dense_dir(workdir))
