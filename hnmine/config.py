@@ -83,6 +83,8 @@ class IndexParams(StageParams):
     normalize: bool = Field(True, description="L2-normalise embeddings (inner product = cosine)")
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="encoding runtime: auto (ONNX Runtime on CPU when the model allows, else torch), torch, onnx")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="encoding precision: auto (fp16 on a GPU, fp32 on a CPU), fp32, fp16, bf16")
     faiss_factory: str = Field("Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF1024,PQ32 ...")
     bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = Field("lucene", description="BM25 variant")
     bm25_k1: float = Field(1.2, description="BM25 k1")

@@ -65,3 +65,23 @@ def test_mine_needs_the_index_it_searches(tmp_path, adi):
     index(tmp_path, DataParams(beir=adi), IndexParams(retrievers=["bm25"]), progress=False)
     with pytest.raises(HnmineError, match=r"no finished dense index.*hnmine index --retrievers dense"):
         mine(tmp_path, DataParams(beir=adi), MineParams(retriever="hybrid"), progress=False)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype):
+    """The GPU search path (run here on the CPU), with the matrix split into several blocks."""
+    import numpy as np
+
+    from hnmine.retrievers import dense
+
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((5000, 48)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs[rng.choice(5000, 64, replace=False)] + 0.3 * rng.standard_normal((64, 48)).astype(np.float32)
+    monkeypatch.setattr(dense.TorchExactSearch, "BLOCK", 1100)
+    searcher = dense.TorchExactSearch(docs, "cpu", dtype=dtype)
+    assert len(searcher.blocks) == 5
+    scores, positions = searcher.search(queries, 20)
+    exact_scores, exact_positions = dense.FaissSearch(dense.build_faiss(docs, "Flat"), "cpu", 1, 16).search(queries, 20)
+    np.testing.assert_allclose(scores, exact_scores, rtol=0, atol=1e-5)
+    assert (positions == exact_positions).all()

@@ -60,7 +60,8 @@ def export_onnx(model_path: Path) -> Path:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
+    # float32 whatever the folder was saved in: ONNX Runtime has no fast fp16 kernels on a CPU.
+    model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").float().eval()
     sample = tokenizer(["a short text", "a somewhat longer text that needs more tokens than the first"],
                        padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]

@@ -38,7 +38,7 @@ def bm25_dir(workdir: Path) -> Path:
 
 def dense_identity(params: IndexParams) -> dict:
     return {k: params.identity()[k] for k in ("model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory",
-                                               "backend")}
+                                               "backend", "precision")}
 
 
 def bm25_identity(params: IndexParams) -> dict:
@@ -85,7 +85,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
 
         def make_encoder() -> dense.Encoder:
             return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
-                                 params.backend)
+                                 params.backend, params.precision)
 
         with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
             embeddings, stats = dense.encode_corpus(
@@ -96,8 +96,10 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             index = dense.build_faiss(embeddings, params.faiss_factory)
             dense.save_faiss(index, out / "faiss.index")
         stats["docs"] = len(texts)
-        stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model),
-                                                 params.device or dense.default_device())
+        device = params.device or dense.default_device()
+        stats["precision"] = dense.resolve_precision(params.precision, device)
+        stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model), device,
+                                                 stats["precision"])
     stats["docs_per_second"] = round(stats["docs_encoded"] / timer.seconds, 1) if timer.seconds else None
     write_manifest(out, stage="dense", params=identity, inputs=inputs_fp,
                    outputs={"embeddings": {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}},

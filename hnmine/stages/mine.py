@@ -48,22 +48,25 @@ class _Retrievers:
     def __init__(self, workdir: Path, params: MineParams, n_docs: int):
         self.kind = params.retriever
         self.dense_index = self.encoder = self.bm25 = None
+        self.search_kind = None
         self.embeddings = None
         if self.kind in ("dense", "hybrid"):
             manifest = read_manifest(dense_dir(workdir) / "manifest.json")
             self.dense_params = manifest["params"]
             self.embeddings = dense.load_embeddings(dense_dir(workdir))
-            self.dense_index = dense.load_faiss(dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings)
-            dense.set_search_parameters(self.dense_index, nprobe=params.nprobe, ef_search=params.ef_search)
             backend = manifest["stats"].get("backend", self.dense_params.get("backend", "auto"))
             self.encoder = dense.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
-                                         normalize=self.dense_params["normalize"], backend=backend)
+                                         batch_size=min(params.batch_size, 512), normalize=self.dense_params["normalize"], backend=backend,
+                                         precision=self.dense_params.get("precision", "auto"))
+            self.dense_index, self.search_kind = dense.open_search(
+                dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings, self.encoder.device,
+                nprobe=params.nprobe, ef_search=params.ef_search)
         if self.kind in ("bm25", "hybrid"):
             self.bm25 = BM25Index.load(bm25_dir(workdir))
 
     def dense_search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, positions = self.dense_index.search(np.ascontiguousarray(query_vectors), k)
-        return positions.astype(np.int64), scores
+        scores, positions = self.dense_index.search(query_vectors, k)
+        return positions, scores
 
 
 def _required_indexes(workdir: Path, retriever: str) -> dict[str, Path]:
@@ -125,6 +128,8 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
                 bar.update(len(batch_ids))
         stats.update(counters)
         stats["shard"] = params.shard
+        if retrievers.search_kind:
+            stats["dense_search"] = retrievers.search_kind
     if counters["queries_short_of_top_k"]:
         warnings.append(f"{counters['queries_short_of_top_k']} queries have fewer than top_k={top_k} candidates "
                         "(small corpus, or BM25 found fewer matching documents)")

@@ -1,0 +1,173 @@
+"""Encode and mine a synthetic corpus on a GPU with hnmine, then the same with `mine_hard_negatives`.
+
+The corpus is built from sentences of the shared BEIR sets (2-3 sentences per document, about the
+length of an MS MARCO passage); each query is the opening words of a sentence of its one positive
+document. Both tools use the same all-MiniLM-L6-v2 folder in fp16, the same batch size, top 50.
+
+    python scripts/bench_gpu.py --sentences S.txt.gz --model DIR --docs 1000000 --queries 50000 \
+        --workdir /tmp/gpu --out results.json
+
+Prints and writes a JSON of figures after every phase, so a run cut short still reports what it
+measured. `--device cpu --docs 2000` checks the script on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_inputs(sentences_file: Path, n_docs: int, n_queries: int, folder: Path, seed: int = 0) -> dict:
+    sentences = gzip.open(sentences_file, "rt").read().split("\n")
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(2, 4, size=n_docs)
+    picks = rng.integers(0, len(sentences), size=int(counts.sum()))
+    texts, start = [], 0
+    for c in counts:
+        texts.append(" ".join(sentences[i] for i in picks[start:start + c]))
+        start += c
+    ids = [f"d{i}" for i in range(n_docs)]
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"_id": ids, "text": texts}), folder / "corpus.parquet")
+    positives = rng.choice(n_docs, size=n_queries, replace=False)
+    queries = []
+    for d in positives:
+        words = texts[d].split()
+        at = int(rng.integers(0, max(1, len(words) - 12)))
+        queries.append(" ".join(words[at:at + int(rng.integers(6, 13))]))
+    pq.write_table(pa.table({"_id": [f"q{j}" for j in range(n_queries)], "text": queries}), folder / "queries.parquet")
+    with open(folder / "qrels.tsv", "w") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for j, d in enumerate(positives):
+            handle.write(f"q{j}\td{d}\t1\n")
+    return {"texts": texts, "queries": queries, "positives": [texts[d] for d in positives],
+            "mean_doc_chars": float(np.mean([len(t) for t in texts]))}
+
+
+def gpu_memory(device: str) -> dict:
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    out = {"torch_peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+           "torch_peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+    torch.cuda.reset_peak_memory_stats()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sentences", type=Path, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/hnmine-gpu"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--skip-st", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "python": platform.python_version(),
+                     "torch": torch.__version__}
+    if args.device.startswith("cuda"):
+        results["gpu"] = torch.cuda.get_device_name(0)
+
+    def save(phase: str, figures: dict) -> None:
+        results[phase] = figures
+        print(json.dumps({phase: figures}), flush=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+    t = time.perf_counter()
+    data = build_inputs(args.sentences, args.docs, args.queries, args.workdir / "input")
+    save("inputs", {"docs": args.docs, "queries": args.queries, "mean_doc_chars": round(data["mean_doc_chars"], 1),
+                    "seconds": round(time.perf_counter() - t, 1)})
+
+    from hnmine.config import DataParams, IndexParams, MineParams
+    from hnmine.stages import index as index_stage
+    from hnmine.stages import mine as mine_stage
+
+    work = args.workdir / "hnmine"
+    inp = args.workdir / "input"
+    data_params = DataParams(corpus=inp / "corpus.parquet", queries=inp / "queries.parquet", qrels=inp / "qrels.tsv")
+    index_params = IndexParams(model=args.model, device=args.device, batch_size=args.batch_size, chunk_size=131_072)
+    t_all = time.perf_counter()
+    t = time.perf_counter()
+    result = index_stage.ingest_corpus(work, data_params)
+    save("hnmine_ingest", {"seconds": round(time.perf_counter() - t, 1)})
+    t = time.perf_counter()
+    result = index_stage.build_dense(work, index_params, progress=False)
+    seconds = time.perf_counter() - t
+    save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
+                           "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
+                           **gpu_memory(args.device)})
+
+    # Search alone: all queries against the whole matrix, the k mine asks for.
+    from hnmine.retrievers import dense
+
+    embeddings = dense.load_embeddings(work / "index" / "dense")
+    encoder = dense.Encoder(args.model, args.device, batch_size=args.batch_size)
+    t = time.perf_counter()
+    query_vectors = encoder.encode(data["queries"])
+    encode_q = time.perf_counter() - t
+    t = time.perf_counter()
+    searcher, kind = dense.open_search(work / "index" / "dense", "Flat", embeddings, args.device, nprobe=16, ef_search=128)
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for s in range(0, len(query_vectors), 4096):
+        searcher.search(query_vectors[s:s + 4096], 67)
+    search_s = time.perf_counter() - t
+    del searcher
+    save("search", {"kind": kind, "matrix_to_device_seconds": round(load_s, 2), "query_encode_seconds": round(encode_q, 2),
+                    "search_seconds": round(search_s, 2), "queries_per_second": round(args.queries / search_s),
+                    "query_doc_products_per_second": float(f"{args.queries * args.docs / search_s:.3g}"),
+                    **gpu_memory(args.device)})
+
+    t = time.perf_counter()
+    result = mine_stage.mine(work, data_params, MineParams(top_k=50, batch_size=4096, device=args.device), progress=False)
+    seconds = time.perf_counter() - t
+    save("hnmine_mine", {"seconds": round(seconds, 1), "queries_per_second": round(args.queries / seconds),
+                         "candidates": result.stats.get("candidates"), "dense_search": result.stats.get("dense_search"),
+                         **gpu_memory(args.device)})
+    save("hnmine_total", {"seconds": round(time.perf_counter() - t_all, 1)})
+
+    if args.skip_st:
+        return
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    model = SentenceTransformer(args.model, device=args.device)
+    model.to(torch.float16 if args.device.startswith("cuda") else torch.float32)
+    pairs = Dataset.from_dict({"query": data["queries"], "positive": data["positives"]})
+    t = time.perf_counter()
+    mined = mine_hard_negatives(pairs, model, corpus=data["texts"], range_max=50, num_negatives=5,
+                                sampling_strategy="top", batch_size=args.batch_size, use_faiss=False,
+                                output_format="n-tuple", verbose=False)
+    seconds = time.perf_counter() - t
+    save("st_mine_hard_negatives", {"seconds": round(seconds, 1), "rows": len(mined), **gpu_memory(args.device)})
+    save("ratio", {"hnmine_over_st": round(results["hnmine_total"]["seconds"] / seconds, 3)})
+    if args.device.startswith("cuda"):
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv"],
+                             capture_output=True, text=True)
+        save("nvidia_smi", {"output": smi.stdout.strip()})
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    main()
