@@ -151,6 +151,18 @@ class ScoreParams(StageParams):
 class FilterParams(StageParams):
     rank_min: int = Field(1, ge=1, description="first candidate rank that may be a negative (skip the top ranks-1)")
     rank_max: int | None = Field(None, ge=1, description="last candidate rank that may be a negative (default: all)")
+    score: str = Field("auto", description="score column the score rules compare: auto (ce_logit, else judge_score, "
+                                           "else dense_score, else bm25_score), or a column name")
+    reference_positive: Literal["min", "max", "mean"] = Field(
+        "min", description="which of a query's positive scores the positive-aware rules compare with")
+    max_relative: float | None = Field(
+        None, gt=0, description="keep a negative only if its score < p x the positive's (TopK-PercPos; 0.95 typical); "
+                                "for a negative positive score, < pos - (1-p)|pos|")
+    margin: float | None = Field(None, description="keep a negative only if its score < the positive's - margin")
+    max_score: float | None = Field(None, description="drop candidates scoring above this")
+    min_score: float | None = Field(None, description="drop candidates scoring below this (too easy)")
+    max_probability: float | None = Field(
+        None, ge=0, le=1, description="RocketQA: drop candidates whose probability (ce_prob or judge_score) exceeds this")
     num_negatives: int = Field(5, ge=1, description="negatives kept per query")
     sampling: Literal["top", "random"] = Field("top", description="top: the best-ranked survivors; random: a seeded sample")
     seed: int = Field(42, description="seed for random sampling")

@@ -45,14 +45,80 @@ def sampling_keys(query_ids: list[str], doc_ids: list[str], seed: int) -> np.nda
     return _splitmix64(_splitmix64(q ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF)) ^ d)
 
 
+SCORE_PREFERENCE = ("ce_logit", "judge_score", "dense_score", "bm25_score")
+PROBABILITY_PREFERENCE = ("ce_prob", "judge_score")
+
+
+def _uses_scores(params: FilterParams) -> bool:
+    return any(v is not None for v in (params.max_relative, params.margin, params.max_score, params.min_score))
+
+
+def _column(scored: pl.DataFrame, wanted: str, preference: tuple[str, ...], what: str) -> str:
+    """The score column a rule reads: the one named, or the first of `preference` that holds values."""
+    if wanted != "auto":
+        if wanted not in scored.columns:
+            raise HnmineError(f"no score column '{wanted}' to filter on (columns: {', '.join(scored.columns)})",
+                              fix="run `hnmine score` with the scorer that writes it, or pick another --score")
+        return wanted
+    for name in preference:
+        if name in scored.columns and scored[name].drop_nulls().drop_nans().len():
+            return name
+    raise HnmineError(f"no {what} column to filter on (looked for {', '.join(preference)})",
+                      fix="run `hnmine score --scorer cross-encoder` (or judge) first")
+
+
+def _positive_reference(scored: pl.DataFrame, column: str, how: str) -> pl.DataFrame:
+    values = pl.col(column).filter(pl.col(schema.IS_POSITIVE) & pl.col(column).is_not_nan())
+    agg = {"min": values.min(), "max": values.max(), "mean": values.mean()}[how]
+    return scored.group_by(schema.QUERY_ID).agg(agg.alias("_positive"))
+
+
+def score_rules(params: FilterParams, column: str, probability: str | None) -> list[tuple[str, pl.Expr]]:
+    """(rule name, expression true where the rule drops the candidate), in the order they are charged."""
+    s, pos = pl.col(column), pl.col("_positive")
+    rules = [("unscored", s.is_null() | s.is_nan())] if _uses_scores(params) else []
+    if params.min_score is not None:
+        rules.append(("min_score", s < params.min_score))
+    if params.max_score is not None:
+        rules.append(("max_score", s > params.max_score))
+    if probability is not None:
+        p = pl.col(probability)
+        rules.append(("unscored_probability", p.is_null() | p.is_nan()))
+        rules.append(("max_probability", p > params.max_probability))
+    if params.max_relative is not None or params.margin is not None:
+        rules.append(("no_positive_score", pos.is_null()))
+    if params.max_relative is not None:
+        # p x pos for a positive score; pos - (1-p)|pos| in general, so a negative logit is handled too
+        ceiling = pos - (1 - params.max_relative) * pos.abs()
+        rules.append(("max_relative", s >= ceiling))
+    if params.margin is not None:
+        rules.append(("margin", s >= pos - params.margin))
+    return rules
+
+
 def filter_candidates(scored: pl.DataFrame, params: FilterParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Pure core: scored rows in, (kept, dropped, stats) out."""
+    stats_extra: dict = {}
+    column = probability = None
+    if _uses_scores(params):
+        column = _column(scored, params.score, SCORE_PREFERENCE, "score")
+        stats_extra["score_column"] = column
+    if params.max_probability is not None:
+        probability = _column(scored, "auto", PROBABILITY_PREFERENCE, "probability")
+        stats_extra["probability_column"] = probability
     candidates = scored.filter(~pl.col(schema.IS_POSITIVE)).with_row_index("_order")
-    reason = pl.lit(None, dtype=pl.String)
+    if column is not None:
+        candidates = candidates.join(_positive_reference(scored, column, params.reference_positive),
+                                     on=schema.QUERY_ID, how="left", maintain_order="left")
+    else:
+        candidates = candidates.with_columns(pl.lit(None, dtype=pl.Float64).alias("_positive"))
     rank_max = params.rank_max if params.rank_max is not None else np.iinfo(np.int32).max
     out_of_window = (pl.col(schema.RANK) < params.rank_min) | (pl.col(schema.RANK) > rank_max)
-    reason = pl.when(out_of_window).then(pl.lit("rank_window")).otherwise(reason)
-    candidates = candidates.with_columns(reason.alias(schema.DROPPED_BY))
+    rules = [("rank_window", out_of_window), *score_rules(params, column or "", probability)]
+    reason = pl.lit(None, dtype=pl.String)
+    for name, drops in reversed(rules):  # the first rule that drops a candidate is the one charged
+        reason = pl.when(drops.fill_null(False)).then(pl.lit(name)).otherwise(reason)
+    candidates = candidates.with_columns(reason.alias(schema.DROPPED_BY)).drop("_positive")
 
     survivors = candidates.filter(pl.col(schema.DROPPED_BY).is_null())
     if params.sampling == "random":
@@ -81,6 +147,7 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams) -> tuple[pl.Da
         "queries_with_all_negatives": full,
         "queries_with_fewer_negatives": per_query.height - full,
         "queries_with_no_negatives": queries - per_query.height,
+        **stats_extra,
     }
     return kept, dropped, stats
 

@@ -1,0 +1,78 @@
+"""Score rules of `hnmine filter`: every kept row obeys every rule, every dropped row names the first rule it broke."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hnmine import schema
+from hnmine.config import FilterParams
+from hnmine.errors import HnmineError
+from hnmine.stages.filter import filter_candidates
+
+
+def scored_rows(seed: int = 0, queries: int = 40, candidates: int = 20) -> pl.DataFrame:
+    """Positives and ranked candidates with logits of both signs, some unscored, like a CE window of 15."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in range(queries):
+        shift = rng.normal(0, 4)  # some queries have only negative logits
+        for p in range(rng.integers(1, 4)):
+            rows.append((f"q{q}", f"p{q}-{p}", True, None, shift + rng.normal(3, 1)))
+        for r in range(1, candidates + 1):
+            logit = shift + rng.normal(1.5 - 0.15 * r, 1.5) if r <= 15 else None
+            rows.append((f"q{q}", f"d{q}-{r}", False, r, logit))
+    frame = pl.DataFrame(rows, schema={schema.QUERY_ID: pl.String, schema.DOC_ID: pl.String,
+                                       schema.IS_POSITIVE: pl.Boolean, schema.RANK: pl.Int32, "ce_logit": pl.Float32},
+                         orient="row")
+    return frame.with_columns((1 / (1 + (-pl.col("ce_logit")).exp())).alias("ce_prob"),
+                              pl.lit(0.5).alias("dense_score"))
+
+
+@pytest.mark.parametrize("reference", ["min", "max", "mean"])
+def test_every_kept_negative_obeys_every_rule(reference):
+    scored = scored_rows()
+    params = FilterParams(num_negatives=4, max_relative=0.95, margin=0.5, max_score=5.0, min_score=-6.0,
+                          max_probability=0.9, reference_positive=reference, rank_max=18)
+    kept, dropped, stats = filter_candidates(scored, params)
+    positive = scored.filter(pl.col(schema.IS_POSITIVE)).group_by(schema.QUERY_ID).agg(
+        getattr(pl.col("ce_logit"), reference)().alias("pos"))
+    kept = kept.join(positive, on=schema.QUERY_ID)
+    s, pos = kept["ce_logit"].to_numpy(), kept["pos"].to_numpy()
+    assert kept.height > 0 and not np.isnan(s).any()
+    assert (s < pos - 0.05 * np.abs(pos)).all() and (s < pos - 0.5).all()
+    assert (s <= 5.0).all() and (s >= -6.0).all() and (kept["ce_prob"].to_numpy() <= 0.9).all()
+    assert (kept[schema.RANK] <= 18).all()
+    assert kept.group_by(schema.QUERY_ID).len()["len"].max() <= 4
+    # nothing lost: kept + dropped = all candidates, each dropped row charged to one known rule
+    assert kept.height + dropped.height == scored.filter(~pl.col(schema.IS_POSITIVE)).height
+    assert set(stats["dropped_by"]) <= {"rank_window", "unscored", "min_score", "max_score", "unscored_probability",
+                                        "max_probability", "max_relative", "margin", "not_sampled"}
+    assert sum(stats["dropped_by"].values()) == dropped.height and stats["score_column"] == "ce_logit"
+    assert stats["dropped_by"]["unscored"] == 40 * 3  # ranks 16-18 are in the window but have no CE score
+
+
+def test_rules_are_charged_in_order_and_negative_scores_are_handled():
+    scored = pl.DataFrame({
+        schema.QUERY_ID: ["a"] * 5, schema.DOC_ID: ["p", "x", "y", "z", "w"],
+        schema.IS_POSITIVE: [True, False, False, False, False], schema.RANK: [None, 1, 2, 3, 4],
+        "ce_logit": [-2.0, -1.0, -2.05, -2.2, -9.0],
+    })
+    kept, dropped, _ = filter_candidates(scored, FilterParams(num_negatives=4, max_relative=0.95, min_score=-5.0))
+    # the ceiling for a positive at -2.0 is -2.0 - 0.05 * 2.0 = -2.1: x and y are too close, w too easy
+    assert kept[schema.DOC_ID].to_list() == ["z"]
+    assert dict(zip(dropped[schema.DOC_ID], dropped[schema.DROPPED_BY])) == {
+        "x": "max_relative", "y": "max_relative", "w": "min_score"}
+
+
+def test_auto_picks_the_cross_encoder_and_names_a_missing_column():
+    scored = scored_rows(queries=3)
+    _, _, stats = filter_candidates(scored, FilterParams(num_negatives=2, margin=0.0))
+    assert stats["score_column"] == "ce_logit"
+    _, _, stats = filter_candidates(scored.drop("ce_logit", "ce_prob"), FilterParams(num_negatives=2, margin=0.0))
+    assert stats["score_column"] == "dense_score"
+    with pytest.raises(HnmineError, match="no score column 'judge_score'"):
+        filter_candidates(scored, FilterParams(num_negatives=2, margin=0.0, score="judge_score"))
+    with pytest.raises(HnmineError, match="no probability column"):
+        filter_candidates(scored.drop("ce_prob"), FilterParams(num_negatives=2, max_probability=0.5))
