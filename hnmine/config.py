@@ -163,6 +163,12 @@ class FilterParams(StageParams):
     min_score: float | None = Field(None, description="drop candidates scoring below this (too easy)")
     max_probability: float | None = Field(
         None, ge=0, le=1, description="RocketQA: drop candidates whose probability (ce_prob or judge_score) exceeds this")
+    near_duplicate: float | None = Field(
+        0.95, gt=0, le=1, description="drop a candidate whose embedding cosine to any of the query's positives is at "
+                                      "or above this (needs the dense index; empty = off)")
+    short_queries: Literal["keep", "drop", "pad"] = Field(
+        "keep", description="queries with fewer than num_negatives survivors: keep them with fewer, drop them, or "
+                            "pad with seeded random corpus documents (never a positive, never a repeat)")
     num_negatives: int = Field(5, ge=1, description="negatives kept per query")
     sampling: Literal["top", "random"] = Field("top", description="top: the best-ranked survivors; random: a seeded sample")
     seed: int = Field(42, description="seed for random sampling")

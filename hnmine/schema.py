@@ -52,3 +52,4 @@ CANDIDATES = pa.schema(
 # filter output: kept negatives, and the dropped candidates with the rule that dropped them.
 DROPPED_BY = "dropped_by"
 NEGATIVE_RANK = "negative_rank"  # 1..n order of a kept negative within its query
+PADDED = "padded"  # a kept negative drawn at random from the corpus for a query short of candidates

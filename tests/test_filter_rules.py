@@ -76,3 +76,84 @@ def test_auto_picks_the_cross_encoder_and_names_a_missing_column():
         filter_candidates(scored, FilterParams(num_negatives=2, margin=0.0, score="judge_score"))
     with pytest.raises(HnmineError, match="no probability column"):
         filter_candidates(scored.drop("ce_prob"), FilterParams(num_negatives=2, max_probability=0.5))
+
+
+@pytest.fixture(scope="module")
+def adi_near_copies(tmp_path_factory, adi_rows):
+    """adi plus, for ten positives, a copy with one word dropped: a different text, the same meaning."""
+    from conftest import write_beir
+
+    corpus, queries, qrels = adi_rows
+    by_id = {d["_id"]: d for d in corpus}
+    near = []
+    for q, d, _ in qrels[:40:4]:
+        words = by_id[d]["text"].split()
+        near.append({"_id": f"near-{d}-for-{q}", "title": by_id[d]["title"], "text": " ".join(words[:-1])})
+    return write_beir(tmp_path_factory.mktemp("adi-near"), corpus + near, queries, qrels), near
+
+
+def _run_to_scored(workdir, beir, top_k=10):
+    from conftest import MODEL
+
+    from hnmine.config import DataParams, IndexParams, MineParams, ScoreParams
+    from hnmine.stages.index import index
+    from hnmine.stages.mine import mine
+    from hnmine.stages.score import score
+
+    index(workdir, DataParams(beir=beir), IndexParams(model=MODEL), progress=False)
+    mine(workdir, DataParams(beir=beir), MineParams(top_k=top_k), progress=False)
+    score(workdir, ScoreParams(), progress=False)
+
+
+def test_near_copies_of_positives_are_dropped_by_embedding(tmp_path, adi_near_copies):
+    from hnmine.io.files import read_table
+    from hnmine.stages.filter import filter_stage
+
+    beir, near = adi_near_copies
+    _run_to_scored(tmp_path / "w", beir)
+    scored = pl.from_arrow(read_table(tmp_path / "w" / "scored.arrow"))
+    planted = {(d["_id"].split("-for-")[1], d["_id"]) for d in near}
+    mined = {pair for pair in zip(scored[schema.QUERY_ID], scored[schema.DOC_ID]) if pair in planted}
+    assert len(mined) >= 5  # 7 of the 10 reach the top 10 (measured); mine keeps them, their text differs
+
+    result = filter_stage(tmp_path / "w", FilterParams(num_negatives=5), progress=False)
+    dropped = pl.from_arrow(read_table(tmp_path / "w" / "dropped.arrow"))
+    reasons = dict(zip(zip(dropped[schema.QUERY_ID], dropped[schema.DOC_ID]), dropped[schema.DROPPED_BY]))
+    assert all(reasons.get(pair) == "near_duplicate" for pair in mined)
+    assert result.stats["dropped_by"]["near_duplicate"] >= len(mined)
+    off = filter_stage(tmp_path / "w", FilterParams(num_negatives=5, near_duplicate=None), progress=False)
+    assert "near_duplicate" not in off.stats["dropped_by"]
+
+
+def test_short_queries_are_dropped_or_padded_with_random_non_positives(adi_workdir, adi):
+    from hnmine.io.files import read_table
+    from hnmine.stages.filter import filter_stage
+
+    _run_to_scored(adi_workdir, adi)
+    strict = {"num_negatives": 5, "rank_max": 3}  # at most 3 survivors: every query is short
+    kept = filter_stage(adi_workdir, FilterParams(**strict), progress=False)
+    assert kept.stats["queries_with_fewer_negatives"] == 35
+
+    dropped = filter_stage(adi_workdir, FilterParams(**strict, short_queries="drop"), progress=False)
+    assert dropped.stats["kept"] == 0 and dropped.stats["queries_dropped_short"] == 35
+    assert dropped.stats["dropped_by"]["short_query"] == 35 * 3
+
+    padded = filter_stage(adi_workdir, FilterParams(**strict, short_queries="pad"), progress=False)
+    negatives = pl.from_arrow(read_table(adi_workdir / "negatives.arrow"))
+    assert padded.stats["padded_negatives"] == 35 * 2 and padded.stats["queries_padded_short"] == 35
+    assert negatives.group_by(schema.QUERY_ID).len()["len"].to_list() == [5] * 35
+    assert negatives.group_by(schema.QUERY_ID).agg(pl.col(schema.NEGATIVE_RANK))[schema.NEGATIVE_RANK].to_list() == [[1, 2, 3, 4, 5]] * 35
+    scored = pl.from_arrow(read_table(adi_workdir / "scored.arrow"))
+    seen = set(zip(scored[schema.QUERY_ID], scored[schema.DOC_ID]))  # positives and every candidate
+    pads = negatives.filter(pl.col(schema.PADDED))
+    assert pads.height == 70 and not (set(zip(pads[schema.QUERY_ID], pads[schema.DOC_ID])) & seen)
+    corpus = pl.from_arrow(read_table(adi_workdir / "corpus.arrow"))
+    text_hash = dict(zip(corpus[schema.DOC_ID], corpus[schema.TEXT_HASH]))
+    positive_hashes = {(q, text_hash[d]) for q, d in zip(scored.filter(pl.col(schema.IS_POSITIVE))[schema.QUERY_ID],
+                                                         scored.filter(pl.col(schema.IS_POSITIVE))[schema.DOC_ID])}
+    assert not {(q, text_hash[d]) for q, d in zip(pads[schema.QUERY_ID], pads[schema.DOC_ID])} & positive_hashes
+    again = filter_stage(adi_workdir, FilterParams(**strict, short_queries="pad", seed=42), progress=False)
+    assert again.reused  # the same seed: the same pads, nothing recomputed
+    other = filter_stage(adi_workdir, FilterParams(**strict, short_queries="pad", seed=1), progress=False)
+    other_pads = pl.from_arrow(read_table(adi_workdir / "negatives.arrow")).filter(pl.col(schema.PADDED))
+    assert other.stats["padded_negatives"] == 70 and set(other_pads[schema.DOC_ID]) != set(pads[schema.DOC_ID])

@@ -19,8 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 
 import numpy as np
 
@@ -121,7 +120,7 @@ class HttpJudge:
 
     def __init__(self, base_url: str, model: str, *, system: str, template: str, instruction: str,
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, timeout: float = 60.0,
-                 max_retries: int = 6, backoff: float = 0.5, top_logprobs: int = 10):
+                 max_retries: int = 6, backoff: float = 0.5, top_logprobs: int = 20):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.system, self.template, self.instruction = system, template, instruction
@@ -195,7 +194,35 @@ class HttpJudge:
                 time.sleep(min(delay, 30.0))
         raise AssertionError("unreachable")
 
-    def score(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """Scores in input order. If a pair fails for good, the pairs still queued are cancelled,
+        those in flight finish, and `PartialScores` carries every answer received so far, so the
+        caller can save them: each answered pair is paid for once."""
+        values = np.full(len(pairs), np.nan, dtype=np.float32)
+        done = np.zeros(len(pairs), dtype=bool)
+        failure: HnmineError | None = None
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            scores = list(pool.map(self._with_retries, pairs))
-        return np.asarray(scores, dtype=np.float32).reshape(-1, 1)
+            futures = {pool.submit(self._with_retries, pair): i for i, pair in enumerate(pairs)}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    values[i] = future.result()
+                    done[i] = True
+                except CancelledError:
+                    continue
+                except HnmineError as exc:
+                    if failure is None:
+                        failure = exc
+                        for other in futures:
+                            other.cancel()
+        if failure is not None:
+            raise PartialScores(done, values.reshape(-1, 1), failure)
+        return values.reshape(-1, 1)
+
+
+class PartialScores(Exception):  # noqa: N818 (a result, not only an error)
+    """A scorer failed part-way: `values[done]` are real answers to keep, `error` says what broke."""
+
+    def __init__(self, done: np.ndarray, values: np.ndarray, error: HnmineError):
+        super().__init__(str(error))
+        self.done, self.values, self.error = done, values, error

@@ -8,6 +8,7 @@ without a reason. Rules run in a fixed order; a candidate is charged to the firs
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from hnmine.config import FilterParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
+from hnmine.retrievers.dense import load_embeddings
 from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
+from hnmine.stages.index import corpus_path, dense_dir
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -96,7 +99,62 @@ def score_rules(params: FilterParams, column: str, probability: str | None) -> l
     return rules
 
 
-def filter_candidates(scored: pl.DataFrame, params: FilterParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+@dataclass
+class FilterContext:
+    """What two rules need beyond the scored rows: the corpus (to pad short queries) and the dense
+    embeddings (to find near duplicates of a positive), both in corpus order."""
+
+    doc_ids: list[str]
+    text_hashes: np.ndarray
+    embeddings: np.ndarray | None = None
+    _position: dict[str, int] | None = None
+
+    def positions(self, doc_ids: list[str]) -> np.ndarray:
+        if self._position is None:
+            self._position = {d: i for i, d in enumerate(self.doc_ids)}
+        return np.fromiter((self._position[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids))
+
+
+def max_cosine_to_positives(candidates: pl.DataFrame, scored: pl.DataFrame, context: FilterContext) -> np.ndarray:
+    """Per candidate row, the highest cosine between its embedding and those of its query's positives."""
+    positives = scored.filter(pl.col(schema.IS_POSITIVE)).group_by(schema.QUERY_ID).agg(pl.col(schema.DOC_ID))
+    by_query = dict(zip(positives[schema.QUERY_ID].to_list(), positives[schema.DOC_ID].to_list()))
+    out = np.full(candidates.height, -np.inf, dtype=np.float32)
+    rows = candidates.with_row_index("_row").group_by(schema.QUERY_ID).agg(pl.col("_row"), pl.col(schema.DOC_ID))
+    for qid, row_ids, doc_ids in rows.iter_rows():
+        if not by_query.get(qid):
+            continue
+        cand = np.asarray(context.embeddings[np.sort(context.positions(doc_ids))], dtype=np.float32)
+        order = np.argsort(np.argsort(context.positions(doc_ids)))  # back from sorted positions to row order
+        pos = np.asarray(context.embeddings[np.sort(context.positions(by_query[qid]))], dtype=np.float32)
+        cand = cand[order] / np.maximum(np.linalg.norm(cand[order], axis=1, keepdims=True), 1e-12)
+        pos = pos / np.maximum(np.linalg.norm(pos, axis=1, keepdims=True), 1e-12)
+        out[np.asarray(row_ids)] = (cand @ pos.T).max(axis=1)
+    return out
+
+
+def pad_query(qid: str, need: int, banned_ids: set[str], banned_hashes: set[int], context: FilterContext,
+              seed: int) -> list[str]:
+    """`need` seeded random corpus documents that are not positives (by id or text) and not repeats."""
+    digest = int.from_bytes(hashlib.blake2b(qid.encode(), digest_size=8).digest(), "big")
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, digest & 0xFFFFFFFF, digest >> 32])
+    chosen: list[str] = []
+    n = len(context.doc_ids)
+    for _ in range(64):
+        for position in rng.integers(0, n, size=max(4 * need, 16)).tolist():
+            doc, h = context.doc_ids[position], int(context.text_hashes[position])
+            if doc in banned_ids or h in banned_hashes:
+                continue
+            chosen.append(doc)
+            banned_ids.add(doc)
+            banned_hashes.add(h)
+            if len(chosen) == need:
+                return chosen
+    return chosen  # a corpus nearly all positives: fewer pads, counted by the caller
+
+
+def filter_candidates(scored: pl.DataFrame, params: FilterParams,
+                      context: FilterContext | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Pure core: scored rows in, (kept, dropped, stats) out."""
     stats_extra: dict = {}
     column = probability = None
@@ -115,10 +173,17 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams) -> tuple[pl.Da
     rank_max = params.rank_max if params.rank_max is not None else np.iinfo(np.int32).max
     out_of_window = (pl.col(schema.RANK) < params.rank_min) | (pl.col(schema.RANK) > rank_max)
     rules = [("rank_window", out_of_window), *score_rules(params, column or "", probability)]
+    if params.near_duplicate is not None:
+        if context is not None and context.embeddings is not None:
+            cosine = max_cosine_to_positives(candidates, scored, context)
+            candidates = candidates.with_columns(pl.Series("_cosine", cosine))
+            rules.append(("near_duplicate", pl.col("_cosine") >= params.near_duplicate))
+        else:
+            stats_extra["near_duplicate"] = "not checked: no dense index in the work dir"
     reason = pl.lit(None, dtype=pl.String)
     for name, drops in reversed(rules):  # the first rule that drops a candidate is the one charged
         reason = pl.when(drops.fill_null(False)).then(pl.lit(name)).otherwise(reason)
-    candidates = candidates.with_columns(reason.alias(schema.DROPPED_BY)).drop("_positive")
+    candidates = candidates.with_columns(reason.alias(schema.DROPPED_BY)).drop("_positive", "_cosine", strict=False)
 
     survivors = candidates.filter(pl.col(schema.DROPPED_BY).is_null())
     if params.sampling == "random":
@@ -130,11 +195,28 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams) -> tuple[pl.Da
         pl.col("_key").rank("ordinal").over(schema.QUERY_ID).cast(pl.Int32).alias(schema.NEGATIVE_RANK)
     )
     kept = survivors.filter(pl.col(schema.NEGATIVE_RANK) <= params.num_negatives).drop("_key", schema.DROPPED_BY)
-    # queries stay in their order; within a query, kept negatives are listed in their 1..n order
-    kept = kept.sort([pl.col("_order").min().over(schema.QUERY_ID), schema.NEGATIVE_RANK]).drop("_order")
+    kept = kept.with_columns(pl.lit(False).alias(schema.PADDED))
     not_sampled = survivors.filter(pl.col(schema.NEGATIVE_RANK) > params.num_negatives).with_columns(
         pl.lit("not_sampled").alias(schema.DROPPED_BY)).drop("_key", schema.NEGATIVE_RANK)
-    dropped = pl.concat([candidates.filter(pl.col(schema.DROPPED_BY).is_not_null()), not_sampled]).sort("_order").drop("_order")
+    dropped = [candidates.filter(pl.col(schema.DROPPED_BY).is_not_null()), not_sampled]
+
+    counts = kept.group_by(schema.QUERY_ID).len()
+    short = scored.select(schema.QUERY_ID).unique().join(counts, on=schema.QUERY_ID, how="left").filter(
+        pl.col("len").fill_null(0) < params.num_negatives)
+    if params.short_queries == "drop" and short.height:
+        is_short = pl.col(schema.QUERY_ID).is_in(short[schema.QUERY_ID].implode())
+        dropped.append(kept.filter(is_short).drop(schema.NEGATIVE_RANK, schema.PADDED)
+                       .with_columns(pl.lit("short_query").alias(schema.DROPPED_BY)))
+        kept = kept.filter(~is_short)
+        stats_extra["queries_dropped_short"] = short.height
+    elif params.short_queries == "pad" and short.height:
+        if context is None:
+            raise HnmineError("padding short queries needs the corpus", fix="run filter in a work dir made by `hnmine index`")
+        kept, stats_extra["padded_negatives"], stats_extra["queries_padded_short"] = _pad(kept, scored, short, params, context)
+    # queries stay in their order; within a query, kept negatives are listed in their 1..n order
+    first_row = scored.with_row_index("_first").group_by(schema.QUERY_ID).agg(pl.col("_first").min())
+    kept = kept.drop("_order").join(first_row, on=schema.QUERY_ID).sort(["_first", schema.NEGATIVE_RANK]).drop("_first")
+    dropped = pl.concat(dropped, how="diagonal_relaxed").sort("_order").drop("_order")
 
     queries = scored.select(pl.col(schema.QUERY_ID).unique()).height
     per_query = kept.group_by(schema.QUERY_ID).len()
@@ -152,12 +234,37 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams) -> tuple[pl.Da
     return kept, dropped, stats
 
 
+def _pad(kept: pl.DataFrame, scored: pl.DataFrame, short: pl.DataFrame, params: FilterParams,
+         context: FilterContext) -> tuple[pl.DataFrame, int, int]:
+    """Fill short queries up to num_negatives with random corpus documents (`padded` = true)."""
+    hash_of = dict(zip(context.doc_ids, context.text_hashes.tolist()))
+    seen = scored.group_by(schema.QUERY_ID).agg(pl.col(schema.DOC_ID), pl.col(schema.DOC_ID).filter(pl.col(schema.IS_POSITIVE)).alias("pos"))
+    seen = {q: (set(d), p) for q, d, p in seen.iter_rows()}
+    rows = []
+    for qid, have in short.iter_rows():
+        have = have or 0
+        docs, positives = seen[qid]
+        # never a positive (by id or text), never any candidate of the query (kept or dropped for a reason)
+        new = pad_query(qid, params.num_negatives - have, set(docs), {hash_of[d] for d in positives}, context, params.seed)
+        rows += [{schema.QUERY_ID: qid, schema.DOC_ID: d, schema.IS_POSITIVE: False, schema.NEGATIVE_RANK: have + i + 1,
+                  schema.PADDED: True} for i, d in enumerate(new)]
+    if not rows:
+        return kept, 0, 0
+    padded = pl.DataFrame(rows).with_columns(pl.col(schema.NEGATIVE_RANK).cast(kept.schema[schema.NEGATIVE_RANK]))
+    return pl.concat([kept, padded], how="diagonal_relaxed"), len(rows), short.height
+
+
 def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> StageResult:
     workdir = Path(workdir)
     source = shard_output(workdir, "scored", params.shard) if params.shard else stage_input(workdir, "scored")
     out = shard_output(workdir, "negatives", params.shard)
     dropped_out = shard_output(workdir, "dropped", params.shard)
-    inputs_fp = fingerprints({"scored": source})
+    needed = {"scored": source}
+    if params.short_queries == "pad" or params.near_duplicate is not None:
+        needed["corpus"] = corpus_path(workdir)
+        if params.near_duplicate is not None and manifest_path(dense_dir(workdir)).exists():
+            needed["dense"] = dense_dir(workdir)
+    inputs_fp = fingerprints(needed)
     identity = params.identity()
     if is_current(out, "filter", identity, inputs_fp) and dropped_out.exists():
         return StageResult("filter", {"negatives": out, "dropped": dropped_out},
@@ -171,7 +278,12 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
                 f"num_negatives={params.num_negatives} is more than the {top_k} candidates per query that mine kept",
                 path=source, fix=f"rerun `hnmine mine` with --top-k of at least {params.num_negatives}, or lower --num-negatives",
             )
-        kept, dropped, stats = filter_candidates(scored, params)
+        context = None
+        if "corpus" in needed:
+            corpus = read_table(needed["corpus"], [schema.DOC_ID, schema.TEXT_HASH])
+            context = FilterContext(corpus.column(schema.DOC_ID).to_pylist(), corpus.column(schema.TEXT_HASH).to_numpy(),
+                                    load_embeddings(needed["dense"]) if "dense" in needed else None)
+        kept, dropped, stats = filter_candidates(scored, params, context)
         write_table(dropped.to_arrow(), dropped_out)
         write_table(kept.to_arrow(), out)
     warnings = []

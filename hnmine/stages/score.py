@@ -18,9 +18,11 @@ from tqdm.auto import tqdm
 
 from hnmine import schema
 from hnmine.config import ScoreParams
+from hnmine.errors import HnmineError
 from hnmine.io.files import BatchWriter, read_table, shard_files, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.scorers.cache import ScoreCache, pair_keys
+from hnmine.scorers.judge import PartialScores
 from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
 from hnmine.stages.index import corpus_path, doc_texts
 
@@ -37,8 +39,6 @@ def build_scorer(params: ScoreParams):
     prompt = {"system": params.system_prompt, "template": params.prompt_template, "instruction": params.instruction}
     if params.judge_backend == "http":
         if not params.base_url:
-            from hnmine.errors import HnmineError
-
             raise HnmineError("the http judge needs a base URL", fix="pass --base-url http://HOST:PORT/v1")
         return judge.HttpJudge(params.base_url, params.judge_model, api_key_env=params.api_key_env,
                                concurrency=params.concurrency, timeout=params.timeout, max_retries=params.max_retries,
@@ -112,18 +112,30 @@ def _score_rows(workdir: Path, source: Path, out: Path, params: ScoreParams, pro
     columns = score_columns(params)
     cache = ScoreCache(workdir / "cache" / "scores", params.scorer_identity(), columns[:1])
     keys = pair_keys(cache.digest, pair_queries, pair_docs)
-    missing = cache.missing(keys)
+    # Longest pairs first, so each model batch holds pairs of about one length (little padding)
+    # and an out-of-memory error shows in the first chunk, not the last.
+    missing = sorted(cache.missing(keys), key=lambda i: -(len(pair_queries[i]) + len(pair_docs[i])))
     model_seconds = 0.0
+    scorer_stats: dict = {}
     if missing:
         scorer = build_scorer(params)
         with tqdm(total=len(missing), desc=f"score ({params.scorer})", unit="pair", disable=not progress) as bar:
             for start in range(0, len(missing), params.chunk_size):
                 chunk = missing[start:start + params.chunk_size]
                 began = time.perf_counter()
-                values = scorer.score([(pair_queries[i], pair_docs[i]) for i in chunk])[:, :1]
+                try:
+                    values = scorer.score([(pair_queries[i], pair_docs[i]) for i in chunk])[:, :1]
+                except PartialScores as partial:
+                    kept = np.flatnonzero(partial.done)
+                    if len(kept):
+                        cache.add([keys[chunk[j]] for j in kept], partial.values[kept, :1])
+                    raise HnmineError(f"{partial.error.detail}; {start + len(kept)} of the {len(missing)} pairs to "
+                                      "score are done and cached",
+                                      fix="fix the cause and rerun: cached pairs are not asked again") from None
                 model_seconds += time.perf_counter() - began
                 cache.add([keys[i] for i in chunk], values)
                 bar.update(len(chunk))
+        scorer_stats = {f"judge_{k}": v for k, v in getattr(scorer, "stats", {}).items()}
     values = cache.lookup(keys)[:, 0]
     full = np.full(table.num_rows, np.nan, dtype=np.float32)
     full[rows] = values
@@ -135,4 +147,4 @@ def _score_rows(workdir: Path, source: Path, out: Path, params: ScoreParams, pro
     write_table(table, out)
     return {"scorer": params.scorer, "rows": table.num_rows, "pairs": len(rows), "pairs_unique": len(set(keys)),
             "pairs_from_cache": len(set(keys)) - len(missing), "pairs_scored_now": len(missing),
-            "unscored_nan": int(np.isnan(values).sum()), "_model_seconds": model_seconds}
+            "unscored_nan": int(np.isnan(values).sum()), "_model_seconds": model_seconds, **scorer_stats}
