@@ -176,8 +176,16 @@ class FilterParams(StageParams):
 
 
 class ExportParams(StageParams):
-    format: Literal["triplet", "n-tuple"] = Field("n-tuple", description="sentence-transformers layout")
-    output: Path | None = Field(None, description="Parquet file to write (default: WORKDIR/export/train.parquet)")
+    format: Literal["triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding", "tevatron", "ids"] = Field(
+        "n-tuple", description="triplet, n-tuple, labeled-pair, labeled-list (sentence-transformers Parquet); "
+                               "flagembedding, tevatron (JSONL); ids (Parquet of ids only)")
+    output: Path | None = Field(None, description="file to write (default: WORKDIR/export/train.parquet, .jsonl for JSONL)")
+    labels: Literal["none", "margin", "scores"] = Field(
+        "none", description="distillation labels: margin (positive - negative score, for MarginMSE) or scores "
+                            "(the positive's and each negative's, for KL); labeled-* take the scores as labels")
+    score: str = Field("auto", description="score column the labels come from: auto (ce_logit, judge_score, "
+                                           "dense_score, bm25_score: the first present) or a column name")
+    prompt: str = Field("", description="flagembedding: the query instruction written into each row's `prompt`")
 
 
 class RunConfig(BaseModel):

@@ -59,3 +59,92 @@ def test_sentence_transformer_trainer_takes_the_file_as_is(exported, tmp_path):
                                          loss=MultipleNegativesRankingLoss(model))
     output = trainer.train()
     assert output.global_step == 2 and output.training_loss > 0
+
+
+def _load(path, kind="parquet"):
+    from datasets import load_dataset
+
+    return load_dataset(kind, data_files=str(path), split="train")
+
+
+def test_labeled_pair_and_list_follow_mine_hard_negatives_columns(exported):
+    from hnmine.stages.export import export as run_export
+
+    pair = _load(exported("labeled-pair").outputs["train"])
+    assert pair.column_names == ["anchor", "document", "label"]
+    assert set(pair["label"]) == {0, 1} and pair["label"].count(0) == 35 * 3 and pair["label"].count(1) == 170
+    assert pair["label"][0] == 1  # each query: its positives, then its negatives
+
+    listed = _load(exported("labeled-list").outputs["train"])
+    assert listed.column_names == ["anchor", "documents", "labels"]
+    assert len(listed) == 170 and all(labels == [1, 0, 0, 0] for labels in listed["labels"])
+    assert all(isinstance(d, str) and d for docs in listed["documents"] for d in docs)
+
+    workdir = exported("labeled-pair").outputs["train"].parent
+    scored_pair = run_export(workdir, ExportParams(format="labeled-pair", labels="scores", output=workdir / "lp-s.parquet"),
+                             progress=False)
+    with_scores = _load(scored_pair.outputs["train"])
+    assert with_scores.column_names == ["anchor", "document", "score"] and scored_pair.stats["label_score"] == "dense_score"
+    assert all(-1.0 <= s <= 1.0 for s in with_scores["score"]) and len(set(with_scores["score"])) > 100
+
+
+def test_distillation_labels_are_margins_or_score_lists(exported, adi_workdir):
+    from hnmine.io.files import read_table
+    from hnmine.stages.export import export as run_export
+
+    scored = pl.from_arrow(read_table(adi_workdir / "scored.arrow"))
+    score_of = dict(zip(zip(scored["query_id"], scored["doc_id"]), scored["dense_score"]))
+
+    margin = run_export(adi_workdir, ExportParams(format="triplet", labels="margin", output=adi_workdir / "t.parquet"), progress=False)
+    rows, ids = _load(margin.outputs["train"]), pl.read_parquet(margin.outputs["ids"])
+    assert rows.column_names == ["anchor", "positive", "negative", "label"]
+    expected = [score_of[(q, p)] - score_of[(q, n)] for q, p, n in ids.iter_rows()]
+    assert rows["label"] == pytest.approx(expected, abs=1e-6)
+
+    lists = run_export(adi_workdir, ExportParams(format="n-tuple", labels="scores", output=adi_workdir / "n.parquet"), progress=False)
+    rows, ids = _load(lists.outputs["train"]), pl.read_parquet(lists.outputs["ids"])
+    assert rows.column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3", "scores"]
+    first = ids.row(0)
+    assert rows["scores"][0] == pytest.approx([score_of[(first[0], d)] for d in first[1:]], abs=1e-6)
+
+
+def test_flagembedding_jsonl_has_lists_never_bare_strings(exported, adi_workdir):
+    import json
+
+    from hnmine.stages.export import export as run_export
+
+    result = run_export(adi_workdir, ExportParams(format="flagembedding", labels="scores", prompt="Represent this query: "),
+                        progress=False)
+    assert result.outputs["train"].name == "train.jsonl"
+    lines = [json.loads(line) for line in result.outputs["train"].read_text().splitlines()]
+    assert len(lines) == 35
+    for row in lines:
+        assert set(row) == {"query", "pos", "neg", "pos_scores", "neg_scores", "prompt"}
+        assert isinstance(row["pos"], list) and all(isinstance(p, str) and len(p) > 1 for p in row["pos"])
+        assert isinstance(row["neg"], list) and len(row["neg"]) == 3
+        assert len(row["pos_scores"]) == len(row["pos"]) and len(row["neg_scores"]) == 3
+    # loaded the way FlagEmbedding's training dataset loads it (datasets' json loader)
+    dataset = _load(result.outputs["train"], "json")
+    assert isinstance(dataset[0]["pos"], list) and dataset[0]["prompt"] == "Represent this query: "
+    plain = run_export(adi_workdir, ExportParams(format="flagembedding", output=adi_workdir / "fe.jsonl"), progress=False)
+    assert set(json.loads(plain.outputs["train"].read_text().splitlines()[0])) == {"query", "pos", "neg"}
+
+
+def test_tevatron_jsonl_and_ids_parquet(exported, adi_workdir):
+    from hnmine.io.files import read_table
+    from hnmine.stages.export import export as run_export
+
+    tevatron = _load(run_export(adi_workdir, ExportParams(format="tevatron"), progress=False).outputs["train"], "json")
+    assert tevatron.column_names == ["query_id", "query", "positive_passages", "negative_passages"]
+    first = tevatron[0]
+    assert set(first["positive_passages"][0]) == {"docid", "title", "text"} and len(first["negative_passages"]) == 3
+    corpus = pl.from_arrow(read_table(adi_workdir / "corpus.arrow"))
+    text_of = dict(zip(corpus["doc_id"], corpus["text"]))
+    assert all(p["text"] == text_of[p["docid"]] for row in tevatron for p in row["negative_passages"])
+
+    ids = pl.read_parquet(run_export(adi_workdir, ExportParams(format="ids", output=adi_workdir / "ids.parquet"),
+                                     progress=False).outputs["train"])
+    assert ids.columns == ["query_id", "positive_ids", "negative_ids"] and ids.height == 35
+    assert ids["negative_ids"].list.len().to_list() == [3] * 35
+    qrels = pl.from_arrow(read_table(adi_workdir / "qrels.arrow"))
+    assert ids["positive_ids"].list.len().sum() == qrels.height == 170

@@ -1,15 +1,26 @@
 """`hnmine export`: turn kept negatives into a trainer's file.
 
-sentence-transformers layouts (Parquet, text columns only, in the order the losses read them):
-  triplet  anchor, positive, negative            one row per (query, positive, negative)
-  n-tuple  anchor, positive, negative_1..n       one row per (query, positive); queries with fewer
-                                                 than n negatives are left out and counted
-Ids go to a row-aligned sidecar `<name>.ids.parquet` (query_id, positive_id, negative_id[_i]), so
-the trainer file has no column a loss would mistake for text.
+sentence-transformers (Parquet, text columns in the order the losses read them, label last):
+  triplet       anchor, positive, negative                 one row per (query, positive, negative)
+  n-tuple       anchor, positive, negative_1..n            one row per (query, positive); queries with
+                                                           fewer than n negatives are left out, counted
+  labeled-pair  anchor, document, label (1/0)              one row per (query, document)
+  labeled-list  anchor, documents, labels                  one row per (query, positive): [positive, negatives...]
+Distillation labels (`--labels`): margin adds `label` = positive score - negative score (a list for
+n-tuple), scores adds `scores` = [positive score, negative scores...]; labeled-* put the scores in
+place of the 1/0 labels (`score` / `scores`, as `mine_hard_negatives(output_scores=True)` does).
+For these, ids go to a row-aligned sidecar `<name>.ids.parquet`, so the trainer file has no column
+a loss would mistake for text.
+
+Other trainers:
+  flagembedding JSONL {query, pos: [..], neg: [..], prompt?, pos_scores?, neg_scores?}, one line per query
+  tevatron      JSONL {query_id, query, positive_passages: [{docid, title, text}], negative_passages: [..]}
+  ids           Parquet query_id, positive_ids, negative_ids (+ positive_scores, negative_scores)
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -17,89 +28,216 @@ import pyarrow.parquet as pq
 
 from hnmine import schema
 from hnmine.config import ExportParams
+from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.stages.common import StageResult, Timer, fingerprints, stage_input
+from hnmine.stages.filter import SCORE_PREFERENCE
 from hnmine.stages.index import corpus_path
 
+JSONL_FORMATS = ("flagembedding", "tevatron")
+SIDECAR_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding")
 
-def default_output(workdir: Path) -> Path:
-    return Path(workdir) / "export" / "train.parquet"
+
+def default_output(workdir: Path, fmt: str = "n-tuple") -> Path:
+    return Path(workdir) / "export" / ("train.jsonl" if fmt in JSONL_FORMATS else "train.parquet")
 
 
 def ids_path(output: Path) -> Path:
-    return output.with_name(output.name.removesuffix(".parquet") + ".ids.parquet")
+    return output.with_name(output.name.removesuffix(output.suffix) + ".ids.parquet")
 
 
-def _doc_texts(workdir: Path, doc_ids: pl.Series) -> pl.DataFrame:
+def _documents(workdir: Path, doc_ids: pl.Series) -> pl.DataFrame:
     corpus = pl.from_arrow(read_table(corpus_path(workdir), [schema.DOC_ID, schema.TITLE, schema.TEXT]))
     corpus = corpus.filter(pl.col(schema.DOC_ID).is_in(doc_ids.unique().implode()))
     joined = pl.concat_str([pl.col(schema.TITLE), pl.col(schema.TEXT)], separator=" ").str.strip_chars()
-    return corpus.select(schema.DOC_ID, joined.alias("doc_text"))
+    return corpus.select(schema.DOC_ID, schema.TITLE, schema.TEXT, joined.alias("doc_text"))
 
 
-def build_rows(workdir: Path, negatives: pl.DataFrame, params: ExportParams, num_negatives: int) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    queries = pl.from_arrow(read_table(Path(workdir) / "queries.arrow")).rename({schema.TEXT: "anchor"})
-    qrels = pl.from_arrow(read_table(Path(workdir) / "qrels.arrow")).select(schema.QUERY_ID, pl.col(schema.DOC_ID).alias("positive_id"))
-    texts = _doc_texts(workdir, pl.concat([negatives[schema.DOC_ID], qrels["positive_id"]]))
-    negatives = negatives.join(texts, on=schema.DOC_ID, how="left", maintain_order="left")
-    query_order = negatives.select(schema.QUERY_ID).unique(maintain_order=True)
-    pairs = (query_order.join(qrels, on=schema.QUERY_ID, how="inner", maintain_order="left")
-             .join(queries, on=schema.QUERY_ID, how="left", maintain_order="left")
-             .join(texts.rename({schema.DOC_ID: "positive_id", "doc_text": "positive"}), on="positive_id", how="left",
-                   maintain_order="left"))
-    stats = {"queries_with_negatives": query_order.height}
-    if params.format == "triplet":
-        rows = pairs.join(
-            negatives.select(schema.QUERY_ID, pl.col(schema.DOC_ID).alias("negative_id"), pl.col("doc_text").alias("negative"),
-                             schema.NEGATIVE_RANK),
-            on=schema.QUERY_ID, how="inner", maintain_order="left",
-        )
-        train = rows.select("anchor", "positive", "negative")
-        ids = rows.select(schema.QUERY_ID, "positive_id", "negative_id")
+def _score_column(table: pl.DataFrame, wanted: str) -> str:
+    if wanted != "auto":
+        if wanted not in table.columns:
+            raise HnmineError(f"no score column '{wanted}' for the labels (columns: {', '.join(table.columns)})",
+                              fix="pick another --score, or run `hnmine score` with the scorer that writes it")
+        return wanted
+    for name in SCORE_PREFERENCE:
+        if name in table.columns and table[name].drop_nulls().len():
+            return name
+    raise HnmineError("no score column for the labels", fix="run `hnmine score` first, or export with --labels none")
+
+
+def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """One row per (query, positive) with the query text, the positive and the query's negatives
+    as lists (id, title, text, joined text, score), in negative_rank order; and the per-query table."""
+    workdir = Path(workdir)
+    queries = pl.from_arrow(read_table(workdir / "queries.arrow")).select(schema.QUERY_ID, pl.col(schema.TEXT).alias("query"))
+    qrels = pl.from_arrow(read_table(workdir / "qrels.arrow")).select(schema.QUERY_ID, schema.DOC_ID)
+    docs = _documents(workdir, pl.concat([negatives[schema.DOC_ID], qrels[schema.DOC_ID]]))
+    stats: dict = {}
+    score = None
+    negatives = negatives.sort(schema.NEGATIVE_RANK, maintain_order=True)
+    if params.labels != "none":
+        scored = pl.from_arrow(read_table(stage_input(workdir, "scored")))
+        score = _score_column(scored, params.score)
+        stats["label_score"] = score
+        positive_scores = scored.filter(pl.col(schema.IS_POSITIVE)).select(
+            schema.QUERY_ID, schema.DOC_ID, pl.col(score).cast(pl.Float64).alias("score"))
+        qrels = qrels.join(positive_scores, on=[schema.QUERY_ID, schema.DOC_ID], how="left", maintain_order="left")
+        negatives = negatives.with_columns(
+            (pl.col(score) if score in negatives.columns else pl.lit(None)).cast(pl.Float64).alias("score"))
+        missing = qrels["score"].null_count() + negatives["score"].null_count()
+        if missing:
+            stats["labels_missing_scores"] = missing
     else:
-        counts = negatives.group_by(schema.QUERY_ID).len()
-        complete = counts.filter(pl.col("len") >= num_negatives)[schema.QUERY_ID]
-        stats["queries_left_out_fewer_negatives"] = counts.height - complete.len()
-        wide = (negatives.filter(pl.col(schema.QUERY_ID).is_in(complete.implode()))
-                .filter(pl.col(schema.NEGATIVE_RANK) <= num_negatives)
-                .pivot(on=schema.NEGATIVE_RANK, index=schema.QUERY_ID, values=[schema.DOC_ID, "doc_text"],
-                       sort_columns=True, maintain_order=True))
-        neg_cols = [f"negative_{i}" for i in range(1, num_negatives + 1)]
-        wide = wide.rename({f"doc_text_{i}": f"negative_{i}" for i in range(1, num_negatives + 1)}
-                           | {f"{schema.DOC_ID}_{i}": f"negative_{i}_id" for i in range(1, num_negatives + 1)})
-        rows = pairs.join(wide, on=schema.QUERY_ID, how="inner", maintain_order="left")
-        train = rows.select("anchor", "positive", *neg_cols)
-        ids = rows.select(schema.QUERY_ID, "positive_id", *[f"{c}_id" for c in neg_cols])
-    stats["rows"] = train.height
-    stats["queries"] = ids[schema.QUERY_ID].n_unique()
-    return train, ids, stats
+        qrels = qrels.with_columns(pl.lit(None, dtype=pl.Float64).alias("score"))
+        negatives = negatives.with_columns(pl.lit(None, dtype=pl.Float64).alias("score"))
+
+    negatives = negatives.join(docs, on=schema.DOC_ID, how="left", maintain_order="left")
+    per_query_negatives = negatives.group_by(schema.QUERY_ID, maintain_order=True).agg(
+        pl.col(schema.DOC_ID).alias("negative_ids"), pl.col(schema.TITLE).alias("negative_titles"),
+        pl.col(schema.TEXT).alias("negative_bodies"), pl.col("doc_text").alias("negatives"),
+        pl.col("score").alias("negative_scores"))
+    positives = qrels.join(docs, on=schema.DOC_ID, how="left", maintain_order="left").select(
+        schema.QUERY_ID, pl.col(schema.DOC_ID).alias("positive_id"), pl.col(schema.TITLE).alias("positive_title"),
+        pl.col(schema.TEXT).alias("positive_body"), pl.col("doc_text").alias("positive"),
+        pl.col("score").alias("positive_score"))
+    # queries in the order filter kept them; only queries that have negatives
+    rows = (per_query_negatives.join(queries, on=schema.QUERY_ID, how="left", maintain_order="left")
+            .join(positives, on=schema.QUERY_ID, how="inner", maintain_order="left"))
+    per_query = rows.group_by(schema.QUERY_ID, maintain_order=True).agg(
+        pl.col("query").first(), pl.col("positive_id").alias("positive_ids"), pl.col("positive_title").alias("positive_titles"),
+        pl.col("positive_body").alias("positive_bodies"), pl.col("positive").alias("positives"),
+        pl.col("positive_score").alias("positive_scores"), *[pl.col(c).first() for c in per_query_negatives.columns[1:]])
+    stats["queries_with_negatives"] = per_query.height
+    return rows, per_query, stats
+
+
+def _labels(params: ExportParams, n: int | None = None) -> list[pl.Expr]:
+    """Distillation label columns for triplet (`n` None: one negative per row) and n-tuple (n negatives)."""
+    if params.labels == "none":
+        return []
+    if n is None:
+        if params.labels == "margin":
+            return [(pl.col("positive_score") - pl.col("negative_score")).alias("label")]
+        return [pl.concat_list([pl.col("positive_score"), pl.col("negative_score")]).alias("scores")]
+    negatives = [pl.col("negative_scores").list.get(i) for i in range(n)]
+    if params.labels == "margin":
+        return [pl.concat_list([pl.col("positive_score") - score for score in negatives]).alias("label")]
+    return [pl.concat_list([pl.col("positive_score"), *negatives]).alias("scores")]
+
+
+def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num_negatives: int) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+    fmt, stats = params.format, {}
+    if fmt == "triplet":
+        long = rows.explode(["negative_ids", "negatives", "negative_scores"]).rename(
+            {"negative_ids": "negative_id", "negatives": "negative", "negative_scores": "negative_score"})
+        return (long.select("query", "positive", "negative", *_labels(params)).rename({"query": "anchor"}),
+                long.select(schema.QUERY_ID, "positive_id", "negative_id"), stats)
+    if fmt == "n-tuple":
+        complete = rows.filter(pl.col("negative_ids").list.len() >= num_negatives)
+        stats["queries_left_out_fewer_negatives"] = rows[schema.QUERY_ID].n_unique() - complete[schema.QUERY_ID].n_unique()
+        texts = [pl.col("negatives").list.get(i).alias(f"negative_{i + 1}") for i in range(num_negatives)]
+        ids = [pl.col("negative_ids").list.get(i).alias(f"negative_{i + 1}_id") for i in range(num_negatives)]
+        return (complete.select(pl.col("query").alias("anchor"), "positive", *texts, *_labels(params, num_negatives)),
+                complete.select(schema.QUERY_ID, "positive_id", *ids), stats)
+    if fmt == "labeled-pair":
+        label = "score" if params.labels != "none" else "label"
+        pos = per_query.explode(["positive_ids", "positives", "positive_scores"]).select(
+            schema.QUERY_ID, "query", pl.col("positive_ids").alias(schema.DOC_ID), pl.col("positives").alias("document"),
+            (pl.col("positive_scores") if label == "score" else pl.lit(1)).cast(pl.Float64).alias(label), pl.lit(0).alias("_side"))
+        neg = per_query.explode(["negative_ids", "negatives", "negative_scores"]).select(
+            schema.QUERY_ID, "query", pl.col("negative_ids").alias(schema.DOC_ID), pl.col("negatives").alias("document"),
+            (pl.col("negative_scores") if label == "score" else pl.lit(0)).cast(pl.Float64).alias(label), pl.lit(1).alias("_side"))
+        order = per_query.select(schema.QUERY_ID).with_row_index("_q")
+        both = pl.concat([pos, neg]).join(order, on=schema.QUERY_ID).sort("_q", "_side", maintain_order=True)
+        if label == "label":
+            both = both.with_columns(pl.col("label").cast(pl.Int64))
+        return both.select(pl.col("query").alias("anchor"), "document", label), both.select(schema.QUERY_ID, schema.DOC_ID), stats
+    if fmt == "labeled-list":
+        documents = pl.concat_list([pl.col("positive"), pl.col("negatives")]).alias("documents")
+        if params.labels != "none":
+            labels = pl.concat_list([pl.col("positive_score"), pl.col("negative_scores")]).alias("scores")
+        else:
+            labels = pl.concat_list([pl.lit(1), pl.col("negative_ids").list.eval(pl.lit(0))]).alias("labels")
+        doc_ids = pl.concat_list([pl.col("positive_id"), pl.col("negative_ids")]).alias("doc_ids")
+        return rows.select(pl.col("query").alias("anchor"), documents, labels), rows.select(schema.QUERY_ID, doc_ids), stats
+    if fmt == "flagembedding":
+        columns = [pl.col("query"), pl.col("positives").alias("pos"), pl.col("negatives").alias("neg")]
+        if params.labels != "none":
+            columns += [pl.col("positive_scores").alias("pos_scores"), pl.col("negative_scores").alias("neg_scores")]
+        if params.prompt:
+            columns.append(pl.lit(params.prompt).alias("prompt"))
+        return (per_query.select(columns),
+                per_query.select(schema.QUERY_ID, pl.col("positive_ids"), pl.col("negative_ids")), stats)
+    if fmt == "tevatron":
+        def passages(prefix: str, ids: str) -> pl.Expr:
+            return pl.struct(docid=pl.col(ids), title=pl.col(f"{prefix}_titles"), text=pl.col(f"{prefix}_bodies"))
+
+        exploded_pos = per_query.select(schema.QUERY_ID, "positive_ids", "positive_titles", "positive_bodies").explode(
+            ["positive_ids", "positive_titles", "positive_bodies"])
+        exploded_neg = per_query.select(schema.QUERY_ID, "negative_ids", "negative_titles", "negative_bodies").explode(
+            ["negative_ids", "negative_titles", "negative_bodies"])
+        pos = exploded_pos.group_by(schema.QUERY_ID, maintain_order=True).agg(
+            passages("positive", "positive_ids").alias("positive_passages"))
+        neg = exploded_neg.group_by(schema.QUERY_ID, maintain_order=True).agg(
+            passages("negative", "negative_ids").alias("negative_passages"))
+        table = (per_query.select(schema.QUERY_ID, "query").join(pos, on=schema.QUERY_ID, maintain_order="left")
+                 .join(neg, on=schema.QUERY_ID, maintain_order="left"))
+        return table, None, stats
+    # ids
+    columns = [schema.QUERY_ID, "positive_ids", "negative_ids"]
+    if params.labels != "none":
+        columns += ["positive_scores", "negative_scores"]
+    return per_query.select(columns), None, stats
+
+
+def _write(table: pl.DataFrame, output: Path, fmt: str) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        if fmt in JSONL_FORMATS:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for row in table.iter_rows(named=True):
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            pq.write_table(table.to_arrow(), tmp)
 
 
 def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageResult:
     workdir = Path(workdir)
     source = stage_input(workdir, "negatives")
-    output = Path(params.output) if params.output else default_output(workdir)
-    inputs_fp = fingerprints({"negatives": source, "queries": workdir / "queries.arrow", "qrels": workdir / "qrels.arrow",
-                              "corpus": corpus_path(workdir)})
+    output = Path(params.output) if params.output else default_output(workdir, params.format)
+    needed = {"negatives": source, "queries": workdir / "queries.arrow", "qrels": workdir / "qrels.arrow",
+              "corpus": corpus_path(workdir)}
+    if params.labels != "none":
+        needed["scored"] = stage_input(workdir, "scored")
+    inputs_fp = fingerprints(needed)
     identity = params.identity() | {"output": str(output)}
-    if is_current(output, "export", identity, inputs_fp) and ids_path(output).exists():
-        return StageResult("export", {"train": output, "ids": ids_path(output)},
-                           read_manifest(manifest_path(output))["stats"], reused=True)
+    sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None
+    outputs = {"train": output} | ({"ids": sidecar} if sidecar else {})
+    if is_current(output, "export", identity, inputs_fp) and (sidecar is None or sidecar.exists()):
+        return StageResult("export", outputs, read_manifest(manifest_path(output))["stats"], reused=True)
     manifest_path(output).unlink(missing_ok=True)
     with Timer() as timer:
         negatives = pl.from_arrow(read_table(source))
         filter_manifest = read_manifest(manifest_path(source)) if manifest_path(source).exists() else {}
         num_negatives = filter_manifest.get("params", {}).get("num_negatives") or int(negatives[schema.NEGATIVE_RANK].max() or 0)
-        train, ids, stats = build_rows(workdir, negatives, params, num_negatives)
-        with atomic_path(ids_path(output)) as tmp:
-            pq.write_table(ids.to_arrow(), tmp)
-        with atomic_path(output) as tmp:
-            pq.write_table(train.to_arrow(), tmp)
+        rows, per_query, stats = gather(workdir, negatives, params)
+        train, ids, build_stats = build(rows, per_query, params, num_negatives)
+        stats |= build_stats
+        if ids is not None and sidecar is not None:
+            with atomic_path(sidecar) as tmp:
+                pq.write_table(ids.to_arrow(), tmp)
+        _write(train, output, params.format)
+        stats["rows"] = train.height
+        stats["queries"] = train.select(pl.col(schema.QUERY_ID)).n_unique() if schema.QUERY_ID in train.columns else \
+            (ids[schema.QUERY_ID].n_unique() if ids is not None else per_query.height)
     warnings = []
     if stats.get("queries_left_out_fewer_negatives"):
         warnings.append(f"{stats['queries_left_out_fewer_negatives']} queries left out of the n-tuple file: "
                         f"fewer than {num_negatives} negatives")
+    if stats.get("labels_missing_scores"):
+        warnings.append(f"{stats['labels_missing_scores']} positives or negatives have no {stats['label_score']} score: "
+                        "their labels are empty (score them with a wider --top, or pick another --score)")
     write_manifest(output, stage="export", params=identity, inputs=inputs_fp,
                    outputs={"train": {"rows": train.height, "path": str(output)}}, stats=stats, seconds=timer.seconds)
-    return StageResult("export", {"train": output, "ids": ids_path(output)}, stats, seconds=timer.seconds, warnings=warnings)
+    return StageResult("export", outputs, stats, seconds=timer.seconds, warnings=warnings)
