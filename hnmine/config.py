@@ -124,6 +124,9 @@ class ScoreParams(StageParams):
     chunk_size: int = Field(256, ge=1, description="pairs per saved cache chunk (the resume granularity)")
     judge_backend: Literal["local", "http"] = Field("local", description="judge: local (transformers) or http (OpenAI-compatible)")
     judge_model: str = Field("SmolLM2-135M-Instruct", description="judge: local model path/name, or the served model name")
+    judge_mode: Literal["yes-no", "query-likelihood"] = Field(
+        "yes-no", description="judge: yes-no (P(yes)/(P(yes)+P(no)) after the prompt) or query-likelihood (local "
+                              "only: how likely the model finds the query after the document; works with small models)")
     base_url: str | None = Field(None, description="judge http: endpoint base URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="judge http: environment variable holding the API key")
     concurrency: int = Field(8, ge=1, description="judge http: requests in flight")
@@ -142,6 +145,9 @@ class ScoreParams(StageParams):
         if self.scorer == "cross-encoder":
             return {"scorer": self.scorer, "model": self.model, "backend": self.backend, "max_length": self.max_length}
         if self.scorer == "judge":
+            if self.judge_mode == "query-likelihood":
+                return {"scorer": self.scorer, "backend": self.judge_backend, "model": self.judge_model,
+                        "mode": self.judge_mode, "max_length": self.max_length}
             return {"scorer": self.scorer, "backend": self.judge_backend, "model": self.judge_model,
                     "system": self.system_prompt, "template": self.prompt_template, "instruction": self.instruction,
                     "max_length": self.max_length}
@@ -163,9 +169,9 @@ class FilterParams(StageParams):
     min_score: float | None = Field(None, description="drop candidates scoring below this (too easy)")
     max_probability: float | None = Field(
         None, ge=0, le=1, description="RocketQA: drop candidates whose probability (ce_prob or judge_score) exceeds this")
-    near_duplicate: float | None = Field(
-        0.95, gt=0, le=1, description="drop a candidate whose embedding cosine to any of the query's positives is at "
-                                      "or above this (needs the dense index; empty = off)")
+    near_duplicate: float = Field(
+        0.95, ge=0, le=1, description="drop a candidate whose embedding cosine to any of the query's positives is at "
+                                      "or above this (needs the dense index; 0 = off)")
     short_queries: Literal["keep", "drop", "pad"] = Field(
         "keep", description="queries with fewer than num_negatives survivors: keep them with fewer, drop them, or "
                             "pad with seeded random corpus documents (never a positive, never a repeat)")

@@ -121,7 +121,7 @@ def test_near_copies_of_positives_are_dropped_by_embedding(tmp_path, adi_near_co
     reasons = dict(zip(zip(dropped[schema.QUERY_ID], dropped[schema.DOC_ID]), dropped[schema.DROPPED_BY]))
     assert all(reasons.get(pair) == "near_duplicate" for pair in mined)
     assert result.stats["dropped_by"]["near_duplicate"] >= len(mined)
-    off = filter_stage(tmp_path / "w", FilterParams(num_negatives=5, near_duplicate=None), progress=False)
+    off = filter_stage(tmp_path / "w", FilterParams(num_negatives=5, near_duplicate=0), progress=False)
     assert "near_duplicate" not in off.stats["dropped_by"]
 
 

@@ -31,6 +31,9 @@ DEFAULT_SYSTEM = (
 )
 DEFAULT_TEMPLATE = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
 DEFAULT_INSTRUCTION = "Given a search query, judge whether the document is relevant to it"
+# query-likelihood mode (UPR, Sachan et al. 2022): how likely the model finds the query after the document
+QUERY_LIKELIHOOD_PROMPT = "Document: {document}\n\nWrite a search query that this document answers."
+QUERY_TOKENS = 64
 
 
 def render(template: str, query: str, document: str, instruction: str) -> str:
@@ -56,7 +59,7 @@ class LocalJudge:
     columns = ["judge_score"]
 
     def __init__(self, model: str, *, system: str, template: str, instruction: str, batch_size: int = 8,
-                 max_length: int = 1024, device: str | None = None):
+                 max_length: int = 1024, device: str | None = None, mode: str = "yes-no"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,7 +74,7 @@ class LocalJudge:
         self.model = AutoModelForCausalLM.from_pretrained(path).to(self.device).eval()
         self.torch = torch
         self.system, self.template, self.instruction = system, template, instruction
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.mode = batch_size, max_length, mode
         self.yes_ids = self._token_ids(["yes", " yes", "Yes", " Yes"])
         self.no_ids = self._token_ids(["no", " no", "No", " No"])
         if not self.yes_ids or not self.no_ids:
@@ -95,8 +98,45 @@ class LocalJudge:
                     {"role": "user", "content": render(self.template, query, document, self.instruction)}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def _query_likelihood(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """exp(mean log P(query token | document prompt, earlier query tokens)): a per-token
+        geometric-mean probability in (0, 1), higher when the document makes the query likely."""
+        torch, tokenizer = self.torch, self.tokenizer
+        sequences, spans = [], []
+        for query, document in pairs:
+            query_ids = tokenizer.encode(query, add_special_tokens=False)[:QUERY_TOKENS] or [tokenizer.eos_token_id]
+            ids = tokenizer.encode(document, add_special_tokens=False)
+            budget = max(16, self.max_length - len(query_ids) - 64)
+            if len(ids) > budget:
+                document = tokenizer.decode(ids[:budget])
+            messages = [{"role": "user", "content": QUERY_LIKELIHOOD_PROMPT.format(document=document)}]
+            prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            sequences.append(tokenizer.encode(prefix, add_special_tokens=False) + query_ids)
+            spans.append(len(query_ids))
+        width = max(map(len, sequences))
+        input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, ids in enumerate(sequences):  # left padding: every query ends at the last position
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        tail = max(spans)
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+            logprobs = torch.log_softmax(logits[:, -tail - 1:-1].float(), dim=-1)
+            token_lp = logprobs.gather(-1, input_ids[:, -tail:].unsqueeze(-1)).squeeze(-1)
+        out = np.empty(len(pairs), dtype=np.float32)
+        for i, span in enumerate(spans):
+            out[i] = float(token_lp[i, tail - span:].mean().exp())
+        return out
+
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         out = np.zeros((len(pairs), 1), dtype=np.float32)
+        if self.mode == "query-likelihood":
+            for start in range(0, len(pairs), self.batch_size):
+                out[start:start + self.batch_size, 0] = self._query_likelihood(pairs[start:start + self.batch_size])
+            return out
         for start in range(0, len(pairs), self.batch_size):
             prompts = [self._prompt(q, d) for q, d in pairs[start:start + self.batch_size]]
             batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)

@@ -173,7 +173,7 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
     rank_max = params.rank_max if params.rank_max is not None else np.iinfo(np.int32).max
     out_of_window = (pl.col(schema.RANK) < params.rank_min) | (pl.col(schema.RANK) > rank_max)
     rules = [("rank_window", out_of_window), *score_rules(params, column or "", probability)]
-    if params.near_duplicate is not None:
+    if params.near_duplicate:
         if context is not None and context.embeddings is not None:
             cosine = max_cosine_to_positives(candidates, scored, context)
             candidates = candidates.with_columns(pl.Series("_cosine", cosine))
@@ -260,9 +260,9 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
     out = shard_output(workdir, "negatives", params.shard)
     dropped_out = shard_output(workdir, "dropped", params.shard)
     needed = {"scored": source}
-    if params.short_queries == "pad" or params.near_duplicate is not None:
+    if params.short_queries == "pad" or params.near_duplicate:
         needed["corpus"] = corpus_path(workdir)
-        if params.near_duplicate is not None and manifest_path(dense_dir(workdir)).exists():
+        if params.near_duplicate and manifest_path(dense_dir(workdir)).exists():
             needed["dense"] = dense_dir(workdir)
     inputs_fp = fingerprints(needed)
     identity = params.identity()

@@ -38,13 +38,16 @@ def build_scorer(params: ScoreParams):
 
     prompt = {"system": params.system_prompt, "template": params.prompt_template, "instruction": params.instruction}
     if params.judge_backend == "http":
+        if params.judge_mode != "yes-no":
+            raise HnmineError("--judge-mode query-likelihood needs the local backend",
+                              fix="use --judge-backend local, or --judge-mode yes-no with an http endpoint")
         if not params.base_url:
             raise HnmineError("the http judge needs a base URL", fix="pass --base-url http://HOST:PORT/v1")
         return judge.HttpJudge(params.base_url, params.judge_model, api_key_env=params.api_key_env,
                                concurrency=params.concurrency, timeout=params.timeout, max_retries=params.max_retries,
                                **prompt)
     return judge.LocalJudge(params.judge_model, batch_size=params.batch_size, max_length=params.max_length,
-                            device=params.device, **prompt)
+                            device=params.device, mode=params.judge_mode, **prompt)
 
 
 def score_columns(params: ScoreParams) -> list[str]:
