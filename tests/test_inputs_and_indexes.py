@@ -85,3 +85,21 @@ def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype):
     exact_scores, exact_positions = dense.FaissSearch(dense.build_faiss(docs, "Flat"), "cpu", 1, 16).search(queries, 20)
     np.testing.assert_allclose(scores, exact_scores, rtol=0, atol=1e-5)
     assert (positions == exact_positions).all()
+
+
+def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows):
+    """The GPU encoding path (Rust tokenizer one batch ahead), run here on the CPU."""
+    import numpy as np
+
+    from hnmine.models import resolve_model
+    from hnmine.retrievers import dense
+
+    corpus, queries, _ = adi_rows
+    texts = [d["title"] + " " + d["text"] for d in corpus[:40]] + [q["text"] for q in queries[:10]]
+    path = resolve_model(MODEL)
+    model = dense._load_model(path, "cpu", None, "fp32")
+    fast = dense.PrefetchTorchEncoder(model, __import__("pathlib").Path(path), None, batch_size=7, normalize=True)
+    expected = model.encode(texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(fast.encode(texts), expected, atol=2e-5)
+    np.testing.assert_allclose(fast.encode(texts, prompt="query: "),
+                               model.encode(["query: " + t for t in texts], normalize_embeddings=True), atol=2e-5)
