@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 # llama-cpp-python (test extra) compiles from source, about 8 minutes once; pip caches the wheel.
-# AVX2 named explicitly: a portable build without it is about 10x slower.
+# AVX2 named explicitly: a portable build (GGML_NATIVE=OFF) does not turn it on by itself.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BLAS=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 BIN     = $(VENV)/bin
