@@ -46,6 +46,8 @@ RECIPES = [
     ("ce-prob-0.02", {"rank_max": "CE", "max_probability": 0.02}, "cross-encoder probability below 0.02"),
     ("ce-prob-0.02-pad", {"rank_max": "CE", "max_probability": 0.02, "short_queries": "pad"},
      "the same, short queries padded with random non-positive documents"),
+    ("recommended", {"rank_min": 12, "rank_max": "CE", "max_probability": 0.02, "margin": -2.0},
+     "configs/recommended.toml: ranks 12-30, CE probability below 0.02 and logit below the positive's + 2"),
 ]
 
 
@@ -89,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ce-top", type=int, default=30)
     parser.add_argument("--queries", type=int, default=None, help="first N queries only (a quick look)")
+    parser.add_argument("--root", type=Path, default=None, help="work folder to use and reuse (finished stages are kept)")
     args = parser.parse_args()
 
     from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
@@ -98,7 +101,8 @@ def main() -> None:
     from hnmine.stages.mine import mine
     from hnmine.stages.score import score
 
-    root = Path(tempfile.mkdtemp(prefix="hnmine-quality-"))
+    root = args.root or Path(tempfile.mkdtemp(prefix="hnmine-quality-"))
+    root.mkdir(parents=True, exist_ok=True)
     beir, labeled = prepare(root, args.queries)
     workdir = root / "work"
     data = DataParams(beir=beir, split="test")
@@ -121,7 +125,7 @@ def main() -> None:
         return "—" if v is None else f"{100 * v:.1f} %"
 
     lines = [
-        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_quality.py --ce-top {args.ce_top}"
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_quality.py --ce-top {args.ce_top} [--root DIR]"
         + (f" --queries {args.queries}`" if args.queries else "`"),
         f"- Machine: {os.cpu_count()}-core CPU, Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
         f"- nfcorpus test: {len(labeled)} queries, one positive visible each, {sum(map(len, labeled.values())) - len(labeled)} "
