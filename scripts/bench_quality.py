@@ -131,7 +131,8 @@ def main() -> None:
         f"- nfcorpus test: {len(labeled)} queries, one positive visible each, {sum(map(len, labeled.values())) - len(labeled)} "
         f"hidden labeled positives; dense all-MiniLM-L6-v2 top 50; cross-encoder (offline int8 ONNX "
         f"ms-marco-MiniLM-L-12-v2) over the top {args.ce_top} and the positives: {scored.stats.get('pairs_scored_now')} pairs. "
-        f"index + mine + score: {setup_seconds:.0f} s; each recipe below reruns only filter + export.",
+        (f"index + mine + score: {setup_seconds:.0f} s" if setup_seconds > 5 else "index + mine + score: reused from an "
+         "earlier run in the same --root") + "; each recipe below reruns only filter + export, in-process.",
         "",
         "| recipe | filter options | false negatives | queries with 5 negatives | median rank of kept negatives | filter + export rerun |",
         "|---|---|---|---|---|---|",

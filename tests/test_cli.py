@@ -84,3 +84,16 @@ def test_every_option_has_help_and_default():
         assert "--workdir" in result.stdout
     text = hnmine("mine", "--help").stdout
     assert "--top-k" in text and "[default: 50]" in text and "one of: dense, bm25, hybrid" in text
+
+
+def test_every_shipped_config_loads_and_points_at_real_data():
+    from pathlib import Path
+
+    from hnmine.config import load_config
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+    assert {c.name for c in configs} >= {"demo.toml", "recommended.toml", "nv-retriever.toml", "rocketqa.toml"}
+    for path in configs:
+        config = load_config(path)
+        assert (config.data.beir / "corpus.jsonl.gz").exists(), path
+        assert config.filter.num_negatives <= config.mine.top_k, path
