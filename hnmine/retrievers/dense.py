@@ -69,18 +69,16 @@ class Encoder:
         self.backend = resolve_backend(backend, path, device, self.precision)
         self.batch_size = batch_size
         self.normalize = normalize
+        self.model = self.onnx = self.fast = None
         if self.backend == "onnx":
-
             self.onnx = _load_onnx(path, max_length, batch_size, normalize)
-            self.model = None
         else:
             self.model = _load_model(path, device, max_length, self.precision)
-            self.fast = None
             if device.startswith("cuda") and Path(path).is_dir():
                 try:
                     self.fast = PrefetchTorchEncoder(self.model, Path(path), max_length, batch_size, normalize)
                 except HnmineError:  # not a plain Transformer + Pooling folder: sentence-transformers' encode
-                    self.fast = None
+                    pass
 
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
         if self.model is None:

@@ -15,8 +15,6 @@ from hnmine.models import CROSS_ENCODER_ALIASES, default_device, resolve_model
 
 
 class CrossEncoderScorer:
-    columns = ["ce_logit"]
-
     def __init__(self, model: str, *, backend: str = "torch", max_length: int = 512, batch_size: int = 32,
                  device: str | None = None):
         self.backend, self.max_length, self.batch_size = backend, max_length, batch_size

@@ -56,8 +56,6 @@ def yes_probability(logprob_yes: float | None, logprob_no: float | None) -> floa
 
 
 class LocalJudge:
-    columns = ["judge_score"]
-
     def __init__(self, model: str, *, system: str, template: str, instruction: str, batch_size: int = 8,
                  max_length: int = 1024, device: str | None = None, mode: str = "yes-no"):
         import torch
@@ -156,8 +154,6 @@ class RetryableError(Exception):
 
 
 class HttpJudge:
-    columns = ["judge_score"]
-
     def __init__(self, base_url: str, model: str, *, system: str, template: str, instruction: str,
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, timeout: float = 60.0,
                  max_retries: int = 6, backoff: float = 0.5, top_logprobs: int = 20):

@@ -28,11 +28,10 @@ import pyarrow.parquet as pq
 
 from hnmine import schema
 from hnmine.config import ExportParams
-from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.stages.common import StageResult, Timer, fingerprints, stage_input
-from hnmine.stages.filter import SCORE_PREFERENCE
+from hnmine.stages.filter import SCORE_PREFERENCE, pick_score_column
 from hnmine.stages.index import corpus_path
 
 JSONL_FORMATS = ("flagembedding", "tevatron")
@@ -54,18 +53,6 @@ def _documents(workdir: Path, doc_ids: pl.Series) -> pl.DataFrame:
     return corpus.select(schema.DOC_ID, schema.TITLE, schema.TEXT, joined.alias("doc_text"))
 
 
-def _score_column(table: pl.DataFrame, wanted: str) -> str:
-    if wanted != "auto":
-        if wanted not in table.columns:
-            raise HnmineError(f"no score column '{wanted}' for the labels (columns: {', '.join(table.columns)})",
-                              fix="pick another --score, or run `hnmine score` with the scorer that writes it")
-        return wanted
-    for name in SCORE_PREFERENCE:
-        if name in table.columns and table[name].drop_nulls().len():
-            return name
-    raise HnmineError("no score column for the labels", fix="run `hnmine score` first, or export with --labels none")
-
-
 def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """One row per (query, positive) with the query text, the positive and the query's negatives
     as lists (id, title, text, joined text, score), in negative_rank order; and the per-query table."""
@@ -78,7 +65,7 @@ def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tupl
     negatives = negatives.sort(schema.NEGATIVE_RANK, maintain_order=True)
     if params.labels != "none":
         scored = pl.from_arrow(read_table(stage_input(workdir, "scored")))
-        score = _score_column(scored, params.score)
+        score = pick_score_column(scored, params.score, SCORE_PREFERENCE, purpose="for the labels")
         stats["label_score"] = score
         positive_scores = scored.filter(pl.col(schema.IS_POSITIVE)).select(
             schema.QUERY_ID, schema.DOC_ID, pl.col(score).cast(pl.Float64).alias("score"))

@@ -56,17 +56,18 @@ def _uses_scores(params: FilterParams) -> bool:
     return any(v is not None for v in (params.max_relative, params.margin, params.max_score, params.min_score))
 
 
-def _column(scored: pl.DataFrame, wanted: str, preference: tuple[str, ...], what: str) -> str:
-    """The score column a rule reads: the one named, or the first of `preference` that holds values."""
+def pick_score_column(table: pl.DataFrame, wanted: str, preference: tuple[str, ...], what: str = "score",
+                      purpose: str = "to filter on") -> str:
+    """The score column a rule (or export's labels) reads: the one named, or the first of `preference` with values."""
     if wanted != "auto":
-        if wanted not in scored.columns:
-            raise HnmineError(f"no score column '{wanted}' to filter on (columns: {', '.join(scored.columns)})",
+        if wanted not in table.columns:
+            raise HnmineError(f"no score column '{wanted}' {purpose} (columns: {', '.join(table.columns)})",
                               fix="run `hnmine score` with the scorer that writes it, or pick another --score")
         return wanted
     for name in preference:
-        if name in scored.columns and scored[name].drop_nulls().drop_nans().len():
+        if name in table.columns and table[name].drop_nulls().drop_nans().len():
             return name
-    raise HnmineError(f"no {what} column to filter on (looked for {', '.join(preference)})",
+    raise HnmineError(f"no {what} column {purpose} (looked for {', '.join(preference)})",
                       fix="run `hnmine score --scorer cross-encoder` (or judge) first")
 
 
@@ -124,10 +125,9 @@ def max_cosine_to_positives(candidates: pl.DataFrame, scored: pl.DataFrame, cont
     for qid, row_ids, doc_ids in rows.iter_rows():
         if not by_query.get(qid):
             continue
-        cand = np.asarray(context.embeddings[np.sort(context.positions(doc_ids))], dtype=np.float32)
-        order = np.argsort(np.argsort(context.positions(doc_ids)))  # back from sorted positions to row order
-        pos = np.asarray(context.embeddings[np.sort(context.positions(by_query[qid]))], dtype=np.float32)
-        cand = cand[order] / np.maximum(np.linalg.norm(cand[order], axis=1, keepdims=True), 1e-12)
+        cand = np.asarray(context.embeddings[context.positions(doc_ids)], dtype=np.float32)
+        pos = np.asarray(context.embeddings[context.positions(by_query[qid])], dtype=np.float32)
+        cand = cand / np.maximum(np.linalg.norm(cand, axis=1, keepdims=True), 1e-12)
         pos = pos / np.maximum(np.linalg.norm(pos, axis=1, keepdims=True), 1e-12)
         out[np.asarray(row_ids)] = (cand @ pos.T).max(axis=1)
     return out
@@ -159,10 +159,10 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
     stats_extra: dict = {}
     column = probability = None
     if _uses_scores(params):
-        column = _column(scored, params.score, SCORE_PREFERENCE, "score")
+        column = pick_score_column(scored, params.score, SCORE_PREFERENCE)
         stats_extra["score_column"] = column
     if params.max_probability is not None:
-        probability = _column(scored, "auto", PROBABILITY_PREFERENCE, "probability")
+        probability = pick_score_column(scored, "auto", PROBABILITY_PREFERENCE, "probability")
         stats_extra["probability_column"] = probability
     candidates = scored.filter(~pl.col(schema.IS_POSITIVE)).with_row_index("_order")
     if column is not None:
@@ -237,7 +237,6 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
 def _pad(kept: pl.DataFrame, scored: pl.DataFrame, short: pl.DataFrame, params: FilterParams,
          context: FilterContext) -> tuple[pl.DataFrame, int, int]:
     """Fill short queries up to num_negatives with random corpus documents (`padded` = true)."""
-    hash_of = dict(zip(context.doc_ids, context.text_hashes.tolist()))
     seen = scored.group_by(schema.QUERY_ID).agg(pl.col(schema.DOC_ID), pl.col(schema.DOC_ID).filter(pl.col(schema.IS_POSITIVE)).alias("pos"))
     seen = {q: (set(d), p) for q, d, p in seen.iter_rows()}
     rows = []
@@ -245,7 +244,7 @@ def _pad(kept: pl.DataFrame, scored: pl.DataFrame, short: pl.DataFrame, params: 
         have = have or 0
         docs, positives = seen[qid]
         # never a positive (by id or text), never any candidate of the query (kept or dropped for a reason)
-        new = pad_query(qid, params.num_negatives - have, set(docs), {hash_of[d] for d in positives}, context, params.seed)
+        new = pad_query(qid, params.num_negatives - have, set(docs), set(context.text_hashes[context.positions(positives)].tolist()), context, params.seed)
         rows += [{schema.QUERY_ID: qid, schema.DOC_ID: d, schema.IS_POSITIVE: False, schema.NEGATIVE_RANK: have + i + 1,
                   schema.PADDED: True} for i, d in enumerate(new)]
     if not rows:

@@ -28,7 +28,7 @@ from hnmine.stages.index import corpus_path, doc_texts
 
 
 def build_scorer(params: ScoreParams):
-    """The scorer object for `params`: has `.columns` and `.score(pairs) -> [n, len(columns)]`."""
+    """The scorer object for `params`: `.score(pairs)` gives [n, 1] (the column score_columns names first)."""
     if params.scorer == "cross-encoder":
         from hnmine.scorers.cross_encoder import CrossEncoderScorer
 
