@@ -125,7 +125,7 @@ def _describe(result: StageResult) -> str:
         "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "excluded_duplicate_text", "queries_short_of_top_k"],
         "score": ["scorer", "rows"],
         "filter": ["queries", "candidates", "kept", "queries_with_all_negatives", "queries_with_fewer_negatives"],
-        "export": ["rows", "queries"],
+        "export": ["rows", "queries", "extra_positives"],
     }.get(result.stage, [])
     if result.reused:  # the counts still hold; the work figures belong to the run that made the output
         keys = [k for k in keys if k not in ("docs_encoded", "docs_resumed", "docs_per_second")]

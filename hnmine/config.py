@@ -169,9 +169,17 @@ class FilterParams(StageParams):
     min_score: float | None = Field(None, description="drop candidates scoring below this (too easy)")
     max_probability: float | None = Field(
         None, ge=0, le=1, description="RocketQA: drop candidates whose probability (ce_prob or judge_score) exceeds this")
+    likely_positive: float | None = Field(
+        None, ge=0, le=1, description="RocketQA denoising: mark candidates whose probability (ce_prob or judge_score) "
+                                      "is at or above this as likely positives, whatever their rank; they are never "
+                                      "negatives, and `export --extra-positives` adds them as positives (0.9 typical)")
     near_duplicate: float = Field(
         0.95, ge=0, le=1, description="drop a candidate whose embedding cosine to any of the query's positives is at "
                                       "or above this (needs the dense index; 0 = off)")
+    duplicate_negatives: float = Field(
+        0.95, ge=0, le=1, description="drop a negative whose embedding cosine to a negative already chosen for the "
+                                      "query is at or above this, so the n negatives are n different documents "
+                                      "(needs the dense index; 0 = off)")
     short_queries: Literal["keep", "drop", "pad"] = Field(
         "keep", description="queries with fewer than num_negatives survivors: keep them with fewer, drop them, or "
                             "pad with seeded random corpus documents (never a positive, never a repeat)")
@@ -192,6 +200,9 @@ class ExportParams(StageParams):
     score: str = Field("auto", description="score column the labels come from: auto (ce_logit, judge_score, "
                                            "dense_score, bm25_score: the first present) or a column name")
     prompt: str = Field("", description="flagembedding: the query instruction written into each row's `prompt`")
+    extra_positives: bool = Field(
+        False, description="add the candidates `filter --likely-positive` marked as extra positives of their query "
+                           "(RocketQA's denoised positives); the ids files say which positives came from labels")
 
 
 class RunConfig(BaseModel):

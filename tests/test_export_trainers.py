@@ -148,3 +148,41 @@ def test_tevatron_jsonl_and_ids_parquet(exported, adi_workdir):
     assert ids["negative_ids"].list.len().to_list() == [3] * 35
     qrels = pl.from_arrow(read_table(adi_workdir / "qrels.arrow"))
     assert ids["positive_ids"].list.len().sum() == qrels.height == 170
+
+
+def test_likely_positives_are_exported_as_extra_positives_and_flagged(exported, adi_workdir):
+    import json
+
+    from hnmine.errors import HnmineError
+    from hnmine.io.files import read_table
+    from hnmine.stages.export import export as run_export
+
+    with pytest.raises(HnmineError, match="--likely-positive"):
+        run_export(adi_workdir, ExportParams(format="ids", extra_positives=True), progress=False)
+    score(adi_workdir, ScoreParams(scorer="cross-encoder", backend="onnx", top=3), progress=False)
+    scored = pl.from_arrow(read_table(adi_workdir / "scored.arrow"))
+    candidates = scored.filter(~pl.col("is_positive"))
+    threshold = float(candidates["ce_prob"].sort(descending=True, nulls_last=True)[9])  # the 10 most confident
+    result = filter_stage(adi_workdir, FilterParams(num_negatives=3, likely_positive=threshold), progress=False)
+    likely = candidates.filter(pl.col("ce_prob") >= threshold)
+    marked = set(zip(likely["query_id"], likely["doc_id"]))
+    assert result.stats["dropped_by"]["likely_positive"] == len(marked) >= 10
+
+    ids = pl.read_parquet(run_export(adi_workdir, ExportParams(format="ids", extra_positives=True, labels="scores",
+                                                               output=adi_workdir / "ids.parquet"), progress=False).outputs["train"])
+    flat = ids.explode(["positive_ids", "positive_labeled", "positive_scores"])
+    extra = flat.filter(~pl.col("positive_labeled"))
+    assert set(zip(extra["query_id"], extra["positive_ids"])) == {m for m in marked if m[0] in set(ids["query_id"])}
+    assert extra["positive_scores"].null_count() == 0  # their scores come from their candidate rows
+    assert flat.filter(pl.col("positive_labeled")).height == 170
+
+    fe = run_export(adi_workdir, ExportParams(format="flagembedding", extra_positives=True), progress=False)
+    lines = [json.loads(line) for line in fe.outputs["train"].read_text().splitlines()]
+    assert sum(len(line["pos"]) for line in lines) == 170 + extra.height
+    assert all(isinstance(p, str) for line in lines for p in line["pos"])
+    triplet = run_export(adi_workdir, ExportParams(format="triplet", extra_positives=True,
+                                                   output=adi_workdir / "t.parquet"), progress=False)
+    sidecar = pl.read_parquet(triplet.outputs["ids"])
+    assert sidecar.filter(~pl.col("labeled")).height == 3 * extra.height  # one row per (extra positive, negative)
+    assert run_export(adi_workdir, ExportParams(format="triplet", output=adi_workdir / "plain.parquet"),
+                      progress=False).stats.get("extra_positives") is None

@@ -157,3 +157,64 @@ def test_short_queries_are_dropped_or_padded_with_random_non_positives(adi_workd
     other = filter_stage(adi_workdir, FilterParams(**strict, short_queries="pad", seed=1), progress=False)
     other_pads = pl.from_arrow(read_table(adi_workdir / "negatives.arrow")).filter(pl.col(schema.PADDED))
     assert other.stats["padded_negatives"] == 70 and set(other_pads[schema.DOC_ID]) != set(pads[schema.DOC_ID])
+
+
+def test_likely_positives_are_marked_whatever_their_rank_and_never_kept():
+    scored = scored_rows()
+    params = FilterParams(num_negatives=4, likely_positive=0.9, max_probability=0.5, rank_min=4, rank_max=15)
+    kept, dropped, stats = filter_candidates(scored, params)
+    likely = dropped.filter(pl.col(schema.DROPPED_BY) == "likely_positive")
+    candidates = scored.filter(~pl.col(schema.IS_POSITIVE))
+    confident = candidates.filter(pl.col("ce_prob") >= 0.9)
+    assert likely.height == confident.height == stats["dropped_by"]["likely_positive"] > 0
+    assert likely[schema.RANK].min() < 4  # charged before the rank window
+    assert (kept["ce_prob"] <= 0.5).all() and kept.height + dropped.height == candidates.height
+
+
+@pytest.fixture(scope="module")
+def adi_negative_copies(tmp_path_factory, adi_rows):
+    """adi plus, for every document that is nobody's positive, a copy with its last word dropped."""
+    from conftest import write_beir
+
+    corpus, queries, qrels = adi_rows
+    positives = {d for _, d, _ in qrels}
+    copies = [{"_id": f"copy-{d['_id']}", "title": d["title"], "text": " ".join(d["text"].split()[:-1])}
+              for d in corpus if d["_id"] not in positives and len(d["text"].split()) > 20]
+    return write_beir(tmp_path_factory.mktemp("adi-copies"), corpus + copies, queries, qrels)
+
+
+def test_near_copies_among_negatives_are_dropped_and_their_slots_refilled(tmp_path, adi_negative_copies):
+    from hnmine.io.files import read_table
+    from hnmine.retrievers.dense import load_embeddings
+    from hnmine.stages.filter import filter_stage
+
+    workdir = tmp_path / "w"
+    _run_to_scored(workdir, adi_negative_copies, top_k=12)
+    vectors = np.asarray(load_embeddings(workdir / "index" / "dense"), dtype=np.float32)
+    corpus = pl.from_arrow(read_table(workdir / "corpus.arrow"))
+    position = {d: i for i, d in enumerate(corpus[schema.DOC_ID])}
+
+    def closest_pair_per_query():
+        negatives = pl.from_arrow(read_table(workdir / "negatives.arrow"))
+        worst = []
+        for _, docs in negatives.group_by(schema.QUERY_ID).agg(pl.col(schema.DOC_ID)).iter_rows():
+            v = vectors[[position[d] for d in docs]]
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            sims = v @ v.T - 2 * np.eye(len(docs))
+            worst.append(sims.max())
+        return np.array(worst), negatives
+
+    off = filter_stage(workdir, FilterParams(num_negatives=5, duplicate_negatives=0), progress=False)
+    worst, _ = closest_pair_per_query()
+    assert (worst >= 0.95).sum() >= 5 and "duplicate_negative" not in off.stats["dropped_by"]
+
+    on = filter_stage(workdir, FilterParams(num_negatives=5), progress=False)
+    worst, negatives = closest_pair_per_query()
+    assert (worst < 0.95).all()
+    assert on.stats["dropped_by"]["duplicate_negative"] >= (worst >= 0.95).sum()
+    # a dropped copy's slot goes to the next survivor: as many full queries as without the rule
+    assert on.stats["queries_with_all_negatives"] == off.stats["queries_with_all_negatives"]
+    assert negatives.group_by(schema.QUERY_ID).agg(pl.col(schema.NEGATIVE_RANK).sort())[schema.NEGATIVE_RANK].to_list() \
+        == [[1, 2, 3, 4, 5]] * negatives[schema.QUERY_ID].n_unique()
+    dropped = pl.from_arrow(read_table(workdir / "dropped.arrow"))
+    assert dropped.height + negatives.height == on.stats["candidates"]

@@ -11,6 +11,9 @@ n-tuple), scores adds `scores` = [positive score, negative scores...]; labeled-*
 place of the 1/0 labels (`score` / `scores`, as `mine_hard_negatives(output_scores=True)` does).
 For these, ids go to a row-aligned sidecar `<name>.ids.parquet`, so the trainer file has no column
 a loss would mistake for text.
+`--extra-positives` adds the candidates `filter --likely-positive` set aside (RocketQA's denoised
+positives) as positives in every format; the ids files then carry `labeled` (`positive_labeled`
+lists for one-row-per-query formats): true for a positive from the qrels, false for a likely one.
 
 Other trainers:
   flagembedding JSONL {query, pos: [..], neg: [..], prompt?, pos_scores?, neg_scores?}, one line per query
@@ -28,12 +31,14 @@ import pyarrow.parquet as pq
 
 from hnmine import schema
 from hnmine.config import ExportParams
+from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.stages.common import StageResult, Timer, fingerprints, stage_input
 from hnmine.stages.filter import SCORE_PREFERENCE, pick_score_column
 from hnmine.stages.index import corpus_path
 
+LABELED = "labeled"  # a positive from the qrels (true) or a likely positive the filter found (false)
 JSONL_FORMATS = ("flagembedding", "tevatron")
 SIDECAR_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding")
 
@@ -59,16 +64,23 @@ def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tupl
     workdir = Path(workdir)
     queries = pl.from_arrow(read_table(workdir / "queries.arrow")).select(schema.QUERY_ID, pl.col(schema.TEXT).alias("query"))
     qrels = pl.from_arrow(read_table(workdir / "qrels.arrow")).select(schema.QUERY_ID, schema.DOC_ID)
-    docs = _documents(workdir, pl.concat([negatives[schema.DOC_ID], qrels[schema.DOC_ID]]))
     stats: dict = {}
+    if params.extra_positives:
+        likely = likely_positives(workdir)
+        stats["extra_positives"] = likely.height
+        qrels = pl.concat([qrels.with_columns(pl.lit(True).alias(LABELED)), likely.with_columns(pl.lit(False).alias(LABELED))])
+    else:
+        qrels = qrels.with_columns(pl.lit(True).alias(LABELED))
+    docs = _documents(workdir, pl.concat([negatives[schema.DOC_ID], qrels[schema.DOC_ID]]))
     score = None
     negatives = negatives.sort(schema.NEGATIVE_RANK, maintain_order=True)
     if params.labels != "none":
         scored = pl.from_arrow(read_table(stage_input(workdir, "scored")))
         score = pick_score_column(scored, params.score, SCORE_PREFERENCE, purpose="for the labels")
         stats["label_score"] = score
-        positive_scores = scored.filter(pl.col(schema.IS_POSITIVE)).select(
-            schema.QUERY_ID, schema.DOC_ID, pl.col(score).cast(pl.Float64).alias("score"))
+        # a likely positive's score is on its candidate row, a labeled one's on its positive row
+        positive_scores = scored.select(schema.QUERY_ID, schema.DOC_ID, pl.col(score).cast(pl.Float64).alias("score")
+                                        ).unique([schema.QUERY_ID, schema.DOC_ID], keep="first")
         qrels = qrels.join(positive_scores, on=[schema.QUERY_ID, schema.DOC_ID], how="left", maintain_order="left")
         negatives = negatives.with_columns(
             (pl.col(score) if score in negatives.columns else pl.lit(None)).cast(pl.Float64).alias("score"))
@@ -87,16 +99,29 @@ def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tupl
     positives = qrels.join(docs, on=schema.DOC_ID, how="left", maintain_order="left").select(
         schema.QUERY_ID, pl.col(schema.DOC_ID).alias("positive_id"), pl.col(schema.TITLE).alias("positive_title"),
         pl.col(schema.TEXT).alias("positive_body"), pl.col("doc_text").alias("positive"),
-        pl.col("score").alias("positive_score"))
+        pl.col("score").alias("positive_score"), LABELED)
     # queries in the order filter kept them; only queries that have negatives
     rows = (per_query_negatives.join(queries, on=schema.QUERY_ID, how="left", maintain_order="left")
             .join(positives, on=schema.QUERY_ID, how="inner", maintain_order="left"))
     per_query = rows.group_by(schema.QUERY_ID, maintain_order=True).agg(
         pl.col("query").first(), pl.col("positive_id").alias("positive_ids"), pl.col("positive_title").alias("positive_titles"),
         pl.col("positive_body").alias("positive_bodies"), pl.col("positive").alias("positives"),
-        pl.col("positive_score").alias("positive_scores"), *[pl.col(c).first() for c in per_query_negatives.columns[1:]])
+        pl.col("positive_score").alias("positive_scores"), pl.col(LABELED).alias("positive_labeled"),
+        *[pl.col(c).first() for c in per_query_negatives.columns[1:]])
     stats["queries_with_negatives"] = per_query.height
     return rows, per_query, stats
+
+
+def likely_positives(workdir: Path) -> pl.DataFrame:
+    """(query_id, doc_id) of the candidates `filter --likely-positive` set aside as likely positives."""
+    source = stage_input(workdir, "negatives")
+    params = read_manifest(manifest_path(source)).get("params", {}) if manifest_path(source).exists() else {}
+    if params.get("likely_positive") is None:
+        raise HnmineError("--extra-positives needs likely positives, and the last filter ran without --likely-positive",
+                          path=source, fix="rerun `hnmine filter --likely-positive 0.9` (with your other options), "
+                                           "or drop --extra-positives")
+    dropped = pl.from_arrow(read_table(stage_input(workdir, "dropped")))
+    return dropped.filter(pl.col(schema.DROPPED_BY) == "likely_positive").select(schema.QUERY_ID, schema.DOC_ID)
 
 
 def _labels(params: ExportParams, n: int | None = None) -> list[pl.Expr]:
@@ -115,18 +140,21 @@ def _labels(params: ExportParams, n: int | None = None) -> list[pl.Expr]:
 
 def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num_negatives: int) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     fmt, stats = params.format, {}
+    # with extra positives, the ids say which positives came from the labels and which from the scorer
+    extra = [LABELED] if params.extra_positives else []
+    extra_lists = ["positive_labeled"] if params.extra_positives else []
     if fmt == "triplet":
         long = rows.explode(["negative_ids", "negatives", "negative_scores"]).rename(
             {"negative_ids": "negative_id", "negatives": "negative", "negative_scores": "negative_score"})
         return (long.select("query", "positive", "negative", *_labels(params)).rename({"query": "anchor"}),
-                long.select(schema.QUERY_ID, "positive_id", "negative_id"), stats)
+                long.select(schema.QUERY_ID, "positive_id", "negative_id", *extra), stats)
     if fmt == "n-tuple":
         complete = rows.filter(pl.col("negative_ids").list.len() >= num_negatives)
         stats["queries_left_out_fewer_negatives"] = rows[schema.QUERY_ID].n_unique() - complete[schema.QUERY_ID].n_unique()
         texts = [pl.col("negatives").list.get(i).alias(f"negative_{i + 1}") for i in range(num_negatives)]
         ids = [pl.col("negative_ids").list.get(i).alias(f"negative_{i + 1}_id") for i in range(num_negatives)]
         return (complete.select(pl.col("query").alias("anchor"), "positive", *texts, *_labels(params, num_negatives)),
-                complete.select(schema.QUERY_ID, "positive_id", *ids), stats)
+                complete.select(schema.QUERY_ID, "positive_id", *ids, *extra), stats)
     if fmt == "labeled-pair":
         label = "score" if params.labels != "none" else "label"
         pos = per_query.explode(["positive_ids", "positives", "positive_scores"]).select(
@@ -147,7 +175,8 @@ def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num
         else:
             labels = pl.concat_list([pl.lit(1), pl.col("negative_ids").list.eval(pl.lit(0))]).alias("labels")
         doc_ids = pl.concat_list([pl.col("positive_id"), pl.col("negative_ids")]).alias("doc_ids")
-        return rows.select(pl.col("query").alias("anchor"), documents, labels), rows.select(schema.QUERY_ID, doc_ids), stats
+        return (rows.select(pl.col("query").alias("anchor"), documents, labels),
+                rows.select(schema.QUERY_ID, doc_ids, *extra), stats)
     if fmt == "flagembedding":
         columns = [pl.col("query"), pl.col("positives").alias("pos"), pl.col("negatives").alias("neg")]
         if params.labels != "none":
@@ -155,7 +184,7 @@ def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num
         if params.prompt:
             columns.append(pl.lit(params.prompt).alias("prompt"))
         return (per_query.select(columns),
-                per_query.select(schema.QUERY_ID, pl.col("positive_ids"), pl.col("negative_ids")), stats)
+                per_query.select(schema.QUERY_ID, pl.col("positive_ids"), pl.col("negative_ids"), *extra_lists), stats)
     if fmt == "tevatron":
         def passages(prefix: str, ids: str) -> pl.Expr:
             return pl.struct(docid=pl.col(ids), title=pl.col(f"{prefix}_titles"), text=pl.col(f"{prefix}_bodies"))
@@ -172,7 +201,7 @@ def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num
                  .join(neg, on=schema.QUERY_ID, maintain_order="left"))
         return table, None, stats
     # ids
-    columns = [schema.QUERY_ID, "positive_ids", "negative_ids"]
+    columns = [schema.QUERY_ID, "positive_ids", "negative_ids", *extra_lists]
     if params.labels != "none":
         columns += ["positive_scores", "negative_scores"]
     return per_query.select(columns), None, stats
@@ -197,6 +226,8 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
               "corpus": corpus_path(workdir)}
     if params.labels != "none":
         needed["scored"] = stage_input(workdir, "scored")
+    if params.extra_positives:
+        needed["dropped"] = stage_input(workdir, "dropped")
     inputs_fp = fingerprints(needed)
     identity = params.identity() | {"output": str(output)}
     sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None

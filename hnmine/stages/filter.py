@@ -85,7 +85,7 @@ def score_rules(params: FilterParams, column: str, probability: str | None) -> l
         rules.append(("min_score", s < params.min_score))
     if params.max_score is not None:
         rules.append(("max_score", s > params.max_score))
-    if probability is not None:
+    if probability is not None and params.max_probability is not None:
         p = pl.col(probability)
         rules.append(("unscored_probability", p.is_null() | p.is_nan()))
         rules.append(("max_probability", p > params.max_probability))
@@ -133,6 +133,35 @@ def max_cosine_to_positives(candidates: pl.DataFrame, scored: pl.DataFrame, cont
     return out
 
 
+def split_duplicate_negatives(survivors: pl.DataFrame, params: FilterParams,
+                              context: FilterContext) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Walk each query's survivors in sampling order and set aside one whose embedding cosine to a
+    negative already taken is >= params.duplicate_negatives, until num_negatives are taken (the rest
+    are left for `not_sampled`). Returns (survivors without the duplicates, the duplicates)."""
+    ordered = survivors.with_row_index("_row").sort([schema.QUERY_ID, "_key"], maintain_order=True)
+    groups = ordered.group_by(schema.QUERY_ID, maintain_order=True).agg(pl.col("_row"), pl.col(schema.DOC_ID))
+    duplicate_rows: list[int] = []
+    for _, rows, doc_ids in groups.iter_rows():
+        if len(rows) < 2:
+            continue
+        vectors = np.asarray(context.embeddings[context.positions(doc_ids)], dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        similar = (vectors @ vectors.T) >= params.duplicate_negatives
+        taken: list[int] = []
+        for i in range(len(rows)):
+            if len(taken) == params.num_negatives:
+                break
+            if taken and similar[i, taken].any():
+                duplicate_rows.append(rows[i])
+            else:
+                taken.append(i)
+    is_duplicate = np.zeros(survivors.height, dtype=bool)
+    is_duplicate[duplicate_rows] = True
+    mask = pl.Series(is_duplicate)
+    duplicates = survivors.filter(mask).drop("_key").with_columns(pl.lit("duplicate_negative").alias(schema.DROPPED_BY))
+    return survivors.filter(~mask), duplicates
+
+
 def pad_query(qid: str, need: int, banned_ids: set[str], banned_hashes: set[int], context: FilterContext,
               seed: int) -> list[str]:
     """`need` seeded random corpus documents that are not positives (by id or text) and not repeats."""
@@ -161,7 +190,7 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
     if _uses_scores(params):
         column = pick_score_column(scored, params.score, SCORE_PREFERENCE)
         stats_extra["score_column"] = column
-    if params.max_probability is not None:
+    if params.max_probability is not None or params.likely_positive is not None:
         probability = pick_score_column(scored, "auto", PROBABILITY_PREFERENCE, "probability")
         stats_extra["probability_column"] = probability
     candidates = scored.filter(~pl.col(schema.IS_POSITIVE)).with_row_index("_order")
@@ -173,8 +202,12 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
     rank_max = params.rank_max if params.rank_max is not None else np.iinfo(np.int32).max
     out_of_window = (pl.col(schema.RANK) < params.rank_min) | (pl.col(schema.RANK) > rank_max)
     rules = [("rank_window", out_of_window), *score_rules(params, column or "", probability)]
+    if params.likely_positive is not None:
+        # first, so a confident hit ranked outside the window is still marked (and exportable as a positive)
+        rules.insert(0, ("likely_positive", pl.col(probability) >= params.likely_positive))
+    has_embeddings = context is not None and context.embeddings is not None
     if params.near_duplicate:
-        if context is not None and context.embeddings is not None:
+        if has_embeddings:
             cosine = max_cosine_to_positives(candidates, scored, context)
             candidates = candidates.with_columns(pl.Series("_cosine", cosine))
             rules.append(("near_duplicate", pl.col("_cosine") >= params.near_duplicate))
@@ -191,6 +224,12 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
         survivors = survivors.with_columns(pl.Series("_key", keys))
     else:
         survivors = survivors.with_columns(pl.col(schema.RANK).cast(pl.UInt64).alias("_key"))
+    duplicates = None
+    if params.duplicate_negatives:
+        if has_embeddings:
+            survivors, duplicates = split_duplicate_negatives(survivors, params, context)
+        else:
+            stats_extra["duplicate_negatives"] = "not checked: no dense index in the work dir"
     survivors = survivors.with_columns(
         pl.col("_key").rank("ordinal").over(schema.QUERY_ID).cast(pl.Int32).alias(schema.NEGATIVE_RANK)
     )
@@ -199,6 +238,8 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
     not_sampled = survivors.filter(pl.col(schema.NEGATIVE_RANK) > params.num_negatives).with_columns(
         pl.lit("not_sampled").alias(schema.DROPPED_BY)).drop("_key", schema.NEGATIVE_RANK)
     dropped = [candidates.filter(pl.col(schema.DROPPED_BY).is_not_null()), not_sampled]
+    if duplicates is not None:
+        dropped.append(duplicates)
 
     counts = kept.group_by(schema.QUERY_ID).len()
     short = scored.select(schema.QUERY_ID).unique().join(counts, on=schema.QUERY_ID, how="left").filter(
@@ -259,9 +300,10 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
     out = shard_output(workdir, "negatives", params.shard)
     dropped_out = shard_output(workdir, "dropped", params.shard)
     needed = {"scored": source}
-    if params.short_queries == "pad" or params.near_duplicate:
+    uses_embeddings = bool(params.near_duplicate or params.duplicate_negatives)
+    if params.short_queries == "pad" or uses_embeddings:
         needed["corpus"] = corpus_path(workdir)
-        if params.near_duplicate and manifest_path(dense_dir(workdir)).exists():
+        if uses_embeddings and manifest_path(dense_dir(workdir)).exists():
             needed["dense"] = dense_dir(workdir)
     inputs_fp = fingerprints(needed)
     identity = params.identity()
