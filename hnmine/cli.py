@@ -205,6 +205,22 @@ def run_command(
                f"{sum(r.seconds for r in results):.1f} s of stage work")
 
 
+@app.command("audit")
+@guarded
+def audit_command(
+    workdir: Path = typer.Argument(..., help="a work dir that has been through `hnmine filter`"),
+    qrels: Path = typer.Option(..., "--qrels", help="fuller relevance labels (BEIR qrels TSV, TREC, JSONL or Parquet)"),
+    min_relevance: float = typer.Option(1.0, "--min-relevance", help="a label at or above this counts as relevant"),
+    output: Optional[Path] = typer.Option(None, "--output", help="folder for the audit files (default: WORKDIR/audit)"),
+) -> None:
+    """False negatives among the kept negatives by fuller labels, per query and overall, and which filter
+    setting would have removed them (at what cost in clean negatives)."""
+    from hnmine.audit import audit, describe
+
+    for line in describe(audit(workdir, qrels, min_relevance=min_relevance, output=output)):
+        typer.echo(line)
+
+
 models_app = typer.Typer(help="Offline models that PyPI packages ship, made loadable once into the cache.")
 app.add_typer(models_app, name="models")
 
