@@ -186,6 +186,22 @@ stage_command("filter", [FilterParams], _filter, "Choose each query's negatives;
 stage_command("export", [ExportParams], _export, "Write the training file (Parquet) and its ids sidecar.")
 
 
+@app.command("report")
+@guarded
+def report_command(
+    workdir: Path = typer.Argument(..., help="a work directory the filter stage has run in"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="file to write (default: WORKDIR/report.html or report.md)"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="html (one self-contained page) or md (default: md for an --output ending in .md, else html)"),
+    sample: int = typer.Option(20, "--sample", help="queries shown with their documents (a seeded random sample)"),
+    seed: int = typer.Option(42, "--seed", help="seed of the query sample"),
+) -> None:
+    """Write a page that shows what was mined: score histograms, ranks, drops per rule, stages and sample queries."""
+    from hnmine.report import write_report
+
+    result = write_report(workdir, output=output, fmt=fmt, sample=sample, seed=seed)
+    typer.echo(f"report: wrote {result.path} ({result.format}, {result.queries_sampled} of {result.queries} queries sampled)")
+
+
 @app.command("run")
 @guarded
 def run_command(
