@@ -184,7 +184,10 @@ class FilterParams(StageParams):
         "keep", description="queries with fewer than num_negatives survivors: keep them with fewer, drop them, or "
                             "pad with seeded random corpus documents (never a positive, never a repeat)")
     num_negatives: int = Field(5, ge=1, description="negatives kept per query")
-    sampling: Literal["top", "random"] = Field("top", description="top: the best-ranked survivors; random: a seeded sample")
+    sampling: Literal["top", "random", "lowest-score"] = Field(
+        "top", description="top: the best-ranked survivors; random: a seeded sample; lowest-score: the survivors the "
+                           "--score column (the teacher: cross-encoder or judge) rates least relevant, i.e. hard for "
+                           "the retriever (inside the rank window) yet clearly negative for the teacher")
     seed: int = Field(42, description="seed for random sampling")
     shard: str | None = Field(None, description="K/N: filter only the K-th of N query shards")
 

@@ -218,3 +218,19 @@ def test_near_copies_among_negatives_are_dropped_and_their_slots_refilled(tmp_pa
         == [[1, 2, 3, 4, 5]] * negatives[schema.QUERY_ID].n_unique()
     dropped = pl.from_arrow(read_table(workdir / "dropped.arrow"))
     assert dropped.height + negatives.height == on.stats["candidates"]
+
+
+def test_lowest_score_sampling_keeps_what_the_teacher_rates_least_relevant_inside_the_window():
+    scored = scored_rows()
+    params = FilterParams(num_negatives=4, rank_min=3, rank_max=15, sampling="lowest-score")
+    kept, dropped, stats = filter_candidates(scored, params)
+    assert stats["score_column"] == "ce_logit" and kept[schema.RANK].is_between(3, 15).all()
+    survivors = pl.concat([kept.select(schema.QUERY_ID, "ce_logit"),
+                           dropped.filter(pl.col(schema.DROPPED_BY) == "not_sampled").select(schema.QUERY_ID, "ce_logit")])
+    lowest = survivors.group_by(schema.QUERY_ID).agg(pl.col("ce_logit").sort().head(4).alias("want"))
+    got = kept.group_by(schema.QUERY_ID).agg(pl.col("ce_logit").sort().alias("got"))
+    both = lowest.join(got, on=schema.QUERY_ID)
+    assert both.height == 40 and both["want"].to_list() == both["got"].to_list()
+    # negative_rank 1 is the lowest-scored
+    firsts = kept.filter(pl.col(schema.NEGATIVE_RANK) == 1).join(got, on=schema.QUERY_ID)
+    assert all(row[0] == row[1][0] for row in firsts.select("ce_logit", "got").iter_rows())

@@ -222,6 +222,12 @@ def filter_candidates(scored: pl.DataFrame, params: FilterParams,
     if params.sampling == "random":
         keys = sampling_keys(survivors[schema.QUERY_ID].to_list(), survivors[schema.DOC_ID].to_list(), params.seed)
         survivors = survivors.with_columns(pl.Series("_key", keys))
+    elif params.sampling == "lowest-score":
+        teacher = column or pick_score_column(scored, params.score, SCORE_PREFERENCE)
+        stats_extra["score_column"] = teacher
+        # lowest teacher score first; unscored candidates last; ties by retriever rank
+        survivors = (survivors.with_columns(pl.col(teacher).cast(pl.Float64).fill_nan(None).fill_null(float("inf")).alias("_key"))
+                     .sort(["_key", schema.RANK]).drop("_key").with_row_index("_key"))
     else:
         survivors = survivors.with_columns(pl.col(schema.RANK).cast(pl.UInt64).alias("_key"))
     duplicates = None
