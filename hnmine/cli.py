@@ -120,7 +120,7 @@ def _describe(result: StageResult) -> str:
     state = "reused" if result.reused else f"ran in {result.seconds:.1f} s"
     keys = {
         "corpus": ["corpus_rows", "corpus_skipped_empty_text"],
-        "dense": ["docs", "docs_encoded", "docs_resumed", "docs_per_second"],
+        "dense": ["docs", "docs_encoded", "docs_resumed", "docs_per_second", "docs_imported", "recall@10"],
         "bm25": ["docs", "vocabulary"],
         "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "excluded_duplicate_text", "queries_short_of_top_k"],
         "score": ["scorer", "rows"],

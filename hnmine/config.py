@@ -86,6 +86,18 @@ class IndexParams(StageParams):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="encoding precision: auto (fp16 on a GPU, fp32 on a CPU), fp32, fp16, bf16")
     faiss_factory: str = Field("Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF1024,PQ32 ...")
+    recall_sample: int = Field(
+        1000, ge=0, description="approximate indexes: recall@10 against exact search on this many sampled corpus "
+                                "vectors, printed at the end of index (0 = off)")
+    storage: Literal["float32", "float16"] = Field(
+        "float32", description="dtype of the saved embeddings: float16 halves disk and page cache (search converts "
+                               "blocks to float32)")
+    embeddings: Path | None = Field(
+        None, description="precomputed corpus embeddings instead of encoding: a .npy (one row per corpus document, in "
+                          "corpus order) or a Parquet file with an id column and a vector column (--model still "
+                          "encodes the queries: use the model that made them)")
+    embeddings_id_column: str = Field("_id", description="Parquet embeddings: the document id column")
+    embeddings_column: str = Field("embedding", description="Parquet embeddings: the vector column (list of floats)")
     bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = Field("lucene", description="BM25 variant")
     bm25_k1: float = Field(1.2, description="BM25 k1")
     bm25_b: float = Field(0.75, description="BM25 b")

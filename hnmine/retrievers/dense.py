@@ -177,6 +177,7 @@ def encode_corpus(
     prompt: str,
     chunk_size: int,
     progress: Callable[[int], None] | None = None,
+    dtype: str = "float32",
 ) -> tuple[np.ndarray, dict]:
     """Encode `texts` into `out_dir/embeddings.npy`, resuming from chunks an earlier run saved.
 
@@ -224,7 +225,7 @@ def encode_corpus(
         if dim is None:
             dim = vectors.shape[1]
             with atomic_path(embeddings_file) as tmp:
-                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
                 for cc in range(n_chunks):
                     matrix[order[cc * chunk_size:(cc + 1) * chunk_size]] = np.load(chunks_dir / f"{cc:05d}.npy")
                 matrix.flush()

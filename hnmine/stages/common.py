@@ -31,6 +31,9 @@ class Timer:
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
 
 def fingerprints(paths: dict[str, Path]) -> dict[str, str]:
     return {name: input_fingerprint(path) for name, path in paths.items()}

@@ -14,12 +14,13 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from hnmine import schema
-from hnmine.config import DataParams, IndexParams
+from hnmine.config import DataParams, IndexParams, MineParams
 from hnmine.io import inputs
 from hnmine.io.files import read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.retrievers import dense
 from hnmine.retrievers.bm25 import BM25Index
+from hnmine.retrievers.imported import import_embeddings, recall_at_k
 from hnmine.stages.common import StageResult, Timer, corpus_identity, fingerprints
 from hnmine.text import document_text, text_hash
 
@@ -37,8 +38,13 @@ def bm25_dir(workdir: Path) -> Path:
 
 
 def dense_identity(params: IndexParams) -> dict:
-    return {k: params.identity()[k] for k in ("model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory",
-                                               "backend", "precision")}
+    keys = ["model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory", "backend", "precision",
+            "storage"]
+    if params.embeddings is not None:  # the file itself is fingerprinted among the inputs
+        # max_length, backend and precision still shape the query encoder that mine builds from this manifest
+        keys = ["model", "query_prompt", "max_length", "normalize", "faiss_factory", "backend", "precision", "storage",
+                "embeddings_id_column", "embeddings_column"]
+    return {k: params.identity()[k] for k in keys} | {"imported": params.embeddings is not None}
 
 
 def bm25_identity(params: IndexParams) -> dict:
@@ -75,32 +81,50 @@ def ingest_corpus(workdir: Path, data: DataParams) -> StageResult:
 def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
     out = dense_dir(workdir)
     identity = dense_identity(params)
-    inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
+    inputs_fp = fingerprints({"corpus": corpus_path(workdir)} | ({"embeddings": params.embeddings} if params.embeddings else {}))
     if is_current(out, "dense", identity, inputs_fp) and (out / "embeddings.npy").exists():
         return StageResult("dense", {"dense": out}, read_manifest(out / "manifest.json")["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
     with Timer() as timer:
-        corpus = read_table(corpus_path(workdir))
-        texts = doc_texts(corpus)
+        if params.embeddings is not None:
+            doc_ids = read_table(corpus_path(workdir), [schema.DOC_ID]).column(schema.DOC_ID).to_pylist()
+            out.mkdir(parents=True, exist_ok=True)
+            stats = import_embeddings(params.embeddings, doc_ids, out / "embeddings.npy", normalize=params.normalize,
+                                      dtype=params.storage, id_column=params.embeddings_id_column,
+                                      column=params.embeddings_column)
+            embeddings = dense.load_embeddings(out)
+            stats |= {"docs": len(doc_ids), "docs_encoded": 0}
+        else:
+            corpus = read_table(corpus_path(workdir))
+            texts = doc_texts(corpus)
 
-        def make_encoder() -> dense.Encoder:
-            return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
-                                 params.backend, params.precision)
+            def make_encoder() -> dense.Encoder:
+                return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
+                                     params.backend, params.precision)
 
-        with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
-            embeddings, stats = dense.encode_corpus(
-                texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
-                prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update,
-            )
+            with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
+                embeddings, stats = dense.encode_corpus(
+                    texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
+                    prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update, dtype=params.storage,
+                )
+            stats["docs"] = len(texts)
+            device = params.device or dense.default_device()
+            stats["precision"] = dense.resolve_precision(params.precision, device)
+            stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model), device,
+                                                     stats["precision"])
+        encode_seconds = timer.elapsed()
         if params.faiss_factory != "Flat":
             index = dense.build_faiss(embeddings, params.faiss_factory)
             dense.save_faiss(index, out / "faiss.index")
-        stats["docs"] = len(texts)
-        device = params.device or dense.default_device()
-        stats["precision"] = dense.resolve_precision(params.precision, device)
-        stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model), device,
-                                                 stats["precision"])
-    stats["docs_per_second"] = round(stats["docs_encoded"] / timer.seconds, 1) if timer.seconds else None
+            stats["faiss_build_seconds"] = round(timer.elapsed() - encode_seconds, 2)
+            if params.recall_sample:
+                # with mine's default search parameters; `hnmine mine --nprobe/--ef-search` changes them
+                defaults = MineParams()
+                dense.set_search_parameters(index, nprobe=defaults.nprobe, ef_search=defaults.ef_search)
+                stats |= recall_at_k(index, embeddings, k=10, sample=params.recall_sample)
+                stats["recall_search"] = {"nprobe": defaults.nprobe, "ef_search": defaults.ef_search}
+        stats["storage"] = params.storage
+    stats["docs_per_second"] = round(stats["docs_encoded"] / encode_seconds, 1) if stats["docs_encoded"] and encode_seconds else None
     write_manifest(out, stage="dense", params=identity, inputs=inputs_fp,
                    outputs={"embeddings": {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}},
                    stats=stats, seconds=timer.seconds)
