@@ -1,0 +1,187 @@
+"""Peak memory and wall time of every stage at 10k, 100k and 1M documents (issue 6, docs/scale.md).
+
+The corpus is synthetic: passages of 2-3 sentences drawn from the shared BEIR sets (about an MS MARCO
+passage each), a fixed number of queries (the opening words of one positive each). The embeddings
+are random but seeded and clustered like real ones (a point = one of 4096 centres + noise), so
+the retrieval stages do real work without encoding a million passages on a CPU; they are imported
+with `hnmine index --embeddings`. Each stage runs as its own `hnmine` process, and its peak RSS is
+that process's ru_maxrss. The query count stays fixed while the corpus grows 100-fold, so memory
+that grows with the corpus shows, and memory that would grow with queries x corpus would too.
+
+    .venv/bin/python scripts/bench_scale.py --root /tmp/scale [--sizes 10000 100000 1000000] [--queries 5000]
+
+Writes docs/scale.md between `<!-- BEGIN scale -->` and `<!-- END scale -->`, and the raw figures to
+docs/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+DATA = REPO.parent / "shared" / "data"
+DOC = REPO / "docs" / "scale.md"
+RESULTS = REPO / "docs" / "results" / "scale.json"
+BEGIN, END = "<!-- BEGIN scale -->", "<!-- END scale -->"
+DIM = 384
+HNMINE = str(REPO / ".venv" / "bin" / "hnmine")
+# a child that runs one command and reports its own peak RSS (ru_maxrss of its only child, in KiB)
+MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.run(sys.argv[1:]).returncode; "
+           "print('MEASURE', rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)")
+
+
+def sentences_file(root: Path) -> Path:
+    """Sentences of the shared sets, one per line (the passages are made of them)."""
+    out = root / "sentences.txt.gz"
+    if out.exists():
+        return out
+    sentences = []
+    for name in ("scifact", "nfcorpus", "medline-glasgow", "cacm"):
+        with gzip.open(DATA / name / "corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
+            for line in handle:
+                text = json.loads(line).get("text") or ""
+                sentences += [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 40 <= len(s.strip()) <= 300]
+    with gzip.open(out, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(sentences))
+    return out
+
+
+def clustered_embeddings(path: Path, n: int, seed: int = 0, block: int = 100_000) -> None:
+    """n seeded unit vectors around 4096 random centres, written block by block (bounded memory)."""
+    if path.exists():
+        return
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4096, DIM)).astype(np.float32)
+    matrix = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), mode="w+", dtype=np.float32, shape=(n, DIM))
+    for start in range(0, n, block):
+        m = min(block, n - start)
+        points = centres[rng.integers(0, 4096, m)] + rng.normal(scale=0.6, size=(m, DIM)).astype(np.float32)
+        matrix[start:start + m] = points / np.linalg.norm(points, axis=1, keepdims=True)
+    matrix.flush()
+    del matrix
+    path.with_suffix(".tmp.npy").rename(path)
+
+
+def measured(cmd: list[str], log: Path) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    with open(log, "w") as handle:
+        proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], stdout=handle, stderr=subprocess.PIPE, text=True, env=env)
+    handle_text = proc.stderr
+    log.with_suffix(".err").write_text(handle_text)
+    line = [ln for ln in handle_text.splitlines() if ln.startswith("MEASURE")][-1].split()
+    rc, seconds, rss_kib = int(line[1]), float(line[2]), int(line[3])
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({rc}); see {log.with_suffix('.err')}")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(rss_kib / 1024, 1)}
+
+
+def manifest_stats(path: Path) -> dict:
+    return json.loads(path.read_text())["stats"]
+
+
+def run_size(root: Path, n_docs: int, n_queries: int, ann: list[str]) -> dict:
+    from bench_gpu import build_inputs
+
+    folder = root / f"{n_docs}"
+    inputs = folder / "inputs"
+    if not (inputs / "qrels.tsv").exists():
+        build_inputs(sentences_file(root), n_docs, n_queries, inputs)
+    embeddings = folder / "embeddings.npy"
+    clustered_embeddings(embeddings, n_docs)
+    data = ["--corpus", str(inputs / "corpus.parquet"), "--queries", str(inputs / "queries.parquet"),
+            "--qrels", str(inputs / "qrels.tsv")]
+    work = folder / "work"
+    figures: dict = {"docs": n_docs, "queries": n_queries}
+    stages = [
+        ("index", [HNMINE, "index", "-w", str(work), "-q", *data, "--embeddings", str(embeddings)]),
+        ("mine", [HNMINE, "mine", "-w", str(work), "-q", *data, "--top-k", "50"]),
+        ("score", [HNMINE, "score", "-w", str(work), "-q"]),
+        ("filter", [HNMINE, "filter", "-w", str(work), "-q", "--rank-min", "6", "--num-negatives", "5"]),
+        ("export", [HNMINE, "export", "-w", str(work), "-q", "--format", "n-tuple"]),
+    ]
+    for name, cmd in stages:
+        figures[name] = measured(cmd, folder / f"{name}.log")
+        print(n_docs, name, figures[name], flush=True)
+    figures["mine"]["stats"] = {k: v for k, v in manifest_stats(work / "candidates.manifest.json").items()
+                                if k in ("queries", "candidates", "dense_search")}
+    for factory in ann:
+        ann_work = folder / f"work-{factory.replace(',', '_')}"
+        cmd = [HNMINE, "index", "-w", str(ann_work), "-q", *data, "--embeddings", str(embeddings),
+               "--faiss-factory", factory, "--recall-sample", "1000"]
+        result = measured(cmd, folder / f"index-{factory.replace(',', '_')}.log")
+        stats = manifest_stats(ann_work / "index" / "dense" / "manifest.json")
+        result |= {"recall@10": stats.get("recall@10"), "build_seconds": stats.get("faiss_build_seconds"),
+                   "search": stats.get("recall_search")}
+        figures[f"index {factory}"] = result
+        print(n_docs, factory, result, flush=True)
+    return figures
+
+
+def ann_factories(n_docs: int) -> list[str]:
+    nlist = int(2 ** round(np.log2(4 * np.sqrt(n_docs))))  # about 4 sqrt(n) lists
+    return ["HNSW32", f"IVF{nlist},PQ48"]
+
+
+def write_doc(results: list[dict], args) -> None:
+    lines = [
+        f"- Command: `.venv/bin/python scripts/bench_scale.py --root DIR --sizes {' '.join(map(str, args.sizes))} "
+        f"--queries {args.queries}`",
+        f"- Machine: {os.cpu_count()}-core CPU, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+        f"no GPU, Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        f"- {args.queries} queries at every size; embeddings: {DIM}-d, random but seeded and clustered, imported with "
+        "`--embeddings` (float32); mine: exact search (Flat), top 50; score: none; filter: ranks 6+, 5 negatives; "
+        "export: n-tuple. Each stage is its own process; peak RSS is that process's.",
+        "",
+        "| docs | index (import) | mine | score | filter | export |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cells = [f"{r[s]['seconds']:.1f} s / {r[s]['peak_rss_mb']:.0f} MB" for s in ("index", "mine", "score", "filter", "export")]
+        lines.append(f"| {r['docs']:,} | " + " | ".join(cells) + " |")
+    lines += ["", "Approximate indexes, recall@10 against exact search (1000 sampled corpus vectors as queries, "
+              "each one's own document left out), with mine's default search parameters:", "",
+              "| docs | index | build | whole index stage | peak RSS | recall@10 |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for key, v in r.items():
+            if key.startswith("index "):
+                search = v.get("search") or {}
+                params = f"efSearch {search.get('ef_search')}" if "HNSW" in key else f"nprobe {search.get('nprobe')}"
+                lines.append(f"| {r['docs']:,} | `{key[6:]}` ({params}) | {v['build_seconds']} s | {v['seconds']:.1f} s | "
+                             f"{v['peak_rss_mb']:.0f} MB | {v['recall@10']} |")
+    body = "\n".join(lines)
+    text = DOC.read_text() if DOC.exists() else f"# hnmine at scale\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
+    print(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=5000)
+    parser.add_argument("--no-ann", action="store_true", help="skip the HNSW and IVF-PQ indexes")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in args.sizes:
+        results.append(run_size(args.root, n, args.queries, [] if args.no_ann else ann_factories(n)))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=2))
+    write_doc(results, args)
+
+
+if __name__ == "__main__":
+    main()
