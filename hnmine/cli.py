@@ -120,7 +120,8 @@ def _describe(result: StageResult) -> str:
     state = "reused" if result.reused else f"ran in {result.seconds:.1f} s"
     keys = {
         "corpus": ["corpus_rows", "corpus_skipped_empty_text"],
-        "dense": ["docs", "docs_encoded", "docs_resumed", "docs_per_second", "docs_imported", "recall@10"],
+        "dense": ["docs", "docs_encoded", "docs_resumed", "docs_per_second", "docs_imported", "recall@10",
+                  "docs_encoded_by_ray_tasks"],
         "bm25": ["docs", "vocabulary"],
         "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "excluded_duplicate_text", "queries_short_of_top_k"],
         "score": ["scorer", "rows"],
@@ -207,12 +208,22 @@ def report_command(
 def run_command(
     config: Path = typer.Argument(..., help="TOML config: workdir, then tables data, index, mine, score, filter, export"),
     quiet: bool = QUIET_OPTION,
+    ray: Optional[str] = typer.Option(None, "--ray", help="run the per-shard work (encoding, mine, score, filter) as "
+                                                          "tasks on this Ray cluster: an address, or auto"),
+    shards: Optional[int] = typer.Option(None, "--shards", min=1, help="with --ray: shards per stage (default: the "
+                                                                        "cluster's CPUs)"),
 ) -> None:
     """Run every stage from one config, reusing each stage whose inputs and parameters did not change."""
     from hnmine.config import load_config
-    from hnmine.stages.run import run
 
-    results = run(load_config(config), progress=not quiet)
+    if ray:
+        from hnmine.distributed import run_on_ray
+
+        results = run_on_ray(load_config(config), ray, shards=shards, progress=not quiet)
+    else:
+        from hnmine.stages.run import run
+
+        results = run(load_config(config), progress=not quiet)
     for result in results:
         report(result)
     ran = [r.stage for r in results if not r.reused]

@@ -77,6 +77,25 @@ class BatchWriter:
             self.abort()
 
 
+def _check_shard_set(folder: Path, files: list[Path]) -> None:
+    """Shards `shard-K-of-N.arrow` of one run only, and all N of them: never a silent mix or a gap."""
+    import re
+
+    found: dict[int, set[int]] = {}
+    for file in files:
+        match = re.fullmatch(r"shard-(\d+)-of-(\d+)\.arrow", file.name)
+        if match:
+            found.setdefault(int(match[2]), set()).add(int(match[1]))
+    if len(found) > 1:
+        raise HnmineError(f"holds shards of runs split {' and '.join(str(n) for n in sorted(found))} ways",
+                          path=folder, fix="delete the folder and rerun the stage with one --shard count")
+    for n, ks in found.items():
+        missing = sorted(set(range(1, n + 1)) - ks)
+        if missing:
+            raise HnmineError(f"shard {missing[0]} of {n} is missing ({len(missing)} missing)", path=folder,
+                              fix=f"run the stage with --shard {missing[0]}/{n} (and the other missing ones)")
+
+
 def shard_files(path: Path) -> list[Path]:
     """The Arrow files behind `path`: the file itself, or the `*.arrow` shards of a folder."""
     path = Path(path)
@@ -84,6 +103,7 @@ def shard_files(path: Path) -> list[Path]:
         files = sorted(p for p in path.glob("*.arrow"))
         if not files:
             raise HnmineError("folder holds no .arrow shards", path=path, fix="run the stage that writes it first")
+        _check_shard_set(path, files)
         return files
     if not path.exists():
         raise HnmineError("file not found", path=path, fix="run the stage that writes it first, or check the path")

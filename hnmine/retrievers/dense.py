@@ -178,11 +178,14 @@ def encode_corpus(
     chunk_size: int,
     progress: Callable[[int], None] | None = None,
     dtype: str = "float32",
-) -> tuple[np.ndarray, dict]:
+    part: tuple[int, int] | None = None,
+) -> tuple[np.ndarray | None, dict]:
     """Encode `texts` into `out_dir/embeddings.npy`, resuming from chunks an earlier run saved.
 
     Texts are encoded longest first (less padding per batch, and an out-of-memory error shows up
     in the first batch, not after an hour), in chunks of `chunk_size` saved as they finish.
+    `part=(k, n)` encodes only the chunks c with c % n == k and returns (None, stats) without
+    assembling: n workers (Ray tasks) share the encoding, and a last call with no part assembles.
     """
     out_dir = Path(out_dir)
     chunks_dir = out_dir / "chunks"
@@ -204,6 +207,8 @@ def encode_corpus(
     encoder = None
     dim = None
     for c in range(n_chunks):
+        if part is not None and c % part[1] != part[0]:
+            continue
         positions = order[c * chunk_size:(c + 1) * chunk_size]
         chunk_file = chunks_dir / f"{c:05d}.npy"
         if chunk_file.exists():
@@ -219,6 +224,8 @@ def encode_corpus(
         if progress:
             progress(len(positions))
 
+    if part is not None:
+        return None, {"docs_encoded": encoded, "docs_resumed": resumed}
     embeddings_file = out_dir / "embeddings.npy"
     for c in range(n_chunks):
         vectors = np.load(chunks_dir / f"{c:05d}.npy", mmap_mode="r")

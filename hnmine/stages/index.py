@@ -131,6 +131,26 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
     return StageResult("dense", {"dense": out}, stats, seconds=timer.seconds)
 
 
+def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
+    """Encode the k-th of n interleaved parts of the corpus chunks (a Ray task's share of `index`).
+    The `index` call that follows finds every chunk saved and only assembles the matrix."""
+    out = dense_dir(workdir)
+    if params.embeddings is not None or (is_current(out, "dense", dense_identity(params), fingerprints(
+            {"corpus": corpus_path(workdir)})) and (out / "embeddings.npy").exists()):
+        return {"docs_encoded": 0}
+    inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
+    texts = doc_texts(read_table(corpus_path(workdir)))
+
+    def make_encoder() -> dense.Encoder:
+        return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
+                             params.backend, params.precision)
+
+    _, stats = dense.encode_corpus(texts, out, make_encoder, identity={**dense_identity(params), "corpus": inputs_fp["corpus"]},
+                                   prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
+                                   part=(k, n))
+    return stats
+
+
 def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
     out = bm25_dir(workdir)
     identity = bm25_identity(params)

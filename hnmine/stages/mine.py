@@ -164,15 +164,21 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
     query_vectors = None
     if retrievers.encoder is not None:
         query_vectors = retrievers.encoder.encode(batch_texts, prompt=retrievers.dense_params["query_prompt"])
-    max_pos = max(len(positives[q]) for q in batch_ids)
-    # Ask for more than top_k: positives and their copies are removed after the search.
-    k = min(n_docs, top_k + max_pos + 16)
+    # Each query reads its retrievers' lists to a depth of its own (more than top_k: its positives and
+    # their copies are removed after the search), never the batch's: hybrid fusion over a deeper list
+    # could change its order, and then the output would depend on batch size and sharding.
+    depth = {q: min(n_docs, top_k + len(positives[q]) + 16) for q in batch_ids}
     while True:
+        k = max(depth.values())
         lists = _ranked_lists(batch_texts, query_vectors, retrievers, k)
-        rows, short = _collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers)
-        if not short or k >= n_docs or params.retriever == "bm25":
+        rows, short = _collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers,
+                               depth)
+        growable = [q for q in short if depth[q] < n_docs]
+        if not growable or params.retriever == "bm25":
             break
-        k = min(n_docs, k * 2)  # some query lost too many candidates to copies of its positives
+        for q in growable:  # lost too many candidates to copies of its positives: look deeper
+            depth[q] = min(n_docs, depth[q] * 2)
+    short = len(short)
     for key, value in rows.pop("_counts").items():
         counters[key] += value
     counters["queries"] += len(batch_ids)
@@ -182,11 +188,11 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
 
 
 def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
-             query_vectors, retrievers: _Retrievers):
+             query_vectors, retrievers: _Retrievers, depth: dict[str, int]):
     columns = {name: [] for name in schema.CANDIDATES.names}
     counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
               "excluded_duplicate_text": 0}
-    short = 0
+    short: list[str] = []
     for qi, (qid, qtext) in enumerate(zip(batch_ids, batch_texts)):
         pos = positives[qid]
         pos_set = set(pos)
@@ -195,9 +201,10 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
         # raw rank (1-based) and score of each document per retriever
         per_retriever: dict[str, dict[int, tuple[int, float]]] = {}
         for name, (positions, scores) in lists.items():
-            valid = positions[qi] >= 0
+            mine_positions, mine_scores = positions[qi][:depth[qid]], scores[qi][:depth[qid]]
+            valid = mine_positions >= 0
             per_retriever[name] = {int(p): (r + 1, float(s)) for r, (p, s) in
-                                   enumerate(zip(positions[qi][valid], scores[qi][valid]))}
+                                   enumerate(zip(mine_positions[valid], mine_scores[valid]))}
         if params.retriever == "hybrid":
             fused: dict[int, float] = {}
             for ranks in per_retriever.values():
@@ -225,7 +232,8 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
                 kept_hashes.add(h)
                 if len(kept) == top_k:
                     break
-        short += len(kept) < top_k
+        if len(kept) < top_k:
+            short.append(qid)
         dense_scores = bm25_scores = None
         docs = pos + kept
         if retrievers.embeddings is not None:

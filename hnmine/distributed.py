@@ -1,0 +1,122 @@
+"""`hnmine run CONFIG --ray ADDRESS`: the per-shard work as Ray tasks, the same files as a local run.
+
+There is no second code path: every task calls the same stage function a local run calls, with a
+`--shard K/N` (or, for encoding, a K-th share of the corpus chunks), and the stages' shard
+folders are the merge: the next stage reads the folder of shards, and `export` writes the same
+Parquet as a local run (tested against a real local cluster). The work dir must be on a filesystem
+every Ray node sees (one machine, or a shared mount); the hnmine package must be importable on the
+workers (the same environment, or a Ray runtime_env).
+
+Order: corpus ingest (driver) -> encoding shares (tasks) -> dense assembly + BM25 (driver) ->
+mine shards -> score shards -> filter shards (tasks) -> export (driver).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from hnmine.config import RunConfig
+from hnmine.errors import HnmineError
+from hnmine.stages.common import StageResult
+
+SHARDED = ("candidates", "scored", "negatives", "dropped")
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise HnmineError("--ray needs Ray", fix="pip install 'hnmine[ray]'") from None
+    return ray
+
+
+def _clear_whole_run_files(workdir: Path, n: int) -> None:
+    """A whole-run file (`scored.arrow`) would be read before the shard folder, and shards of another
+    split would mix in: remove both, so the folders hold exactly this run's N shards."""
+    for name in SHARDED:
+        for path in (workdir / f"{name}.arrow", workdir / f"{name}.manifest.json"):
+            path.unlink(missing_ok=True)
+        folder = workdir / name
+        if folder.is_dir() and any(not p.name.endswith(f"-of-{n:05d}.arrow") and not p.name.endswith(f"-of-{n:05d}.manifest.json")
+                                   for p in folder.iterdir()):
+            shutil.rmtree(folder)
+
+
+def _merged(stage: str, parts: list[StageResult], seconds: float, workdir: Path, name: str) -> StageResult:
+    """One result per stage: counts summed over shards, the stage's wall time on the cluster."""
+    stats: dict = {"shards": len(parts)}
+    for part in parts:
+        for key, value in part.stats.items():
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)):
+                stats[key] = stats.get(key, 0) + value
+            elif isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
+                merged = stats.setdefault(key, {})
+                for k, v in value.items():
+                    merged[k] = merged.get(k, 0) + v
+            elif key not in stats:
+                stats[key] = value
+    return StageResult(stage, {name: workdir / name}, stats, reused=all(p.reused for p in parts), seconds=seconds,
+                       warnings=[w for p in parts for w in p.warnings])
+
+
+def run_on_ray(config: RunConfig, address: str, shards: int | None = None, progress: bool = True) -> list[StageResult]:
+    ray = _ray()
+    from hnmine.stages.export import export
+    from hnmine.stages.filter import filter_stage
+    from hnmine.stages.index import encode_part, index, ingest_corpus
+    from hnmine.stages.mine import mine
+    from hnmine.stages.score import score
+
+    workdir = Path(config.workdir).resolve()
+    index_params = config.index
+    needed = {"hybrid": ["dense", "bm25"]}.get(config.mine.retriever, [config.mine.retriever])
+    missing = [r for r in needed if r not in index_params.retrievers]
+    if missing:
+        index_params = index_params.model_copy(update={"retrievers": [*index_params.retrievers, *missing]})
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise HnmineError(f"cannot reach a Ray cluster at '{address}' ({str(exc).splitlines()[0]})",
+                              fix="start one with `ray start --head` and pass its address, or `--ray auto` on a node") from None
+    n = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    @ray.remote
+    def encode_task(k: int) -> dict:
+        return encode_part(workdir, index_params, k, n)
+
+    @ray.remote
+    def stage_task(which: str, k: int) -> StageResult:
+        shard = f"{k + 1}/{n}"
+        if which == "mine":
+            return mine(workdir, config.data, config.mine.model_copy(update={"shard": shard}), progress=False)
+        if which == "score":
+            return score(workdir, config.score.model_copy(update={"shard": shard}), progress=False)
+        return filter_stage(workdir, config.filter.model_copy(update={"shard": shard}), progress=False)
+
+    results = []
+    began = time.perf_counter()
+    ingest_corpus(workdir, config.data)
+    encoded = []
+    if "dense" in index_params.retrievers and index_params.embeddings is None:
+        encoded = ray.get([encode_task.remote(k) for k in range(n)])
+    results.append(index(workdir, config.data, index_params, progress=progress))  # assembles; BM25 on the driver
+    results[-1].seconds = time.perf_counter() - began
+    if encoded and not results[-1].reused:
+        dense_stats = results[-1].stats.get("dense", {})
+        dense_stats["docs_encoded_by_ray_tasks"] = sum(e.get("docs_encoded", 0) for e in encoded)
+        dense_stats["ray_encode_tasks"] = n
+    _clear_whole_run_files(workdir, n)
+    for stage, name in (("mine", "candidates"), ("score", "scored"), ("filter", "negatives")):
+        began = time.perf_counter()
+        parts = ray.get([stage_task.remote(stage, k) for k in range(n)])
+        results.append(_merged(stage, parts, time.perf_counter() - began, workdir, name))
+        if stage == "filter":
+            results[-1].outputs["dropped"] = workdir / "dropped"
+    results.append(export(workdir, config.export, progress=progress))
+    return results
