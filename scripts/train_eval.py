@@ -1,0 +1,278 @@
+"""Do hnmine's negatives train a better retriever? Fine-tune all-MiniLM-L6-v2 on scifact train with
+MultipleNegativesRankingLoss, once per source of negatives, with identical hyper-parameters and seed,
+then nDCG@10 and Recall@100 on scifact test (issue 5).
+
+Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, positive) pair):
+  base          no fine-tuning (the starting point)
+  none          in-batch negatives only
+  bm25-top      hnmine, BM25 top-k negatives (no filter)
+  dense-top     hnmine, dense top-k negatives (no filter)
+  st-default    sentence-transformers' mine_hard_negatives with its defaults (num_negatives=k)
+  hnmine-rec    hnmine's recommended recipe (configs/recommended.toml's filter, num_negatives=k)
+The two best fine-tuned arms are trained again with a second seed to show the noise.
+
+Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
+files), so an interrupted run resumes:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root /tmp/train-eval [--negatives 3]
+
+Writes docs/quality.md between `<!-- BEGIN train_eval -->` and `<!-- END train_eval -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data" / "scifact"
+DOC = REPO / "docs" / "quality.md"
+BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
+ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec"]
+# configs/recommended.toml's filter (chosen on nfcorpus test, docs/quality.md), with k negatives
+RECOMMENDED = {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_qrels(path: Path) -> list[tuple[str, str]]:
+    rows = []
+    for line in path.read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        if float(s) >= 1:
+            rows.append((q, d))
+    return rows
+
+
+def load_data():
+    from hnmine.text import document_text
+
+    docs = read_jsonl(DATA / "corpus.jsonl.gz")
+    corpus = {str(d["_id"]): document_text(d.get("title"), d.get("text")) for d in docs}
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(DATA / "queries.jsonl.gz")}
+    return corpus, queries, read_qrels(DATA / "qrels" / "train.tsv"), read_qrels(DATA / "qrels" / "test.tsv")
+
+
+def model_path() -> str:
+    from hnmine.models import resolve_model
+
+    return resolve_model("all-MiniLM-L6-v2")
+
+
+# ------------------------------------------------------------------------------------ negatives
+
+def hnmine_arms(root: Path, k: int, ce_top: int, ce_max_length: int, with_cross_encoder: bool = True) -> dict[str, Path]:
+    """n-tuple Parquet files from hnmine: BM25 top, dense top, the recommended recipe (ids sidecars too)."""
+    from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
+    from hnmine.stages.export import export
+    from hnmine.stages.filter import filter_stage
+    from hnmine.stages.index import index
+    from hnmine.stages.mine import mine
+    from hnmine.stages.score import score
+
+    data = DataParams(beir=DATA, split="train")
+    plain = {"num_negatives": k, "near_duplicate": 0, "duplicate_negatives": 0}
+    out = {}
+    for retriever in ("bm25", "dense"):
+        work = root / f"work-{retriever}"
+        index(work, data, IndexParams(retrievers=[retriever]), progress=True)
+        mine(work, data, MineParams(retriever=retriever, top_k=50), progress=True)
+        score(work, ScoreParams(scorer="none"), progress=False)
+        filter_stage(work, FilterParams(**plain), progress=False)
+        out[f"{retriever}-top"] = export(work, ExportParams(format="n-tuple", output=root / f"{retriever}-top.parquet"),
+                                         progress=False).outputs["train"]
+    if not with_cross_encoder:
+        return out
+    work = root / "work-dense"
+    began = time.perf_counter()
+    scored = score(work, ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length),
+                   progress=True)
+    print(f"cross-encoder: {scored.stats} in {time.perf_counter() - began:.0f} s", flush=True)
+    result = filter_stage(work, FilterParams(num_negatives=k, **RECOMMENDED), progress=False)
+    print("hnmine-rec filter:", result.stats, flush=True)
+    out["hnmine-rec"] = export(work, ExportParams(format="n-tuple", output=root / "hnmine-rec.parquet"),
+                               progress=False).outputs["train"]
+    return out
+
+
+def st_arm(root: Path, k: int, corpus: dict[str, str], queries: dict[str, str], train: list[tuple[str, str]]) -> Path:
+    out = root / "st-default.parquet"
+    if out.exists():
+        return out
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    dataset = Dataset.from_dict({"anchor": [queries[q] for q, _ in train], "positive": [corpus[d] for _, d in train]})
+    model = SentenceTransformer(model_path(), device="cpu")
+    began = time.perf_counter()
+    result = mine_hard_negatives(dataset, model, corpus=list(corpus.values()), num_negatives=k, output_format="n-tuple",
+                                 batch_size=32)
+    print(f"mine_hard_negatives: {len(result)} rows in {time.perf_counter() - began:.0f} s", flush=True)
+    result.to_parquet(str(out))
+    return out
+
+
+def rows_for(arm: str, files: dict[str, Path], k: int, corpus, queries, train) -> list[dict]:
+    """One row per labeled (query, positive) pair that the arm has k negatives for."""
+    import polars as pl
+
+    if arm == "none":
+        return [{"anchor": queries[q], "positive": corpus[d]} for q, d in train]
+    table = pl.read_parquet(files[arm])
+    columns = ["anchor", "positive", *[f"negative_{i}" for i in range(1, k + 1)]]
+    return table.select(columns).to_dicts()
+
+
+# ------------------------------------------------------------------------------------ train + eval
+
+def evaluate(model, corpus, queries, test) -> dict:
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    relevant: dict[str, set[str]] = {}
+    for q, d in test:
+        relevant.setdefault(q, set()).add(d)
+    evaluator = InformationRetrievalEvaluator(
+        queries={q: queries[q] for q in relevant}, corpus=corpus, relevant_docs=relevant, name="scifact-test",
+        ndcg_at_k=[10], precision_recall_at_k=[100], accuracy_at_k=[1], mrr_at_k=[10], map_at_k=[100],
+        show_progress_bar=False, batch_size=64)
+    metrics = evaluator(model)
+    return {"ndcg@10": metrics["scifact-test_cosine_ndcg@10"], "recall@100": metrics["scifact-test_cosine_recall@100"]}
+
+
+def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test, root: Path) -> dict:
+    result_file = root / "results" / f"{arm}-seed{seed}.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    torch.manual_seed(seed)
+    model = SentenceTransformer(model_path(), device="cpu")
+    model.max_seq_length = args.max_seq_length
+    began = time.perf_counter()
+    if arm != "base":
+        output = root / "checkpoints" / f"{arm}-seed{seed}"
+        training_args = SentenceTransformerTrainingArguments(
+            output_dir=str(output), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr, warmup_ratio=0.1, seed=seed, data_seed=seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
+            save_strategy="no", logging_steps=10, report_to=[], use_cpu=True, dataloader_num_workers=0)
+        trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows),
+                                             loss=MultipleNegativesRankingLoss(model))
+        trainer.train()
+        shutil.rmtree(output, ignore_errors=True)
+    train_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    metrics = evaluate(model, corpus, queries, test)
+    result = {"arm": arm, "seed": seed, "rows": len(rows), **metrics, "train_s": round(train_seconds, 1),
+              "eval_s": round(time.perf_counter() - began, 1)}
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=2))
+    print(result, flush=True)
+    del model
+    gc.collect()
+    return result
+
+
+def write_doc(results: list[dict], args, mining: dict) -> None:
+    import statistics
+
+    by_arm: dict[str, list[dict]] = {}
+    for r in results:
+        by_arm.setdefault(r["arm"], []).append(r)
+    lines = [
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR --negatives {args.negatives}`",
+        f"- Machine: {os.cpu_count()}-core CPU (no GPU), Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        f"- all-MiniLM-L6-v2 fine-tuned on scifact train ({mining['pairs']} labeled pairs, {mining['queries']} queries) with "
+        f"MultipleNegativesRankingLoss: {args.epochs} epoch(s), batch {args.batch_size} (no duplicates in a batch), lr "
+        f"{args.lr}, warmup 10 %, max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row (none: "
+        "in-batch only); evaluated on scifact test (300 queries, 5183 documents) with InformationRetrievalEvaluator.",
+        f"- hnmine-rec: {', '.join(f'{k}={v}' for k, v in RECOMMENDED.items())} (configs/recommended.toml's filter), "
+        f"cross-encoder (offline int8 ONNX, max_length {args.ce_max_length}) over the dense top {args.ce_top}.",
+        "",
+        "| arm | rows | nDCG@10 | Recall@100 | seeds | train + eval |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm in ["base", *ARMS]:
+        runs = by_arm.get(arm, [])
+        if not runs:
+            continue
+        ndcg = [r["ndcg@10"] for r in runs]
+        recall = [r["recall@100"] for r in runs]
+        spread = f" (±{(max(ndcg) - min(ndcg)) / 2:.4f})" if len(runs) > 1 else ""
+        seeds = ", ".join(f"{r['seed']}: {r['ndcg@10']:.4f}" for r in runs)
+        took = statistics.mean(r["train_s"] + r["eval_s"] for r in runs)
+        lines.append(f"| {arm} | {runs[0]['rows']} | {statistics.mean(ndcg):.4f}{spread} | {statistics.mean(recall):.4f} | "
+                     f"{seeds} | {took:.0f} s |")
+    body = "\n".join(lines)
+    text = DOC.read_text()
+    if BEGIN not in text:
+        text += f"\n## Does it train a better retriever? (scifact)\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
+    print(body)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--negatives", type=int, default=3, help="hard negatives per row (mine_hard_negatives' default)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--ce-top", type=int, default=40)
+    parser.add_argument("--ce-max-length", type=int, default=256,
+                        help="cross-encoder tokens per pair (256 halves the CPU time of 512 on scifact's abstracts)")
+    parser.add_argument("--seeds", type=int, nargs=2, default=[1, 2], help="the seed of every arm, then the second seed")
+    parser.add_argument("--only-mine", action="store_true", help="mine the negatives and stop")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, help="train only these (first seed; results are cached, so a "
+                                                                 "second process can take arms off a running one)")
+    args = parser.parse_args(argv)
+    args.root.mkdir(parents=True, exist_ok=True)
+
+    corpus, queries, train, test = load_data()
+    arms = args.arms or ARMS
+    files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length, "hnmine-rec" in arms)
+    files["st-default"] = st_arm(args.root, args.negatives, corpus, queries, train)
+    if args.only_mine:
+        return
+    first, second = args.seeds
+    results = [train_arm("base", [], first, args, corpus, queries, test, args.root)]
+    if args.arms:  # a helper process for some arms (results are cached): no second seeds, no doc
+        for arm in arms:
+            train_arm(arm, rows_for(arm, files, args.negatives, corpus, queries, train), first, args, corpus, queries,
+                      test, args.root)
+        return
+    for arm in ARMS:
+        rows = rows_for(arm, files, args.negatives, corpus, queries, train)
+        results.append(train_arm(arm, rows, first, args, corpus, queries, test, args.root))
+    best = sorted((r for r in results if r["arm"] != "base"), key=lambda r: -r["ndcg@10"])[:2]
+    for arm in {r["arm"] for r in best} | {"st-default"}:
+        rows = rows_for(arm, files, args.negatives, corpus, queries, train)
+        results.append(train_arm(arm, rows, second, args, corpus, queries, test, args.root))
+    write_doc(results, args, {"pairs": len(train), "queries": len({q for q, _ in train})})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
