@@ -32,6 +32,21 @@ def _ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """ray.init keeps retrying an address where nothing listens (minutes): fail at once instead."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise HnmineError(f"cannot reach a Ray cluster at '{address}' ({exc.strerror or exc})",
+                          fix="start one with `ray start --head` and pass its address, or `--ray auto` on a node") from None
+
+
 def _clear_whole_run_files(workdir: Path, n: int) -> None:
     """A whole-run file (`scored.arrow`) would be read before the shard folder, and shards of another
     split would mix in: remove both, so the folders hold exactly this run's N shards."""
@@ -79,6 +94,7 @@ def run_on_ray(config: RunConfig, address: str, shards: int | None = None, progr
         index_params = index_params.model_copy(update={"retrievers": [*index_params.retrievers, *missing]})
 
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as exc:
