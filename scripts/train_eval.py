@@ -248,8 +248,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--only-mine", action="store_true", help="mine the negatives and stop")
     parser.add_argument("--arms", nargs="+", choices=ARMS, help="train only these (first seed; results are cached, so a "
                                                                  "second process can take arms off a running one)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write docs/quality.md from the results saved in --root so far (a run cut short)")
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("*.json"))]
+        train = read_qrels(DATA / "qrels" / "train.tsv")
+        write_doc(results, args, {"pairs": len(train), "queries": len({q for q, _ in train})})
+        return
 
     corpus, queries, train, test = load_data()
     arms = args.arms or ARMS
