@@ -31,6 +31,7 @@ from hnmine.stages.filter import (
     PROBABILITY_PREFERENCE,
     SCORE_PREFERENCE,
     FilterContext,
+    _positive_reference,
     max_cosine_to_positives,
     pick_score_column,
 )
@@ -78,9 +79,7 @@ def _thresholds(kept: pl.DataFrame, scored: pl.DataFrame, filter_params: dict,
         score = None
     if score is not None and score in kept.columns:
         how = filter_params.get("reference_positive") or "min"
-        values = pl.col(score).filter(pl.col(schema.IS_POSITIVE) & pl.col(score).is_not_nan())
-        reference = scored.group_by(schema.QUERY_ID).agg(getattr(values, how)().alias("_positive"))
-        kept = kept.join(reference, on=schema.QUERY_ID, how="left", maintain_order="left")
+        kept = kept.join(_positive_reference(scored, score, how), on=schema.QUERY_ID, how="left", maintain_order="left")
         s, pos = pl.col(score), pl.col("_positive")
         info |= {"score_column": score, "reference_positive": how}
         columns += [

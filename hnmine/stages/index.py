@@ -78,6 +78,12 @@ def ingest_corpus(workdir: Path, data: DataParams) -> StageResult:
     return StageResult("corpus", {"corpus": out}, stats, seconds=timer.seconds, warnings=warnings)
 
 
+def encoder_factory(params: IndexParams):
+    """Builds the corpus encoder only when a chunk is left to encode (a resumed run may need none)."""
+    return lambda: dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
+                                 params.backend, params.precision)
+
+
 def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
     out = dense_dir(workdir)
     identity = dense_identity(params)
@@ -97,11 +103,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
         else:
             corpus = read_table(corpus_path(workdir))
             texts = doc_texts(corpus)
-
-            def make_encoder() -> dense.Encoder:
-                return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
-                                     params.backend, params.precision)
-
+            make_encoder = encoder_factory(params)
             with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
                 embeddings, stats = dense.encode_corpus(
                     texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
@@ -140,12 +142,7 @@ def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
         return {"docs_encoded": 0}
     inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
     texts = doc_texts(read_table(corpus_path(workdir)))
-
-    def make_encoder() -> dense.Encoder:
-        return dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
-                             params.backend, params.precision)
-
-    _, stats = dense.encode_corpus(texts, out, make_encoder, identity={**dense_identity(params), "corpus": inputs_fp["corpus"]},
+    _, stats = dense.encode_corpus(texts, out, encoder_factory(params), identity={**dense_identity(params), "corpus": inputs_fp["corpus"]},
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
     return stats
