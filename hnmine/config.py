@@ -70,7 +70,7 @@ class DataParams(StageParams):
 
 
 class IndexParams(StageParams):
-    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "chunk_size", "device"})
+    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "chunk_size", "device", "devices"})
 
     retrievers: list[Literal["dense", "bm25"]] = Field(["dense"], description="indexes to build: dense, bm25 (repeat for both)")
     model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model: local path or hub name")
@@ -80,6 +80,9 @@ class IndexParams(StageParams):
     batch_size: int = Field(32, ge=1, description="encoding batch size")
     chunk_size: int = Field(2048, ge=1, description="documents per saved chunk (the resume granularity)")
     device: str | None = Field(None, description="torch device: cpu, cuda, cuda:1 (default: cuda when present)")
+    devices: list[str] | None = Field(
+        None, description="encode the corpus on several devices at once, one process each (cuda:0 cuda:1 ...); "
+                          "default: every visible GPU when there are several and --device is not given")
     normalize: bool = Field(True, description="L2-normalise embeddings (inner product = cosine)")
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="encoding runtime: auto (ONNX Runtime on CPU when the model allows, else torch), torch, onnx")

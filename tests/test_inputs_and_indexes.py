@@ -103,3 +103,33 @@ def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows)
     np.testing.assert_allclose(fast.encode(texts), expected, atol=2e-5)
     np.testing.assert_allclose(fast.encode(texts, prompt="query: "),
                                model.encode(["query: " + t for t in texts], normalize_embeddings=True), atol=2e-5)
+
+
+def test_encoding_on_several_devices_gives_the_one_process_matrix(tmp_path, adi, adi_indexed):
+    """--devices (one process per GPU on a multi-GPU machine), run here as two CPU processes: each
+    encodes every other chunk, the parent assembles, and the matrix is the single-process one."""
+    import json
+
+    import numpy as np
+
+    from hnmine.errors import HnmineError
+    from hnmine.stages.index import index
+
+    params = IndexParams(retrievers=["dense"], model=MODEL, chunk_size=16, devices=["cpu", "cpu"])
+    result = index(tmp_path / "work", DataParams(beir=adi), params, progress=False)
+    stats = result.stats["dense"]
+    assert stats["devices"] == ["cpu", "cpu"] and stats["docs_encoded"] == stats["docs"] == 82
+    assert stats["docs_resumed"] == 0
+    single = np.load(adi_indexed / "index" / "dense" / "embeddings.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "work" / "index" / "dense" / "embeddings.npy"), single, atol=1e-5)
+    assert not (tmp_path / "work" / "index" / "dense" / "chunks").exists()
+    manifest = json.loads((tmp_path / "work" / "index" / "dense" / "manifest.json").read_text())
+    assert manifest["outputs"]["embeddings"]["rows"] == 82
+    # devices are execution-only: the single-process run's index is current for the same params
+    again = index(tmp_path / "work", DataParams(beir=adi), params.model_copy(update={"devices": None}), progress=False)
+    assert again.reused
+
+    with pytest.raises(HnmineError, match=r"encoding failed on nodevice.*--devices"):
+        index(tmp_path / "bad", DataParams(beir=adi), params.model_copy(update={"devices": ["cpu", "nodevice"]}),
+              progress=False)
+    assert not (tmp_path / "bad" / "index" / "dense" / "embeddings.npy").exists()

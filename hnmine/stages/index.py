@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from hnmine import schema
 from hnmine.config import DataParams, IndexParams, MineParams
+from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
@@ -104,13 +105,18 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             corpus = read_table(corpus_path(workdir))
             texts = doc_texts(corpus)
             make_encoder = encoder_factory(params)
+            devices = encoding_devices(params)
             with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
+                by_workers = encode_on_devices(workdir, params, devices, bar) if len(devices) > 1 else 0
                 embeddings, stats = dense.encode_corpus(
                     texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
                     prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update, dtype=params.storage,
                 )
             stats["docs"] = len(texts)
-            device = params.device or dense.default_device()
+            if len(devices) > 1:
+                stats |= {"devices": devices, "docs_encoded": stats["docs_encoded"] + by_workers,
+                          "docs_resumed": stats["docs_resumed"] - by_workers}
+            device = devices[0] if len(devices) > 1 else params.device or dense.default_device()
             stats["precision"] = dense.resolve_precision(params.precision, device)
             stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model), device,
                                                      stats["precision"])
@@ -146,6 +152,59 @@ def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
     return stats
+
+
+def encoding_devices(params: IndexParams) -> list[str]:
+    """The devices to encode on in parallel: --devices, else every GPU when there are several and
+    --device names none. A list of one (or none) means the usual single-process encoding."""
+    if params.devices:
+        return list(params.devices)
+    if params.device is not None or params.embeddings is not None:
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)] if count > 1 else []
+
+
+def _encode_part_worker(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
+    try:
+        return encode_part(workdir, params, k, n)
+    except Exception as exc:  # noqa: BLE001 - sent back as text: exception objects may not unpickle
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], bar) -> int:
+    """Encode the corpus chunks in one process per device, each taking every n-th chunk (the same
+    interleaved parts a Ray run uses), and return the documents they encoded. The caller's
+    `encode_corpus` then finds every chunk saved and only assembles the matrix.
+
+    Own processes rather than sentence-transformers' multi-process pool: each worker runs hnmine's
+    encoder (Rust tokenizer one batch ahead on a GPU) and saves its chunks, so a crash resumes."""
+    import multiprocessing
+    import time
+
+    n = len(devices)
+    chunks_dir = dense_dir(workdir) / "chunks"
+    jobs = [(workdir, params.model_copy(update={"device": device, "devices": None}), k, n)
+            for k, device in enumerate(devices)]
+    with multiprocessing.get_context("spawn").Pool(n) as pool:
+        pending = pool.starmap_async(_encode_part_worker, jobs)
+        shown = 0
+        while not pending.ready():
+            pending.wait(1.0)
+            done = min(bar.total, len(list(chunks_dir.glob("*.npy"))) * params.chunk_size) if chunks_dir.exists() else 0
+            if done > shown:
+                bar.update(done - shown)
+                shown = done
+        results = pending.get()
+    bar.n = 0  # encode_corpus counts every chunk again as it assembles
+    bar.refresh()
+    errors = [f"{devices[k]}: {r['error']}" for k, r in enumerate(results) if "error" in r]
+    if errors:
+        raise HnmineError(f"encoding failed on {errors[0]}", fix="check that every --devices entry exists "
+                                                                 "(torch.cuda.device_count()) and rerun: saved chunks are kept")
+    return sum(r.get("docs_encoded", 0) for r in results)
 
 
 def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
