@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hnmine-gpu"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-st", action="store_true")
+    parser.add_argument("--devices-check", action="store_true", help="also encode with index --devices, 2 processes on the GPU")
     args = parser.parse_args()
 
     import torch
@@ -113,13 +115,14 @@ def main() -> None:
     t = time.perf_counter()
     result = index_stage.build_dense(work, index_params, progress=False)
     seconds = time.perf_counter() - t
+    from hnmine.retrievers import dense
+
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
+                           "rust_tokenizer_prefetch": dense.Encoder(args.model, args.device).fast is not None,
                            **gpu_memory(args.device)})
 
     # Search alone: all queries against the whole matrix, the k mine asks for.
-    from hnmine.retrievers import dense
-
     embeddings = dense.load_embeddings(work / "index" / "dense")
     encoder = dense.Encoder(args.model, args.device, batch_size=args.batch_size)
     t = time.perf_counter()
@@ -146,8 +149,30 @@ def main() -> None:
                          **gpu_memory(args.device)})
     save("hnmine_total", {"seconds": round(time.perf_counter() - t_all, 1)})
 
-    if args.skip_st:
-        return
+    if not args.skip_st:
+        run_st(args, data, results, save)
+    # The several-GPU path (index --devices), here as two processes sharing the one GPU: shows the
+    # path runs on CUDA and whether one process leaves the GPU idle (a second one fills the gaps).
+    if args.devices_check:
+        work2 = args.workdir / "hnmine-devices"
+        work2.mkdir(parents=True, exist_ok=True)
+        for file in work.iterdir():  # the ingested corpus and its manifest (ingest is then reused)
+            if file.is_file():
+                shutil.copy(file, work2 / file.name)
+        index_stage.ingest_corpus(work2, data_params)
+        t = time.perf_counter()
+        result = index_stage.build_dense(work2, index_params.model_copy(update={"devices": [args.device] * 2}),
+                                         progress=False)
+        seconds = time.perf_counter() - t
+        same = float(np.abs(np.load(work2 / "index" / "dense" / "embeddings.npy", mmap_mode="r")[:20000].astype(np.float32)
+                            - np.load(work / "index" / "dense" / "embeddings.npy", mmap_mode="r")[:20000]).max())
+        save("hnmine_encode_two_processes", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
+                                             "devices": result.stats.get("devices"),
+                                             "max_abs_diff_first_20k_vs_one_process": same})
+
+
+def run_st(args, data: dict, results: dict, save) -> None:
+    import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives

@@ -182,7 +182,6 @@ def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], ba
     Own processes rather than sentence-transformers' multi-process pool: each worker runs hnmine's
     encoder (Rust tokenizer one batch ahead on a GPU) and saves its chunks, so a crash resumes."""
     import multiprocessing
-    import time
 
     n = len(devices)
     chunks_dir = dense_dir(workdir) / "chunks"
