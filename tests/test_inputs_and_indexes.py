@@ -67,8 +67,9 @@ def test_mine_needs_the_index_it_searches(tmp_path, adi):
         mine(tmp_path, DataParams(beir=adi), MineParams(retriever="hybrid"), progress=False)
 
 
+@pytest.mark.parametrize("rescore_on_device", [False, True])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype):
+def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype, rescore_on_device):
     """The GPU search path (run here on the CPU), with the matrix split into several blocks."""
     import numpy as np
 
@@ -79,8 +80,8 @@ def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype):
     docs /= np.linalg.norm(docs, axis=1, keepdims=True)
     queries = docs[rng.choice(5000, 64, replace=False)] + 0.3 * rng.standard_normal((64, 48)).astype(np.float32)
     monkeypatch.setattr(dense.TorchExactSearch, "BLOCK", 1100)
-    searcher = dense.TorchExactSearch(docs, "cpu", dtype=dtype)
-    assert len(searcher.blocks) == 5
+    searcher = dense.TorchExactSearch(docs, "cpu", dtype=dtype, rescore_on_device=rescore_on_device)
+    assert len(searcher.blocks) == 5 and (searcher.exact is not None) == rescore_on_device
     scores, positions = searcher.search(queries, 20)
     exact_scores, exact_positions = dense.FaissSearch(dense.build_faiss(docs, "Flat"), "cpu", 1, 16).search(queries, 20)
     np.testing.assert_allclose(scores, exact_scores, rtol=0, atol=1e-5)
