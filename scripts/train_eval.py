@@ -9,6 +9,8 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
   dense-top     hnmine, dense top-k negatives (no filter)
   st-default    sentence-transformers' mine_hard_negatives with its defaults (num_negatives=k)
   hnmine-rec    hnmine's recommended recipe (configs/recommended.toml's filter, num_negatives=k)
+  hnmine-hard   the hardest candidates the cross-encoder calls clearly negative: ranks 1-40, probability
+                < 0.001, the top k by rank (tests whether harder negatives train better on scifact)
 The two best fine-tuned arms are trained again with a second seed to show the noise.
 
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
@@ -36,9 +38,10 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "scifact"
 DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
-ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec"]
+ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard"]
 # configs/recommended.toml's filter (chosen on nfcorpus test, docs/quality.md), with k negatives
 RECOMMENDED = {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"}
+HARD = {"rank_min": 1, "rank_max": 40, "max_probability": 0.001, "sampling": "top"}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -101,10 +104,11 @@ def hnmine_arms(root: Path, k: int, ce_top: int, ce_max_length: int, with_cross_
     scored = score(work, ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length),
                    progress=True)
     print(f"cross-encoder: {scored.stats} in {time.perf_counter() - began:.0f} s", flush=True)
-    result = filter_stage(work, FilterParams(num_negatives=k, **RECOMMENDED), progress=False)
-    print("hnmine-rec filter:", result.stats, flush=True)
-    out["hnmine-rec"] = export(work, ExportParams(format="n-tuple", output=root / "hnmine-rec.parquet"),
-                               progress=False).outputs["train"]
+    for arm, recipe in (("hnmine-rec", RECOMMENDED), ("hnmine-hard", HARD)):
+        result = filter_stage(work, FilterParams(num_negatives=k, **recipe), progress=False)
+        print(f"{arm} filter:", result.stats, flush=True)
+        out[arm] = export(work, ExportParams(format="n-tuple", output=root / f"{arm}.parquet"),
+                          progress=False).outputs["train"]
     return out
 
 
@@ -208,7 +212,8 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
         f"{args.lr}, warmup 10 %, max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row (none: "
         "in-batch only); evaluated on scifact test (300 queries, 5183 documents) with InformationRetrievalEvaluator.",
         f"- hnmine-rec: {', '.join(f'{k}={v}' for k, v in RECOMMENDED.items())} (configs/recommended.toml's filter), "
-        f"cross-encoder (offline int8 ONNX, max_length {args.ce_max_length}) over the dense top {args.ce_top}.",
+        f"cross-encoder (offline int8 ONNX, max_length {args.ce_max_length}) over the dense top {args.ce_top}; "
+        f"hnmine-hard: {', '.join(f'{k}={v}' for k, v in HARD.items())} over the same scores.",
         "",
         "| arm | rows | nDCG@10 | Recall@100 | seeds | train + eval |",
         "|---|---|---|---|---|---|",
@@ -248,6 +253,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--only-mine", action="store_true", help="mine the negatives and stop")
     parser.add_argument("--arms", nargs="+", choices=ARMS, help="train only these (first seed; results are cached, so a "
                                                                  "second process can take arms off a running one)")
+    parser.add_argument("--seed", type=int, help="with --arms: train them with this seed instead of the first")
     parser.add_argument("--report-only", action="store_true",
                         help="write docs/quality.md from the results saved in --root so far (a run cut short)")
     args = parser.parse_args(argv)
@@ -260,17 +266,17 @@ def main(argv: list[str]) -> None:
 
     corpus, queries, train, test = load_data()
     arms = args.arms or ARMS
-    files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length, "hnmine-rec" in arms)
+    files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length, bool({"hnmine-rec", "hnmine-hard"} & set(arms)))
     files["st-default"] = st_arm(args.root, args.negatives, corpus, queries, train)
     if args.only_mine:
         return
     first, second = args.seeds
-    results = [train_arm("base", [], first, args, corpus, queries, test, args.root)]
-    if args.arms:  # a helper process for some arms (results are cached): no second seeds, no doc
+    if args.arms:  # a helper process for some arms (results are cached): no base, no second seeds, no doc
         for arm in arms:
-            train_arm(arm, rows_for(arm, files, args.negatives, corpus, queries, train), first, args, corpus, queries,
-                      test, args.root)
+            train_arm(arm, rows_for(arm, files, args.negatives, corpus, queries, train), args.seed or first, args, corpus,
+                      queries, test, args.root)
         return
+    results = [train_arm("base", [], first, args, corpus, queries, test, args.root)]
     for arm in ARMS:
         rows = rows_for(arm, files, args.negatives, corpus, queries, train)
         results.append(train_arm(arm, rows, first, args, corpus, queries, test, args.root))
