@@ -71,7 +71,7 @@ class Encoder:
         self.normalize = normalize
         self.model = self.onnx = self.fast = None
         if self.backend == "onnx":
-            self.onnx = _load_onnx(path, max_length, batch_size, normalize)
+            self.onnx = _load_onnx(path, max_length, batch_size, normalize, self.precision == "int8")
         else:
             self.model = _load_model(path, device, max_length, self.precision)
             if device.startswith("cuda") and Path(path).is_dir():
@@ -145,10 +145,17 @@ class PrefetchTorchEncoder:
 
 def resolve_backend(backend: str, model_path: str, device: str, precision: str = "fp32") -> str:
     if backend != "auto":
-        if backend == "onnx" and precision != "fp32":
-            raise HnmineError(f"the ONNX encoder runs in fp32, not {precision}",
-                              fix="use --precision fp32 with --backend onnx, or --backend torch")
+        if backend == "onnx" and precision not in ("fp32", "int8"):
+            raise HnmineError(f"the ONNX encoder runs in fp32 or int8, not {precision}",
+                              fix="use --precision fp32 or int8 with --backend onnx, or --backend torch")
+        if backend == "torch" and precision == "int8":
+            raise HnmineError("--precision int8 needs the ONNX encoder", fix="use --backend onnx (or auto) on a CPU")
         return backend
+    if precision == "int8":
+        if not device.startswith("cpu") or not Path(model_path).is_dir():
+            raise HnmineError("--precision int8 runs through ONNX Runtime on a CPU, from a local model folder",
+                              fix="use --device cpu with a sentence-transformers folder, or --precision fp16 on a GPU")
+        return "onnx"
     if not device.startswith("cpu") or precision != "fp32" or not Path(model_path).is_dir():
         return "torch"
     try:
@@ -163,10 +170,10 @@ def resolve_backend(backend: str, model_path: str, device: str, precision: str =
 
 
 @functools.lru_cache(maxsize=2)
-def _load_onnx(path: str, max_length: int | None, batch_size: int, normalize: bool):
+def _load_onnx(path: str, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False):
     from hnmine.retrievers.onnx_encoder import OnnxSentenceEncoder
 
-    return OnnxSentenceEncoder(path, max_length=max_length, batch_size=batch_size, normalize=normalize)
+    return OnnxSentenceEncoder(path, max_length=max_length, batch_size=batch_size, normalize=normalize, int8=int8)
 
 
 def _plan_digest(plan: dict) -> str:
