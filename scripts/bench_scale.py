@@ -173,7 +173,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--no-ann", action="store_true", help="skip the HNSW and IVF-PQ indexes")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write docs/scale.md from docs/results/scale.json (the sizes a run cut short finished)")
     args = parser.parse_args()
+    if args.report_only:
+        results = json.loads(RESULTS.read_text())["results"]
+        args.sizes = [r["docs"] for r in results]
+        write_doc(results, args)
+        return
     args.root.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.sizes:

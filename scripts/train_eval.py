@@ -198,6 +198,41 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
     return result
 
 
+def negatives_profile(root: Path) -> list[str]:
+    """How hard each arm's negatives are (their rank in hnmine's dense top 50 for the query) and how
+    many of mine_hard_negatives' negatives the dense-top arm shares: the check that two arms with the
+    same negatives score apart only by training noise."""
+    import polars as pl
+
+    corpus, queries, _, _ = load_data()
+    doc_by_text = {text: doc for doc, text in corpus.items()}
+    query_by_text = {text: q for q, text in queries.items()}
+    ranks = pl.read_ipc(root / "work-dense" / "candidates.arrow").select(["query_id", "doc_id", "rank"])
+    arms: dict[str, pl.DataFrame] = {}
+    for arm in ("bm25-top", "dense-top", "hnmine-rec", "hnmine-hard"):
+        if (root / f"{arm}.ids.parquet").exists():
+            ids = pl.read_parquet(root / f"{arm}.ids.parquet")
+            arms[arm] = ids.unpivot(index=["query_id"], on=[c for c in ids.columns if c.startswith("negative_")],
+                                    value_name="doc_id").select(["query_id", "doc_id"])
+    if (root / "st-default.parquet").exists():
+        st = pl.read_parquet(root / "st-default.parquet")
+        arms["st-default"] = pl.DataFrame(
+            [{"query_id": query_by_text.get(row["anchor"]), "doc_id": doc_by_text.get(row[c])}
+             for row in st.iter_rows(named=True) for c in st.columns if c.startswith("negative_")],
+            schema={"query_id": pl.Utf8, "doc_id": pl.Utf8})
+    lines = ["", "| arm | negatives | median dense rank (1 = the top non-positive) | outside the dense top 50 |",
+             "|---|---|---|---|"]
+    for arm, frame in arms.items():
+        ranked = frame.join(ranks, on=["query_id", "doc_id"], how="left")
+        lines.append(f"| {arm} | {frame.height} | {ranked['rank'].median():.0f} | {ranked['rank'].null_count()} |")
+    if "st-default" in arms and "dense-top" in arms:
+        st_pairs = arms["st-default"].drop_nulls().unique()
+        shared = st_pairs.join(arms["dense-top"].unique(), on=["query_id", "doc_id"], how="inner").height
+        lines += ["", f"Of mine_hard_negatives' {st_pairs.height} distinct (query, negative) pairs, {shared} "
+                      f"({100 * shared / st_pairs.height:.1f} %) are also dense-top's."]
+    return lines
+
+
 def write_doc(results: list[dict], args, mining: dict) -> None:
     import statistics
 
@@ -229,6 +264,7 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
         took = statistics.mean(r["train_s"] + r["eval_s"] for r in runs)
         lines.append(f"| {arm} | {runs[0]['rows']} | {statistics.mean(ndcg):.4f}{spread} | {statistics.mean(recall):.4f} | "
                      f"{seeds} | {took:.0f} s |")
+    lines += negatives_profile(args.root)
     body = "\n".join(lines)
     text = DOC.read_text()
     if BEGIN not in text:
