@@ -69,10 +69,14 @@ def load_data():
     return corpus, queries, read_qrels(DATA / "qrels" / "train.tsv"), read_qrels(DATA / "qrels" / "test.tsv")
 
 
+MODEL = "all-MiniLM-L6-v2"
+DEVICE = "cpu"
+
+
 def model_path() -> str:
     from hnmine.models import resolve_model
 
-    return resolve_model("all-MiniLM-L6-v2")
+    return resolve_model(MODEL)
 
 
 # ------------------------------------------------------------------------------------ negatives
@@ -172,7 +176,8 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     torch.manual_seed(seed)
-    model = SentenceTransformer(model_path(), device="cpu")
+    model = SentenceTransformer(model_path(), device=DEVICE)
+    model.float()  # a folder saved in fp16 still trains in fp32
     model.max_seq_length = args.max_seq_length
     began = time.perf_counter()
     if arm != "base":
@@ -180,7 +185,7 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
         training_args = SentenceTransformerTrainingArguments(
             output_dir=str(output), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
             learning_rate=args.lr, warmup_ratio=0.1, seed=seed, data_seed=seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
-            save_strategy="no", logging_steps=10, report_to=[], use_cpu=True, dataloader_num_workers=0)
+            save_strategy="no", logging_steps=10, report_to=[], use_cpu=DEVICE == "cpu", dataloader_num_workers=0)
         trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows),
                                              loss=MultipleNegativesRankingLoss(model))
         trainer.train()
@@ -204,6 +209,8 @@ def negatives_profile(root: Path) -> list[str]:
     same negatives score apart only by training noise."""
     import polars as pl
 
+    if not (root / "work-dense" / "candidates.arrow").exists():  # a --mined-only run elsewhere
+        return []
     corpus, queries, _, _ = load_data()
     doc_by_text = {text: doc for doc, text in corpus.items()}
     query_by_text = {text: q for q, text in queries.items()}
@@ -233,6 +240,14 @@ def negatives_profile(root: Path) -> list[str]:
     return lines
 
 
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    return f"{os.cpu_count()}-core CPU (no GPU)"
+
+
 def write_doc(results: list[dict], args, mining: dict) -> None:
     import statistics
 
@@ -240,8 +255,12 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
     for r in results:
         by_arm.setdefault(r["arm"], []).append(r)
     lines = [
-        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR --negatives {args.negatives}`",
-        f"- Machine: {os.cpu_count()}-core CPU (no GPU), Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR --negatives {args.negatives} "
+        f"--max-seq-length {args.max_seq_length}"
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --seeds-per-arm {args.seeds_per_arm}" if getattr(args, "seeds_per_arm", None) else "")
+        + (f" --label {args.label}" if args.label else "") + "`",
+        f"- Machine: {machine(args.device)}, Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
         f"- all-MiniLM-L6-v2 fine-tuned on scifact train ({mining['pairs']} labeled pairs, {mining['queries']} queries) with "
         f"MultipleNegativesRankingLoss: {args.epochs} epoch(s), batch {args.batch_size} (no duplicates in a batch), lr "
         f"{args.lr}, warmup 10 %, max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row (none: "
@@ -259,7 +278,9 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
             continue
         ndcg = [r["ndcg@10"] for r in runs]
         recall = [r["recall@100"] for r in runs]
-        spread = f" (±{(max(ndcg) - min(ndcg)) / 2:.4f})" if len(runs) > 1 else ""
+        spread = f" (±{(max(ndcg) - min(ndcg)) / 2:.4f})" if len(runs) == 2 else ""
+        if len(runs) > 2:
+            spread = f" (sd {statistics.stdev(ndcg):.4f}, range {min(ndcg):.4f}-{max(ndcg):.4f})"
         seeds = ", ".join(f"{r['seed']}: {r['ndcg@10']:.4f}" for r in runs)
         took = statistics.mean(r["train_s"] + r["eval_s"] for r in runs)
         lines.append(f"| {arm} | {runs[0]['rows']} | {statistics.mean(ndcg):.4f}{spread} | {statistics.mean(recall):.4f} | "
@@ -292,7 +313,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, help="with --arms: train them with this seed instead of the first")
     parser.add_argument("--report-only", action="store_true",
                         help="write docs/quality.md from the results saved in --root so far (a run cut short)")
+    parser.add_argument("--device", default="cpu", help="train and evaluate here (cuda on the GPU machine)")
+    parser.add_argument("--data", type=Path, help="the scifact BEIR folder (default: ../shared/data/scifact)")
+    parser.add_argument("--model", help="the all-MiniLM-L6-v2 folder to start from (default: the packaged one)")
+    parser.add_argument("--mined-only", action="store_true",
+                        help="train on the ARM.parquet files already in --root (mined elsewhere): no index, no mining")
+    parser.add_argument("--seeds-per-arm", type=int,
+                        help="train every arm with seeds 1..N (instead of the first seed, and the second for the two "
+                             "best arms and mine_hard_negatives): the seed spread of each arm, where training is cheap")
+    parser.add_argument("--label", default="", help="write the table between markers `train_eval:LABEL` in docs/quality.md "
+                                                    "(a second table beside the default one)")
     args = parser.parse_args(argv)
+    global DATA, MODEL, DEVICE, BEGIN, END
+    DATA, MODEL, DEVICE = args.data or DATA, args.model or MODEL, args.device
+    if args.label:
+        BEGIN, END = f"<!-- BEGIN train_eval:{args.label} -->", f"<!-- END train_eval:{args.label} -->"
     args.root.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("*.json"))]
@@ -302,11 +337,24 @@ def main(argv: list[str]) -> None:
 
     corpus, queries, train, test = load_data()
     arms = args.arms or ARMS
-    files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length, bool({"hnmine-rec", "hnmine-hard"} & set(arms)))
-    files["st-default"] = st_arm(args.root, args.negatives, corpus, queries, train)
+    if args.mined_only:
+        files = {arm: args.root / f"{arm}.parquet" for arm in ARMS if (args.root / f"{arm}.parquet").exists()}
+        arms = [arm for arm in arms if arm == "none" or arm in files]
+    else:
+        files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length,
+                            bool({"hnmine-rec", "hnmine-hard"} & set(arms)))
+        files["st-default"] = st_arm(args.root, args.negatives, corpus, queries, train)
     if args.only_mine:
         return
     first, second = args.seeds
+    if args.seeds_per_arm:
+        results = [train_arm("base", [], first, args, corpus, queries, test, args.root)]
+        for seed in range(1, args.seeds_per_arm + 1):
+            for arm in arms:
+                rows = rows_for(arm, files, args.negatives, corpus, queries, train)
+                results.append(train_arm(arm, rows, seed, args, corpus, queries, test, args.root))
+        write_doc(results, args, {"pairs": len(train), "queries": len({q for q, _ in train})})
+        return
     if args.arms:  # a helper process for some arms (results are cached): no base, no second seeds, no doc
         for arm in arms:
             train_arm(arm, rows_for(arm, files, args.negatives, corpus, queries, train), args.seed or first, args, corpus,
