@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from hnmine import schema
 from hnmine.errors import HnmineError
@@ -220,8 +222,11 @@ def sample_queries(run: RunData, n: int, seed: int) -> list[str]:
 
 
 def _doc_texts(workdir: Path, doc_ids: Iterable[str]) -> dict[str, str]:
-    corpus = pl.from_arrow(read_table(corpus_path(workdir), [schema.DOC_ID, schema.TITLE, schema.TEXT]))
-    corpus = corpus.filter(pl.col(schema.DOC_ID).is_in(pl.Series(list(set(doc_ids)), dtype=pl.String).implode()))
+    """The texts of the sampled documents only: the corpus stays memory-mapped and only the matching
+    rows are copied (converting the whole corpus would copy every text: 3.5 GB at 8.8M passages)."""
+    table = read_table(corpus_path(workdir), [schema.DOC_ID, schema.TITLE, schema.TEXT])
+    wanted = pa.array(sorted(set(doc_ids)), type=table.schema.field(schema.DOC_ID).type)
+    corpus = pl.from_arrow(table.filter(pc.is_in(table[schema.DOC_ID], value_set=wanted)))
     joined = pl.concat_str([pl.col(schema.TITLE).fill_null(""), pl.col(schema.TEXT).fill_null("")], separator=" ")
     return dict(corpus.select(schema.DOC_ID, joined.str.strip_chars()).iter_rows())
 
