@@ -128,8 +128,10 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             if params.recall_sample:
                 # with mine's default search parameters; `hnmine mine --nprobe/--ef-search` changes them
                 defaults = MineParams()
-                dense.set_search_parameters(index, nprobe=defaults.nprobe, ef_search=defaults.ef_search)
-                stats |= recall_at_k(index, embeddings, k=10, sample=params.recall_sample)
+                searcher = dense.FaissSearch(index, "cpu", defaults.nprobe, defaults.ef_search, embeddings,
+                                             dense.rerank_factor(params.faiss_factory))
+                stats |= recall_at_k(searcher, embeddings, k=10, sample=params.recall_sample)
+                stats["recall_rerank"] = searcher.rerank
                 stats["recall_search"] = {"nprobe": defaults.nprobe, "ef_search": defaults.ef_search}
         stats["storage"] = params.storage
     stats["docs_per_second"] = round(stats["docs_encoded"] / encode_seconds, 1) if stats["docs_encoded"] and encode_seconds else None
