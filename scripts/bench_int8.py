@@ -32,6 +32,7 @@ def top10(workdir: Path) -> dict[str, set[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--beir", type=Path, default=DATA, help="the BEIR folder (default: ../shared/data/nfcorpus)")
     args = parser.parse_args()
     import numpy as np
 
@@ -39,11 +40,13 @@ def main() -> None:
     from hnmine.stages.index import index
     from hnmine.stages.mine import mine
 
-    data = DataParams(beir=DATA, split="test")
+    data = DataParams(beir=args.beir, split="test")
     figures = {}
     for precision in ("fp32", "int8"):
         work = args.root / precision
-        result = index(work, data, IndexParams(retrievers=["dense"], precision=precision), progress=True)
+        # fp32 = the CPU default (precision auto), so a work dir indexed with the defaults is reused
+        params = IndexParams(retrievers=["dense"], **({"precision": "int8"} if precision == "int8" else {}))
+        result = index(work, data, params, progress=True)
         dense = result.stats["dense"]
         mine(work, data, MineParams(retriever="dense", top_k=10), progress=False)
         figures[precision] = {"docs": dense["docs"], "docs_per_second": dense["docs_per_second"],
