@@ -123,7 +123,7 @@ def run_size(root: Path, n_docs: int, n_queries: int, ann: list[str]) -> dict:
         result = measured(cmd, folder / f"index-{factory.replace(',', '_')}.log")
         stats = manifest_stats(ann_work / "index" / "dense" / "manifest.json")
         result |= {"recall@10": stats.get("recall@10"), "build_seconds": stats.get("faiss_build_seconds"),
-                   "search": stats.get("recall_search")}
+                   "search": stats.get("recall_search"), "rerank": stats.get("recall_rerank", 0)}
         figures[f"index {factory}"] = result
         print(n_docs, factory, result, flush=True)
     return figures
@@ -158,6 +158,8 @@ def write_doc(results: list[dict], args) -> None:
             if key.startswith("index "):
                 search = v.get("search") or {}
                 params = f"efSearch {search.get('ef_search')}" if "HNSW" in key else f"nprobe {search.get('nprobe')}"
+                if v.get("rerank"):
+                    params += f", {v['rerank']} x k re-scored exactly"
                 lines.append(f"| {r['docs']:,} | `{key[6:]}` ({params}) | {v['build_seconds']} s | {v['seconds']:.1f} s | "
                              f"{v['peak_rss_mb']:.0f} MB | {v['recall@10']} |")
     body = "\n".join(lines)
