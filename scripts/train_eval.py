@@ -136,13 +136,12 @@ def st_arm(root: Path, k: int, corpus: dict[str, str], queries: dict[str, str], 
 
 def rows_for(arm: str, files: dict[str, Path], k: int, corpus, queries, train) -> list[dict]:
     """One row per labeled (query, positive) pair that the arm has k negatives for."""
-    import polars as pl
+    import pyarrow.parquet as pq  # not polars: the GPU machine has pyarrow but no polars
 
     if arm == "none":
         return [{"anchor": queries[q], "positive": corpus[d]} for q, d in train]
-    table = pl.read_parquet(files[arm])
     columns = ["anchor", "positive", *[f"negative_{i}" for i in range(1, k + 1)]]
-    return table.select(columns).to_dicts()
+    return pq.read_table(files[arm], columns=columns).to_pylist()
 
 
 # ------------------------------------------------------------------------------------ train + eval
@@ -207,10 +206,9 @@ def negatives_profile(root: Path) -> list[str]:
     """How hard each arm's negatives are (their rank in hnmine's dense top 50 for the query) and how
     many of mine_hard_negatives' negatives the dense-top arm shares: the check that two arms with the
     same negatives score apart only by training noise."""
-    import polars as pl
-
     if not (root / "work-dense" / "candidates.arrow").exists():  # a --mined-only run elsewhere
         return []
+    import polars as pl
     corpus, queries, _, _ = load_data()
     doc_by_text = {text: doc for doc, text in corpus.items()}
     query_by_text = {text: q for q, text in queries.items()}
@@ -289,7 +287,8 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
     body = "\n".join(lines)
     text = DOC.read_text()
     if BEGIN not in text:
-        text += f"\n## Does it train a better retriever? (scifact)\n\n{BEGIN}\n{END}\n"
+        label = f", {args.label}" if args.label else ""
+        text += f"\n## Does it train a better retriever? (scifact{label})\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
     print(body)
