@@ -209,7 +209,8 @@ def negatives_profile(root: Path) -> list[str]:
     if not (root / "work-dense" / "candidates.arrow").exists():  # a --mined-only run elsewhere
         return []
     import polars as pl
-    corpus, queries, _, _ = load_data()
+    corpus, queries, train, _ = load_data()
+    labeled = pl.DataFrame(train, schema={"query_id": pl.Utf8, "doc_id": pl.Utf8}, orient="row")
     doc_by_text = {text: doc for doc, text in corpus.items()}
     query_by_text = {text: q for q, text in queries.items()}
     ranks = pl.read_ipc(root / "work-dense" / "candidates.arrow").select(["query_id", "doc_id", "rank"])
@@ -225,11 +226,12 @@ def negatives_profile(root: Path) -> list[str]:
             [{"query_id": query_by_text.get(row["anchor"]), "doc_id": doc_by_text.get(row[c])}
              for row in st.iter_rows(named=True) for c in st.columns if c.startswith("negative_")],
             schema={"query_id": pl.Utf8, "doc_id": pl.Utf8})
-    lines = ["", "| arm | negatives | median dense rank (1 = the top non-positive) | outside the dense top 50 |",
-             "|---|---|---|---|"]
+    lines = ["", "| arm | negatives | median dense rank (1 = the top non-positive) | outside the dense top 50 | "
+                 "labeled positives of their query |", "|---|---|---|---|---|"]
     for arm, frame in arms.items():
         ranked = frame.join(ranks, on=["query_id", "doc_id"], how="left")
-        lines.append(f"| {arm} | {frame.height} | {ranked['rank'].median():.0f} | {ranked['rank'].null_count()} |")
+        false = frame.join(labeled, on=["query_id", "doc_id"], how="inner").height
+        lines.append(f"| {arm} | {frame.height} | {ranked['rank'].median():.0f} | {ranked['rank'].null_count()} | {false} |")
     if "st-default" in arms and "dense-top" in arms:
         st_pairs = arms["st-default"].drop_nulls().unique()
         shared = st_pairs.join(arms["dense-top"].unique(), on=["query_id", "doc_id"], how="inner").height
