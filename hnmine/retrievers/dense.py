@@ -274,12 +274,26 @@ def build_faiss(embeddings: np.ndarray, factory: str, seed: int = 0):
     except RuntimeError as exc:
         raise HnmineError(f"FAISS cannot build '{factory}' ({str(exc).strip().splitlines()[-1]})",
                           fix="use a factory string such as Flat, HNSW32, IVF1024,Flat or IVF1024,PQ32") from None
+    _no_polysemous_training(index)
     if not index.is_trained:
         sample = np.random.default_rng(seed).choice(n, size=min(n, 100_000), replace=False)
         index.train(np.ascontiguousarray(embeddings[np.sort(sample)], dtype=np.float32))
     for start in range(0, n, ADD_BLOCK):
         index.add(np.ascontiguousarray(embeddings[start:start + ADD_BLOCK], dtype=np.float32))
     return index
+
+
+def _no_polysemous_training(index) -> None:
+    """index_factory turns on polysemous training for 8-bit PQ. hnmine never searches with polysemous
+    codes, and that training took 94 of the 96 s of an IVF512,PQ48 build on 10k vectors."""
+    import faiss
+
+    for candidate in (index, faiss.try_extract_index_ivf(index)):
+        if candidate is None:
+            continue
+        candidate = faiss.downcast_index(candidate)
+        if hasattr(candidate, "do_polysemous_training"):
+            candidate.do_polysemous_training = False
 
 
 def save_faiss(index, path: Path) -> None:
