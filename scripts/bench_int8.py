@@ -32,6 +32,7 @@ def top10(workdir: Path) -> dict[str, set[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--speed-docs", type=int, default=400, help="documents timed with each encoder")
     parser.add_argument("--beir", type=Path, default=DATA, help="the BEIR folder (default: ../shared/data/nfcorpus)")
     args = parser.parse_args()
     import numpy as np
@@ -51,6 +52,22 @@ def main() -> None:
         mine(work, data, MineParams(retriever="dense", top_k=10), progress=False)
         figures[precision] = {"docs": dense["docs"], "docs_per_second": dense["docs_per_second"],
                               "backend": dense["backend"]}
+    # docs/s of both encoders back to back on the same sample, in this process (the index runs above
+    # may have been reused from an earlier run under other load)
+    import time
+
+    from hnmine.io.files import read_table
+    from hnmine.retrievers.dense import Encoder
+    from hnmine.stages.index import corpus_path, doc_texts
+
+    sample = doc_texts(read_table(corpus_path(args.root / "fp32")))[:args.speed_docs]
+    for precision in ("fp32", "int8"):
+        encoder = Encoder("all-MiniLM-L6-v2", "cpu", precision=precision)
+        encoder.encode(sample[:32])
+        began = time.perf_counter()
+        encoder.encode(sample)
+        figures[precision]["docs_per_second_same_sample"] = round(len(sample) / (time.perf_counter() - began), 2)
+    figures["speed_sample_docs"] = len(sample)
     a, b = top10(args.root / "int8"), top10(args.root / "fp32")
     per_query = [len(a[q] & b[q]) / len(b[q]) for q in b]
     vectors = [np.load(args.root / p / "index" / "dense" / "embeddings.npy") for p in ("fp32", "int8")]
