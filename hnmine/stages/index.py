@@ -163,6 +163,9 @@ def encoding_devices(params: IndexParams) -> list[str]:
         return list(params.devices)
     if params.device is not None or params.embeddings is not None:
         return []
+    gpus = Path("/proc/driver/nvidia/gpus")  # checked first: importing torch costs the CPU/ONNX path seconds
+    if not gpus.is_dir() or len(list(gpus.iterdir())) < 2:
+        return []
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
