@@ -58,6 +58,24 @@ def build_inputs(sentences_file: Path, n_docs: int, n_queries: int, folder: Path
             "mean_doc_chars": float(np.mean([len(t) for t in texts]))}
 
 
+def timed_search(work: Path, matrix: np.ndarray, query_vectors: np.ndarray, device: str) -> dict:
+    """Exact search alone: every query against `matrix` in batches of 4096, at the k mine asks for
+    with top 50 (50 + its margin for positives), timed apart from loading the matrix."""
+    from hnmine.retrievers import dense
+
+    t = time.perf_counter()
+    searcher, kind = dense.open_search(work / "index" / "dense", "Flat", matrix, device, nprobe=16, ef_search=128)
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for s in range(0, len(query_vectors), 4096):
+        searcher.search(query_vectors[s:s + 4096], 67)
+    search_s = time.perf_counter() - t
+    pairs = len(query_vectors) * matrix.shape[0]
+    return {"kind": kind, "matrix_to_device_seconds": round(load_s, 2), "search_seconds": round(search_s, 2),
+            "queries_per_second": round(len(query_vectors) / search_s),
+            "query_doc_products_per_second": float(f"{pairs / search_s:.3g}")}
+
+
 def gpu_memory(device: str) -> dict:
     if not device.startswith("cuda"):
         return {}
@@ -117,47 +135,27 @@ def main() -> None:
     seconds = time.perf_counter() - t
     from hnmine.retrievers import dense
 
+    encoder = dense.Encoder(args.model, args.device, batch_size=args.batch_size)  # also encodes the queries below
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
-                           "rust_tokenizer_prefetch": dense.Encoder(args.model, args.device).fast is not None,
-                           **gpu_memory(args.device)})
+                           "rust_tokenizer_prefetch": encoder.fast is not None, **gpu_memory(args.device)})
 
     # Search alone: all queries against the whole matrix, the k mine asks for.
     embeddings = dense.load_embeddings(work / "index" / "dense")
-    encoder = dense.Encoder(args.model, args.device, batch_size=args.batch_size)
     t = time.perf_counter()
     query_vectors = encoder.encode(data["queries"])
     encode_q = time.perf_counter() - t
-    t = time.perf_counter()
-    searcher, kind = dense.open_search(work / "index" / "dense", "Flat", embeddings, args.device, nprobe=16, ef_search=128)
-    load_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for s in range(0, len(query_vectors), 4096):
-        searcher.search(query_vectors[s:s + 4096], 67)
-    search_s = time.perf_counter() - t
-    del searcher
-    save("search", {"kind": kind, "matrix_to_device_seconds": round(load_s, 2), "query_encode_seconds": round(encode_q, 2),
-                    "search_seconds": round(search_s, 2), "queries_per_second": round(args.queries / search_s),
-                    "query_doc_products_per_second": float(f"{args.queries * args.docs / search_s:.3g}"),
-                    **gpu_memory(args.device)})
+    save("search", {"query_encode_seconds": round(encode_q, 2),
+                    **timed_search(work, embeddings, query_vectors, args.device), **gpu_memory(args.device)})
 
     if args.search_docs:
         # Search alone against a matrix of MS MARCO's size: the encoded matrix tiled (rows repeat,
         # which changes nothing for the cost of an exact search), the same queries and k.
         del embeddings
         tiled = np.resize(np.load(work / "index" / "dense" / "embeddings.npy"), (args.search_docs, query_vectors.shape[1]))
-        t = time.perf_counter()
-        searcher, kind = dense.open_search(work / "index" / "dense", "Flat", tiled, args.device, nprobe=16, ef_search=128)
-        load_s = time.perf_counter() - t
-        t = time.perf_counter()
-        for s in range(0, len(query_vectors), 4096):
-            searcher.search(query_vectors[s:s + 4096], 67)
-        search_s = time.perf_counter() - t
-        del searcher, tiled
-        save("search_large", {"docs": args.search_docs, "kind": kind, "matrix_to_device_seconds": round(load_s, 2),
-                              "search_seconds": round(search_s, 2), "queries_per_second": round(args.queries / search_s),
-                              "query_doc_products_per_second": float(f"{args.queries * args.search_docs / search_s:.3g}"),
-                              **gpu_memory(args.device)})
+        figures = timed_search(work, tiled, query_vectors, args.device)
+        del tiled
+        save("search_large", {"docs": args.search_docs, **figures, **gpu_memory(args.device)})
 
     t = time.perf_counter()
     result = mine_stage.mine(work, data_params, MineParams(top_k=50, batch_size=4096, device=args.device), progress=False)
