@@ -145,12 +145,13 @@ def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
     """Encode the k-th of n interleaved parts of the corpus chunks (a Ray task's share of `index`).
     The `index` call that follows finds every chunk saved and only assembles the matrix."""
     out = dense_dir(workdir)
-    if params.embeddings is not None or (is_current(out, "dense", dense_identity(params), fingerprints(
-            {"corpus": corpus_path(workdir)})) and (out / "embeddings.npy").exists()):
+    if params.embeddings is not None:
         return {"docs_encoded": 0}
-    inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
+    identity, inputs_fp = dense_identity(params), fingerprints({"corpus": corpus_path(workdir)})
+    if is_current(out, "dense", identity, inputs_fp) and (out / "embeddings.npy").exists():
+        return {"docs_encoded": 0}
     texts = doc_texts(read_table(corpus_path(workdir)))
-    _, stats = dense.encode_corpus(texts, out, encoder_factory(params), identity={**dense_identity(params), "corpus": inputs_fp["corpus"]},
+    _, stats = dense.encode_corpus(texts, out, encoder_factory(params), identity={**identity, "corpus": inputs_fp["corpus"]},
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
     return stats
