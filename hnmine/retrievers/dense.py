@@ -285,7 +285,7 @@ def build_faiss(embeddings: np.ndarray, factory: str, seed: int = 0):
 
 def _no_polysemous_training(index) -> None:
     """index_factory turns on polysemous training for 8-bit PQ. hnmine never searches with polysemous
-    codes, and that training took 94 of the 96 s of an IVF512,PQ48 build on 10k vectors."""
+    codes, and that training was most of an IVF-PQ build's time."""
     import faiss
 
     for candidate in (index, faiss.try_extract_index_ivf(index)):
@@ -391,17 +391,13 @@ class TorchExactSearch:
             exact, order = torch.sort(exact, dim=1, descending=True, stable=True)
             positions = torch.gather(best_positions, 1, order[:, :wanted])
             return exact[:, :wanted].cpu().numpy(), positions.cpu().numpy().astype(np.int64)
-        positions = best_positions.cpu().numpy().astype(np.int64)
-        exact = np.einsum("qkd,qd->qk", np.asarray(self.embeddings[positions.ravel()], dtype=np.float32)
-                          .reshape(*positions.shape, -1), queries.astype(np.float32, copy=False))
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :wanted]
-        return np.take_along_axis(exact, order, 1), np.take_along_axis(positions, order, 1)
+        return rescore_exact(self.embeddings, queries, best_positions.cpu().numpy().astype(np.int64), wanted)
 
 
 def rerank_factor(factory: str) -> int:
     """How many times k a lossy index (PQ, SQ, RQ, LSH codes) fetches before the exact re-scoring from
-    the matrix; 0 for indexes that store the vectors whole (Flat, HNSW on Flat, IVF-Flat). On 10k
-    clustered vectors, IVF512,PQ48 alone found 37 % of the true top 10 (docs/scale.md)."""
+    the matrix; 0 for indexes that store the vectors whole (Flat, HNSW on Flat, IVF-Flat). The codes
+    alone rank neighbours roughly: tests/test_imported_embeddings.py measures both."""
     return 4 if re.search(r"PQ|SQ|RQ|LSH", factory) else 0
 
 
