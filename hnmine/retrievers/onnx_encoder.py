@@ -92,8 +92,8 @@ def export_onnx(model_path: Path) -> Path:
 def quantize_onnx(onnx_file: Path) -> Path:
     """int8 weights next to `onnx_file` (model.int8.onnx), made once: ONNX Runtime's dynamic
     quantization, per output channel and with reduce_range. Without reduce_range the u8 x s8 products
-    saturate on CPUs without VNNI (AVX2), and the vectors came out at cosine 0.93 to fp32 on nfcorpus;
-    with it, 0.99 (docs/benchmarks.md)."""
+    can saturate on CPUs without VNNI (AVX2); with it, cosine 0.99 to fp32 (docs/benchmarks.md). The
+    settings are written beside the file, so a cache made with other settings is redone."""
     target = onnx_file.with_name("model.int8.onnx")
     marker = onnx_file.with_name("int8.json")
     settings = {"per_channel": True, "reduce_range": True, "weight_type": "QInt8"}
@@ -102,7 +102,8 @@ def quantize_onnx(onnx_file: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = target.with_name(f"model.int8.tmp-{os.getpid()}.onnx")
-    quantize_dynamic(str(onnx_file), str(tmp), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+    quantize_dynamic(str(onnx_file), str(tmp), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                     weight_type=QuantType[settings["weight_type"]],
                      extra_options={"DefaultTensorType": 1})  # fused ops have no inferred output type: float
     tmp.replace(target)
     marker.write_text(json.dumps(settings))
