@@ -139,6 +139,8 @@ def test_encoding_on_several_devices_gives_the_one_process_matrix(tmp_path, adi,
 def test_int8_encoding_stays_close_to_fp32_and_mines_the_same_neighbours(tmp_path, adi, adi_indexed):
     """--precision int8: ONNX Runtime with quantized weights (per channel, reduce_range). The vectors
     stay at cosine >= 0.98 to the fp32 index's and most of each query's top 10 is the same."""
+    import shutil
+
     import numpy as np
 
     from hnmine.errors import HnmineError
@@ -154,7 +156,7 @@ def test_int8_encoding_stays_close_to_fp32_and_mines_the_same_neighbours(tmp_pat
 
     mine(tmp_path / "int8", data, MineParams(retriever="dense", top_k=10), progress=False)
     fp32_work = tmp_path / "fp32"
-    __import__("shutil").copytree(adi_indexed, fp32_work)
+    shutil.copytree(adi_indexed, fp32_work)
     mine(fp32_work, data, MineParams(retriever="dense", top_k=10), progress=False)
 
     def top(work):
