@@ -50,8 +50,7 @@ def main() -> None:
         result = index(work, data, params, progress=True)
         dense = result.stats["dense"]
         mine(work, data, MineParams(retriever="dense", top_k=10), progress=False)
-        figures[precision] = {"docs": dense["docs"], "docs_per_second": dense["docs_per_second"],
-                              "backend": dense["backend"]}
+        figures[precision] = {"docs": dense["docs"], "backend": dense["backend"]}
     # docs/s of both encoders back to back on the same sample, in this process (the index runs above
     # may have been reused from an earlier run under other load)
     import time
