@@ -88,6 +88,45 @@ def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype, rescore_on_de
     assert (positions == exact_positions).all()
 
 
+def test_block_exact_search_matches_faiss_flat(tmp_path):
+    """The CPU Flat search scans the memory-mapped matrix in blocks instead of copying it into FAISS:
+    same ids and scores as IndexFlatIP, ties by position, padding past the corpus, float16 storage."""
+    import faiss
+    import numpy as np
+
+    from hnmine.retrievers import dense
+
+    rng = np.random.default_rng(1)
+    docs = rng.standard_normal((5000, 48)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    docs[4000] = docs[10]  # an exact duplicate in a later block: equal scores, the lower position first
+    np.save(tmp_path / "m.npy", docs)
+    mapped = np.load(tmp_path / "m.npy", mmap_mode="r")
+    queries = docs[rng.choice(5000, 64, replace=False)] + 0.3 * rng.standard_normal((64, 48)).astype(np.float32)
+    queries[0] = docs[10]
+    flat = faiss.IndexFlatIP(48)
+    flat.add(docs)
+    expected_scores, expected_positions = flat.search(queries, 30)
+    scores, positions = dense.exact_search(mapped, queries, 30, block=700)
+    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-5)
+    assert (np.sort(positions, axis=1) == np.sort(expected_positions, axis=1)).all()
+    assert positions[0, :2].tolist() == [10, 4000]
+    assert (np.diff(scores, axis=1) <= 0).all()
+    searcher, kind = dense.open_search(tmp_path, "Flat", mapped, "cpu", nprobe=1, ef_search=16)
+    assert kind == "exact-block-scan"
+    assert (searcher.search(queries, 30)[1] == positions).all()
+
+    few = dense.exact_search(mapped[:20], queries[:3], 25, block=7)
+    assert few[1].shape == (3, 25) and (few[1][:, 20:] == -1).all() and np.isinf(few[0][:, 20:]).all()
+    assert sorted(few[1][0, :20].tolist()) == list(range(20))
+
+    half = docs.astype(np.float16)
+    fp16_positions = dense.exact_search(half, queries, 10, block=999)[1]
+    reference = faiss.IndexFlatIP(48)
+    reference.add(half.astype(np.float32))
+    assert (fp16_positions == reference.search(queries, 10)[1]).mean() > 0.99
+
+
 def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows):
     """The GPU encoding path (Rust tokenizer one batch ahead), run here on the CPU."""
     import numpy as np

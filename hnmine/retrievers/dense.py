@@ -4,7 +4,7 @@ Layout of `WORKDIR/index/dense/`:
   plan.json        what the chunks belong to (model, texts, chunking); a changed plan discards them
   chunks/NNNNN.npy embeddings of the NNNNN-th slice of the length-sorted corpus, written atomically
   embeddings.npy   float32 [docs x dim] in corpus order, read memory-mapped
-  faiss.index      only for non-Flat factory strings (Flat is rebuilt from the memmap at search time)
+  faiss.index      only for non-Flat factory strings (Flat is searched straight from the memmap)
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hnmine.io.files import atomic_path
 from hnmine.models import default_device, resolve_model
 
 ADD_BLOCK = 65536
+EXACT_BLOCK = 16384  # documents per block of the exact scan: 256 queries x 16384 x 4 bytes = 16 MB of scores
 
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -394,6 +395,47 @@ class TorchExactSearch:
         return rescore_exact(self.embeddings, queries, best_positions.cpu().numpy().astype(np.int64), wanted)
 
 
+def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
+                 block: int = EXACT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """The k best documents per query by exact inner product, scanning the (memory-mapped, float32
+    or float16) matrix a block at a time: memory is queries x block, whatever the corpus size.
+
+    Order: score descending, then position ascending. Rows short of k (k > documents) are padded
+    with -inf / -1, as FAISS does. On this 2-core CPU it is also faster than FAISS's IndexFlatIP
+    (256 queries x 200k docs, k 70: 0.8 s against 4.1 s), which besides needs an in-RAM float32
+    copy of the whole matrix (13.5 GB for 8.8M x 384)."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = embeddings.shape[0]
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_positions = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, n, block):
+        scores = queries @ np.asarray(embeddings[start:start + block], dtype=np.float32).T
+        take = min(k, scores.shape[1])
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < scores.shape[1] else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        top = np.sort(top, axis=1)  # position order, so the stable sort below breaks ties by position
+        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
+        best_positions = np.concatenate([best_positions, top + start], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(best_scores, keep, axis=1)
+        best_positions = np.take_along_axis(best_positions, keep, axis=1)
+    if best_scores.shape[1] < k:
+        pad = k - best_scores.shape[1]
+        best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        best_positions = np.pad(best_positions, ((0, 0), (0, pad)), constant_values=-1)
+    return best_scores, best_positions
+
+
+class BlockExactSearch:
+    """Exact search for the Flat index on the CPU: `exact_search` over the memory-mapped matrix."""
+
+    def __init__(self, embeddings: np.ndarray):
+        self.embeddings = embeddings
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return exact_search(self.embeddings, queries, k)
+
+
 def rerank_factor(factory: str) -> int:
     """How many times k a lossy index (PQ, SQ, RQ, LSH codes) fetches before the exact re-scoring from
     the matrix; 0 for indexes that store the vectors whole (Flat, HNSW on Flat, IVF-Flat). The codes
@@ -450,10 +492,14 @@ class FaissSearch:
 
 
 def open_search(out_dir: Path, factory: str, embeddings: np.ndarray, device: str, *, nprobe: int, ef_search: int):
-    """The searcher for one dense index: FAISS, or torch on the GPU for Flat when faiss has no GPU build.
+    """The searcher for one dense index. Flat: a block scan of the memory-mapped matrix on the CPU,
+    torch on the GPU when faiss has no GPU build, FAISS on the GPU when it has; other factories: FAISS.
 
     Returns (searcher, a name for the run's stats)."""
-    if factory == "Flat" and device.startswith("cuda") and faiss_gpu_count() == 0:
+    on_gpu = device.startswith("cuda")
+    if factory == "Flat" and not on_gpu:
+        return BlockExactSearch(embeddings), "exact-block-scan"
+    if factory == "Flat" and faiss_gpu_count() == 0:
         return TorchExactSearch(embeddings, device), "torch-gpu-exact"
     rerank = rerank_factor(factory)
     searcher = FaissSearch(load_faiss(out_dir, factory, embeddings), device, nprobe, ef_search, embeddings, rerank)

@@ -122,19 +122,9 @@ def import_embeddings(path: Path, doc_ids: list[str], out_file: Path, *, normali
 
 def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k best documents per query by inner product, scanning the matrix in blocks."""
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
-    for start in range(0, embeddings.shape[0], BLOCK):
-        block = np.asarray(embeddings[start:start + BLOCK], dtype=np.float32)
-        scores = queries @ block.T
-        take = min(k, scores.shape[1])
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
-        best_ids = np.concatenate([best_ids, top + start], axis=1)
-        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
-        best_scores = np.take_along_axis(best_scores, keep, axis=1)
-        best_ids = np.take_along_axis(best_ids, keep, axis=1)
-    return best_ids
+    from hnmine.retrievers.dense import exact_search
+
+    return exact_search(embeddings, queries, k)[1]
 
 
 def recall_at_k(index, embeddings: np.ndarray, *, k: int = 10, sample: int = 1000, seed: int = 0) -> dict:
