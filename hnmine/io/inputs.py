@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,6 +33,21 @@ def query_files(data: DataParams) -> dict[str, Path]:
     if data.pairs is not None:
         return {"pairs": readers.require_file(data.pairs, "pairs")}
     return {"queries": readers.require_file(data.queries, "queries"), "qrels": readers.require_file(data.qrels, "qrels")}
+
+
+def iter_corpus(data: DataParams, stats: dict) -> Iterator[pa.Table]:
+    """The corpus as a stream of CORPUS tables; `stats` is filled as it goes (skipped_ids included).
+
+    A plain corpus file streams in bounded memory (readers.iter_corpus). A pairs file's positives,
+    with or without an extra corpus, are gathered first (load_corpus), since ids repeated between the
+    two must be found across the whole of both."""
+    if data.pairs is not None:
+        corpus, loaded = load_corpus(data)
+        stats.update(loaded)
+        yield corpus
+        return
+    path = corpus_files(data)["corpus"]
+    yield from readers.iter_corpus(path, data.id_column, data.text_column, data.title_column, stats=stats)
 
 
 def load_corpus(data: DataParams) -> tuple[pa.Table, dict]:

@@ -145,9 +145,20 @@ class _UniqueIds:
             )
 
 
-def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
-                hash_ids: bool = False) -> tuple[pa.Table, dict]:
-    """Corpus file -> CORPUS table. Documents with no title and no text are skipped and counted."""
+CORPUS_BATCH_ROWS = 65536
+
+
+def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
+                hash_ids: bool = False, stats: dict | None = None, batch_rows: int = CORPUS_BATCH_ROWS
+                ) -> Iterator[pa.Table]:
+    """Corpus file -> CORPUS tables of up to `batch_rows` documents, in file order, so a corpus of
+    any size is read in bounded memory (only the ids seen so far are kept, for the duplicate check).
+
+    Documents with no title and no text are skipped; `stats` (filled as the file is read) counts
+    them and lists their ids. A problem raises HnmineError naming the row, after the tables before it
+    were yielded: callers write through an atomic BatchWriter, so nothing looks finished."""
+    stats = {} if stats is None else stats
+    stats.update({"corpus_rows": 0, "corpus_skipped_empty_text": 0, "skipped_ids": []})
     rows = table_rows(path, "corpus")
     wanted = {"text-column": text_column}
     if not hash_ids:
@@ -156,12 +167,20 @@ def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
     has_title = bool(title_column) and title_column in rows.columns
     ids, titles, texts = [], [], []
     seen = _UniqueIds(rows.path, rows.unit)
-    skipped: list[str] = []
+    skipped: list[str] = stats["skipped_ids"]
+
+    def flush() -> pa.Table:
+        table = pa.table({schema.DOC_ID: ids, schema.TITLE: titles, schema.TEXT: texts}, schema=schema.CORPUS)
+        stats["corpus_rows"] += table.num_rows
+        ids.clear(), titles.clear(), texts.clear()
+        return table
+
     for row, record in rows.records:
         title = _as_text(record.get(title_column)) if has_title else ""
         text = _as_text(record.get(text_column))
         if not document_text(title, text):
             skipped.append(_as_text(record.get(id_column)).strip() if not hash_ids else f"{rows.unit} {row}")
+            stats["corpus_skipped_empty_text"] += 1
             continue
         doc_id = text_id(document_text(title, text), "d") if hash_ids else _as_text(record.get(id_column)).strip()
         if not doc_id:
@@ -175,8 +194,18 @@ def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
         ids.append(doc_id)
         titles.append(title.strip())
         texts.append(text.strip())
-    table = pa.table({schema.DOC_ID: ids, schema.TITLE: titles, schema.TEXT: texts}, schema=schema.CORPUS)
-    return table, {"corpus_rows": len(ids), "corpus_skipped_empty_text": len(skipped), "skipped_ids": skipped}
+        if len(ids) == batch_rows:
+            yield flush()
+    if ids or not stats["corpus_rows"]:  # an empty corpus is one empty table, not none
+        yield flush()
+
+
+def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
+                hash_ids: bool = False) -> tuple[pa.Table, dict]:
+    """Corpus file -> one CORPUS table (iter_corpus, gathered): for corpora that fit in memory."""
+    stats: dict = {}
+    tables = list(iter_corpus(path, id_column, text_column, title_column, hash_ids, stats))
+    return pa.concat_tables(tables), stats
 
 
 def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") -> tuple[pa.Table, dict]:

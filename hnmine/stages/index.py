@@ -17,7 +17,7 @@ from hnmine import schema
 from hnmine.config import DataParams, IndexParams, MineParams
 from hnmine.errors import HnmineError
 from hnmine.io import inputs
-from hnmine.io.files import read_table, write_table
+from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.retrievers import dense
 from hnmine.retrievers.bm25 import BM25Index
@@ -56,25 +56,30 @@ def doc_texts(corpus: pa.Table) -> list[str]:
     return [document_text(t, x) for t, x in zip(corpus.column(schema.TITLE).to_pylist(), corpus.column(schema.TEXT).to_pylist())]
 
 
-def ingest_corpus(workdir: Path, data: DataParams) -> StageResult:
+def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> StageResult:
+    """corpus.arrow from the user's corpus, streamed batch by batch: memory holds one batch of
+    documents and the ids seen so far, not the corpus."""
     out = corpus_path(workdir)
     params = corpus_identity(data)
     inputs_fp = fingerprints(inputs.corpus_files(data))
     if is_current(out, "corpus", params, inputs_fp):
         return StageResult("corpus", {"corpus": out}, read_manifest(manifest_path(out))["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
+    stats: dict = {}
     with Timer() as timer:
-        corpus, stats = inputs.load_corpus(data)
+        with BatchWriter(out, schema.INDEXED_CORPUS) as writer, \
+                tqdm(desc="read corpus", unit="doc", disable=not progress, mininterval=1.0) as bar:
+            for corpus in inputs.iter_corpus(data, stats):
+                hashes = pa.array([text_hash(t) for t in doc_texts(corpus)], type=pa.uint64())
+                writer.write(corpus.append_column(schema.TEXT_HASH, hashes))
+                bar.update(corpus.num_rows)
         skipped = stats.pop("skipped_ids", [])
-        hashes = pa.array([text_hash(t) for t in doc_texts(corpus)], type=pa.uint64())
-        corpus = corpus.append_column(schema.TEXT_HASH, hashes)
         write_table(pa.table({"skipped": pa.array(skipped, pa.string())}), Path(workdir) / "corpus.skipped.arrow")
-        write_table(corpus, out)
     warnings = []
     if stats.get("corpus_skipped_empty_text"):
         warnings.append(f"{stats['corpus_skipped_empty_text']} corpus rows with empty text skipped "
                         f"(their ids are in {Path(workdir) / 'corpus.skipped.arrow'})")
-    write_manifest(out, stage="corpus", params=params, inputs=inputs_fp, outputs={"corpus": {"rows": corpus.num_rows}},
+    write_manifest(out, stage="corpus", params=params, inputs=inputs_fp, outputs={"corpus": {"rows": writer.rows}},
                    stats=stats, seconds=timer.seconds)
     return StageResult("corpus", {"corpus": out}, stats, seconds=timer.seconds, warnings=warnings)
 
@@ -239,7 +244,7 @@ def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
 def index(workdir: Path, data: DataParams, params: IndexParams, progress: bool = True) -> StageResult:
     """Ingest the corpus and build every index in `params.retrievers`; reuse whatever is current."""
     workdir = Path(workdir)
-    parts = [ingest_corpus(workdir, data)]
+    parts = [ingest_corpus(workdir, data, progress)]
     for retriever in dict.fromkeys(params.retrievers):
         parts.append(build_dense(workdir, params, progress) if retriever == "dense" else build_bm25(workdir, params))
     outputs = {name: path for part in parts for name, path in part.outputs.items()}
