@@ -67,6 +67,36 @@ def test_duplicate_ids_name_both_lines(tmp_path, adi_rows):
         readers.read_corpus(path)
 
 
+def test_corpus_streams_in_batches_and_a_late_bad_row_leaves_no_corpus(tmp_path, adi_rows, monkeypatch):
+    """Ingest reads the corpus a batch at a time. A duplicate id found batches after its first copy
+    still names both rows, and the corpus.arrow begun before it never appears."""
+    from hnmine.stages.index import ingest_corpus
+
+    monkeypatch.setattr(readers, "CORPUS_BATCH_ROWS", 7)
+    corpus = adi_rows[0][:40]
+    stats: dict = {}
+    batches = list(readers.iter_corpus(write_jsonl(tmp_path / "ok.jsonl", corpus), stats=stats))
+    assert [b.num_rows for b in batches] == [7, 7, 7, 7, 7, 5] and stats["corpus_rows"] == 40
+    assert sum((b.column("doc_id").to_pylist() for b in batches), []) == [str(d["_id"]) for d in corpus]
+
+    bad = write_jsonl(tmp_path / "corpus.jsonl", corpus + [dict(corpus[2], text="another text")])
+    workdir = tmp_path / "work"
+    with pytest.raises(HnmineError, match=r"corpus\.jsonl row 41: duplicate id '3' \(first at line 3\)"):
+        ingest_corpus(workdir, DataParams(corpus=bad, queries=bad, qrels=bad), progress=False)
+    assert not (workdir / "corpus.arrow").exists()
+    assert not list(workdir.glob("corpus.arrow*"))
+
+
+def test_text_hash_is_stable():
+    """Work dirs and exported ids keep their meaning across versions: pin one hash (full-width
+    letters, no-break and em spaces, tabs, newlines, German sharp s)."""
+    from hnmine.text import normalize_text, text_hash
+
+    text = "  \uff26\uff55\uff4c\uff4c\u00a0width\tTEXT\n\u2003 Stra\u00dfe  "
+    assert normalize_text(text) == "full width text strasse"
+    assert text_hash(text) == 2060645524551486175
+
+
 def test_empty_text_is_skipped_counted_and_listed(tmp_path, adi_rows):
     corpus, queries, qrels = _small(adi_rows)
     positive = qrels[0][1]
