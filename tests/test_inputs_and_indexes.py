@@ -120,6 +120,11 @@ def test_block_exact_search_matches_faiss_flat(tmp_path):
     assert few[1].shape == (3, 25) and (few[1][:, 20:] == -1).all() and np.isinf(few[0][:, 20:]).all()
     assert sorted(few[1][0, :20].tolist()) == list(range(20))
 
+    rising = np.outer(np.arange(1, 401, dtype=np.float32) / 400, np.eye(48, dtype=np.float32)[0])  # each block beats the last
+    rising_scores, rising_positions = dense.exact_search(rising, np.eye(48, dtype=np.float32)[:1], 30, block=50)
+    assert rising_positions[0].tolist() == list(range(399, 369, -1))
+    np.testing.assert_allclose(rising_scores[0], np.arange(400, 370, -1) / 400, rtol=1e-6)
+
     half = docs.astype(np.float16)
     fp16_positions = dense.exact_search(half, queries, 10, block=999)[1]
     reference = faiss.IndexFlatIP(48)

@@ -401,21 +401,23 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
     or float16) matrix a block at a time: memory is queries x block, whatever the corpus size.
 
     Order: score descending, then position ascending. Rows short of k (k > documents) are padded
-    with -inf / -1, as FAISS does. On this 2-core CPU it is also faster than FAISS's IndexFlatIP
-    (256 queries x 200k docs, k 70: 0.8 s against 4.1 s), which besides needs an in-RAM float32
-    copy of the whole matrix (13.5 GB for 8.8M x 384)."""
+    with -inf / -1, as FAISS does. FAISS's IndexFlatIP needs an in-RAM float32 copy of the whole
+    matrix (13.5 GB for 8.8M x 384), and on the 2-core CPU of docs/benchmarks.md it was also 6.8x
+    slower (scripts/bench_exact_search.py)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = embeddings.shape[0]
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_positions = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, n, block):
         scores = queries @ np.asarray(embeddings[start:start + block], dtype=np.float32).T
-        take = min(k, scores.shape[1])
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < scores.shape[1] else \
-            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        top = np.sort(top, axis=1)  # position order, so the stable sort below breaks ties by position
-        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
-        best_positions = np.concatenate([best_positions, top + start], axis=1)
+        if best_scores.shape[1] == k:  # only what beats each query's current k-th can enter
+            top_scores, top = _above(scores, best_scores[:, -1], k)
+        else:
+            top_scores, top = _block_top(scores, k)
+        if top.shape[1] == 0:
+            continue
+        best_scores = np.concatenate([best_scores, top_scores], axis=1)
+        best_positions = np.concatenate([best_positions, np.where(top >= 0, top + start, -1)], axis=1)
         keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
         best_scores = np.take_along_axis(best_scores, keep, axis=1)
         best_positions = np.take_along_axis(best_positions, keep, axis=1)
@@ -424,6 +426,37 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
         best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         best_positions = np.pad(best_positions, ((0, 0), (0, pad)), constant_values=-1)
     return best_scores, best_positions
+
+
+def _block_top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k best columns in position order (so a stable sort by score breaks ties by position)."""
+    take = min(k, scores.shape[1])
+    if take < scores.shape[1]:
+        top = np.sort(np.argpartition(-scores, take - 1, axis=1)[:, :take], axis=1)
+    else:
+        top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return np.take_along_axis(scores, top, axis=1), top
+
+
+def _above(scores: np.ndarray, threshold: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the entries of `scores` strictly above the row's threshold (its current k-th best; a
+    later block's equal score loses the tie by position), in position order, padded to the widest
+    row with -inf / -1. Once the first block has filled the top k few entries pass, so a comparison
+    replaces most of the argpartitions, which were a third of the search time. Where more than k
+    pass in a row, the block falls back to the partition."""
+    passing = scores > threshold[:, None]
+    rows, cols = np.nonzero(passing)
+    counts = np.bincount(rows, minlength=scores.shape[0])
+    width = int(counts.max()) if len(rows) else 0
+    if width > k:
+        top_scores, top = _block_top(np.where(passing, scores, -np.inf), k)
+        return top_scores, np.where(np.isfinite(top_scores), top, -1)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out_scores = np.full((scores.shape[0], width), -np.inf, dtype=np.float32)
+    out_cols = np.full((scores.shape[0], width), -1, dtype=np.int64)
+    out_scores[rows, slot] = scores[rows, cols]
+    out_cols[rows, slot] = cols
+    return out_scores, out_cols
 
 
 class BlockExactSearch:

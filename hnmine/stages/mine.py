@@ -189,36 +189,45 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
 
 def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
              query_vectors, retrievers: _Retrievers, depth: dict[str, int]):
-    columns = {name: [] for name in schema.CANDIDATES.names}
+    """The candidates.arrow columns for one batch of queries, and the queries short of top_k.
+
+    The ranked lists arrive as numpy arrays for the whole batch; they become Python lists once, with
+    every entry's text hash, and each query walks its own list in plain Python. Reading numpy scalars
+    one at a time, a dict per list entry and a dot product per query were most of mine's time on a
+    GPU machine."""
     counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
               "excluded_duplicate_text": 0}
+    walked = {name: (positions.tolist(), scores.tolist(), corpus.hashes[np.maximum(positions, 0)].tolist())
+              for name, (positions, scores) in lists.items()}
+    hybrid = params.retriever == "hybrid"
+    out_query, out_row_query, out_doc, out_rank, out_fused, out_bm25 = [], [], [], [], [], []
+    out_hits = {name: ([], []) for name in walked}  # per retriever: raw rank and raw score per row
     short: list[str] = []
     for qi, (qid, qtext) in enumerate(zip(batch_ids, batch_texts)):
         pos = positives[qid]
         pos_set = set(pos)
         banned_hashes = {int(corpus.hashes[p]) for p in pos}
         query_hash = text_hash(qtext)
-        # raw rank (1-based) and score of each document per retriever
-        per_retriever: dict[str, dict[int, tuple[int, float]]] = {}
-        for name, (positions, scores) in lists.items():
-            mine_positions, mine_scores = positions[qi][:depth[qid]], scores[qi][:depth[qid]]
-            valid = mine_positions >= 0
-            per_retriever[name] = {int(p): (r + 1, float(s)) for r, (p, s) in
-                                   enumerate(zip(mine_positions[valid], mine_scores[valid]))}
-        if params.retriever == "hybrid":
+        d = depth[qid]
+        # per retriever, its first d entries: (position, raw rank, raw score, text hash); -1 = list ran out
+        entries = {name: [(p, r + 1, sc, h) for r, (p, sc, h) in
+                          enumerate(zip(plist[qi][:d], slist[qi][:d], hlist[qi][:d])) if p >= 0]
+                   for name, (plist, slist, hlist) in walked.items()}
+        hits = {name: {p: (r, sc) for p, r, sc, _ in rows} for name, rows in entries.items()}  # p -> (rank, score)
+        if hybrid:
             fused: dict[int, float] = {}
-            for ranks in per_retriever.values():
-                for p, (rank, _) in ranks.items():
+            hash_of: dict[int, int] = {}
+            for rows in entries.values():
+                for p, rank, _, h in rows:
                     fused[p] = fused.get(p, 0.0) + 1.0 / (params.rrf_k + rank)
-            order = sorted(fused, key=lambda p: (-fused[p], p))
+                    hash_of[p] = h
+            order = [(p, fused[p], hash_of[p]) for p in sorted(fused, key=lambda p: (-fused[p], p))]
         else:
-            ranks = per_retriever[params.retriever]
-            fused = {p: s for p, (_, s) in ranks.items()}
-            order = list(ranks)  # already best first
-        kept = []
+            order = [(p, sc, h) for p, _, sc, h in entries[params.retriever]]
+        kept: list[int] = []
+        kept_fused: list[float] = []
         kept_hashes: set[int] = set()
-        for p in order:
-            h = int(corpus.hashes[p])
+        for p, fused_score, h in order:
             if p in pos_set:
                 counts["excluded_positive_by_id"] += 1
             elif h in banned_hashes:
@@ -229,29 +238,48 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
                 counts["excluded_duplicate_text"] += 1
             else:
                 kept.append(p)
+                kept_fused.append(fused_score)
                 kept_hashes.add(h)
                 if len(kept) == top_k:
                     break
         if len(kept) < top_k:
             short.append(qid)
-        dense_scores = bm25_scores = None
         docs = pos + kept
-        if retrievers.embeddings is not None:
-            dense_scores = (np.asarray(retrievers.embeddings[np.sort(docs)]) @ query_vectors[qi])
-            dense_scores = dict(zip(np.sort(docs).tolist(), dense_scores.tolist()))
+        out_query.extend([qid] * len(docs))
+        out_row_query.extend([qi] * len(docs))
+        out_doc.extend(docs)
+        out_rank.extend([None] * len(pos) + list(range(1, len(kept) + 1)))
+        out_fused.extend([None] * len(pos) + kept_fused)
+        for name, (ranks, scores) in out_hits.items():
+            found = [hits[name].get(p) for p in docs]
+            ranks.extend(hit[0] if hit else None for hit in found)
+            scores.extend(hit[1] if hit else None for hit in found)
         if retrievers.bm25 is not None:
-            bm25_scores = dict(zip(docs, retrievers.bm25.scores_for(qtext, docs)))
-        for rank, p in enumerate([None] * len(pos) + list(range(1, len(kept) + 1))):
-            doc = docs[rank]
-            is_pos = p is None
-            columns[schema.QUERY_ID].append(qid)
-            columns[schema.DOC_ID].append(corpus.ids[doc])
-            columns[schema.IS_POSITIVE].append(is_pos)
-            columns[schema.RANK].append(p)
-            columns[schema.FUSED_SCORE].append(None if is_pos else fused[doc])
-            for name, scores in (("dense", dense_scores), ("bm25", bm25_scores)):
-                columns[schema.score_column(name)].append(None if scores is None else scores[doc])
-                hit = per_retriever.get(name, {}).get(doc)
-                columns[schema.rank_column(name)].append(hit[0] if hit else None)
+            out_bm25.extend(retrievers.bm25.scores_for(qtext, docs))
+    doc_positions = np.asarray(out_doc, dtype=np.int64)
+    none = [None] * len(out_doc)
+    columns = {
+        schema.QUERY_ID: out_query,
+        schema.DOC_ID: corpus.ids[doc_positions],
+        schema.IS_POSITIVE: [r is None for r in out_rank],
+        schema.RANK: out_rank,
+        schema.FUSED_SCORE: out_fused,
+        schema.score_column("dense"): none if retrievers.embeddings is None else _exact_scores(
+            retrievers.embeddings, query_vectors, np.asarray(out_row_query, dtype=np.int64), doc_positions),
+        schema.score_column("bm25"): out_bm25 if retrievers.bm25 is not None else none,
+    }
+    for name in schema.RETRIEVERS:
+        columns[schema.rank_column(name)] = out_hits[name][0] if name in out_hits else none
     columns["_counts"] = counts
     return columns, short
+
+
+def _exact_scores(embeddings: np.ndarray, query_vectors: np.ndarray, row_query: np.ndarray,
+                  doc_positions: np.ndarray) -> np.ndarray:
+    """fp32 inner product of each row's query and document, the rows read from the memory-mapped
+    matrix once per batch, in file order."""
+    if not len(doc_positions):
+        return np.zeros(0, dtype=np.float32)
+    unique, inverse = np.unique(doc_positions, return_inverse=True)
+    rows = np.asarray(embeddings[unique], dtype=np.float32)[inverse]
+    return np.einsum("nd,nd->n", rows, np.asarray(query_vectors, dtype=np.float32)[row_query])
