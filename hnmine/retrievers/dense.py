@@ -21,6 +21,7 @@ import numpy as np
 
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
+from hnmine.io.mapped import release_rows
 from hnmine.models import default_device, resolve_model
 
 ADD_BLOCK = 65536
@@ -410,6 +411,7 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
     best_positions = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, n, block):
         scores = queries @ np.asarray(embeddings[start:start + block], dtype=np.float32).T
+        release_rows(embeddings, start, start + block)
         if best_scores.shape[1] == k:  # only what beats each query's current k-th can enter
             top_scores, top = _above(scores, best_scores[:, -1], k)
         else:

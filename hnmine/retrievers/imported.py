@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
+from hnmine.io.mapped import release_rows
 
 BLOCK = 65536
 
@@ -67,13 +68,18 @@ def import_embeddings(path: Path, doc_ids: list[str], out_file: Path, *, normali
                                   "skipped: see corpus.skipped.arrow), or use a Parquet file with an id column")
         rows, dim = source.shape
         with atomic_path(out_file) as tmp:
-            matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(rows, dim))
-            for start in range(0, rows, BLOCK):
-                block = np.asarray(source[start:start + BLOCK], dtype=np.float32)
-                _check_finite(block, start, path)
-                matrix[start:start + BLOCK] = _normalize(block) if normalize else block
-            matrix.flush()
-            del matrix
+            # the header from numpy, then the rows appended by plain writes: mapping the output would
+            # keep all of it resident in this process (io/mapped.py)
+            header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(rows, dim))
+            data_offset = header.offset
+            del header
+            with open(tmp, "r+b") as handle:
+                handle.seek(data_offset)
+                for start in range(0, rows, BLOCK):
+                    block = np.asarray(source[start:start + BLOCK], dtype=np.float32)
+                    release_rows(source, start, start + BLOCK)
+                    _check_finite(block, start, path)
+                    handle.write(np.ascontiguousarray(_normalize(block) if normalize else block, dtype=dtype).tobytes())
         return {"imported_from": str(path), "dim": dim, "docs_imported": rows, "imported_rows_ignored": 0}
     if not suffix.endswith(".parquet"):
         raise HnmineError("embeddings must be a .npy or .parquet file", path=path, fix="convert them to one of the two")
