@@ -264,7 +264,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
         schema.IS_POSITIVE: [r is None for r in out_rank],
         schema.RANK: out_rank,
         schema.FUSED_SCORE: out_fused,
-        schema.score_column("dense"): none if retrievers.embeddings is None else _exact_scores(
+        schema.score_column("dense"): none if retrievers.embeddings is None else _dense_scores(
             retrievers.embeddings, query_vectors, np.asarray(out_row_query, dtype=np.int64), doc_positions),
         schema.score_column("bm25"): out_bm25 if retrievers.bm25 is not None else none,
     }
@@ -274,12 +274,19 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
     return columns, short
 
 
-def _exact_scores(embeddings: np.ndarray, query_vectors: np.ndarray, row_query: np.ndarray,
+def _dense_scores(embeddings: np.ndarray, query_vectors: np.ndarray, row_query: np.ndarray,
                   doc_positions: np.ndarray) -> np.ndarray:
-    """fp32 inner product of each row's query and document, the rows read from the memory-mapped
-    matrix once per batch, in file order."""
+    """Each row's fp32 query-document inner product, from the matrix: the batch's rows are read in
+    one gather (in file order), then multiplied one query at a time, as a run of any batch size or
+    shard does. (The search's own scores come from a matrix product over the whole batch, whose
+    rounding changes with the batch, so a sharded run would differ in the last bits.)"""
+    scores = np.zeros(len(doc_positions), dtype=np.float32)
     if not len(doc_positions):
-        return np.zeros(0, dtype=np.float32)
+        return scores
     unique, inverse = np.unique(doc_positions, return_inverse=True)
     rows = np.asarray(embeddings[unique], dtype=np.float32)[inverse]
-    return np.einsum("nd,nd->n", rows, np.asarray(query_vectors, dtype=np.float32)[row_query])
+    queries = np.asarray(query_vectors, dtype=np.float32)
+    bounds = np.flatnonzero(np.diff(row_query)) + 1  # rows are grouped by query, in batch order
+    for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(row_query)]):
+        scores[start:stop] = rows[start:stop] @ queries[row_query[start]]
+    return scores
