@@ -76,8 +76,8 @@ def import_embeddings(path: Path, doc_ids: list[str], out_file: Path, *, normali
             with open(tmp, "r+b") as handle:
                 handle.seek(data_offset)
                 for start in range(0, rows, BLOCK):
-                    block = np.asarray(source[start:start + BLOCK], dtype=np.float32)
-                    release_rows(source, start, start + BLOCK)
+                    block = np.array(source[start:start + BLOCK], dtype=np.float32)  # a copy, not a view:
+                    release_rows(source, start, start + BLOCK)  # reading a view later would map its pages again
                     _check_finite(block, start, path)
                     handle.write(np.ascontiguousarray(_normalize(block) if normalize else block, dtype=dtype).tobytes())
         return {"imported_from": str(path), "dim": dim, "docs_imported": rows, "imported_rows_ignored": 0}
