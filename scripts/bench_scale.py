@@ -195,6 +195,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--no-ann", action="store_true", help="skip the HNSW and IVF-PQ indexes")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the sizes and stages run now in docs/results/scale.json (with --no-ann, each "
+                             "size keeps its earlier approximate-index figures)")
     parser.add_argument("--report-only", action="store_true",
                         help="write docs/scale.md from docs/results/scale.json (the sizes a run cut short finished)")
     args = parser.parse_args()
@@ -204,12 +207,15 @@ def main() -> None:
         write_doc(results, args)
         return
     args.root.mkdir(parents=True, exist_ok=True)
-    results = []
+    earlier = {r["docs"]: r for r in json.loads(RESULTS.read_text())["results"]} if args.merge and RESULTS.exists() else {}
+    results = dict(earlier)
     for n in args.sizes:
-        results.append(run_size(args.root, n, args.queries, [] if args.no_ann else ann_factories(n)))
+        results[n] = {**earlier.get(n, {}), **run_size(args.root, n, args.queries, [] if args.no_ann else ann_factories(n))}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=2))
-    write_doc(results, args)
+        RESULTS.write_text(json.dumps({"machine": platform.platform(), "results": [results[k] for k in sorted(results)]},
+                                      indent=2))
+    args.sizes = sorted(results)
+    write_doc([results[k] for k in sorted(results)], args)
 
 
 if __name__ == "__main__":
