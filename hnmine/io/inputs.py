@@ -87,7 +87,7 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
         qrels, qrel_stats = readers.read_qrels(
             files["qrels"],
             query_ids=set(queries.column(schema.QUERY_ID).to_pylist()),
-            doc_ids=set(corpus.column(schema.DOC_ID).to_pylist()),
+            doc_ids=_corpus_ids_named_in(files["qrels"], corpus.column(schema.DOC_ID)),
             min_relevance=data.min_relevance,
             on_unknown=data.on_unknown_ids,
             skipped_query_ids=skipped_query_ids,
@@ -100,3 +100,15 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
     stats["queries"] = queries.num_rows
     stats["positives"] = qrels.num_rows
     return queries, qrels, stats
+
+
+def _corpus_ids_named_in(qrels_path: Path, corpus_ids: pa.ChunkedArray | pa.Array) -> set[str]:
+    """The document ids the qrels name that the corpus has: a set the size of the qrels, not of the
+    corpus (8.8M ids as Python strings would be about 1 GB), found by one vectorized lookup."""
+    named = list({doc_id for _, _, doc_id, _ in readers.qrels_rows(qrels_path)})
+    if not named:
+        return set()
+    named_array = pa.array(named, pa.string())
+    if isinstance(corpus_ids, pa.ChunkedArray):
+        corpus_ids = corpus_ids.combine_chunks()
+    return set(named_array.filter(pc.is_in(named_array, value_set=corpus_ids)).to_pylist())

@@ -253,7 +253,7 @@ def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") 
     return table, {"queries_skipped_empty_text": len(skipped), "skipped_ids": skipped}
 
 
-def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
+def qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
     """BEIR qrels (TSV with a `query-id corpus-id score` header, or headerless 3/4-column TREC-like)."""
     path = require_file(path, "qrels")
     name = path.name.lower()
@@ -295,7 +295,7 @@ def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_releva
              "qrels_query_skipped_empty": 0, "qrels_doc_skipped_empty": 0}
     seen: set[tuple[str, str]] = set()
     judged_queries: set[str] = set()
-    for row, qid, did, score in _qrels_rows(path):
+    for row, qid, did, score in qrels_rows(path):
         stats["qrels_lines"] += 1
         if qid not in query_ids:
             if skipped_query_ids and qid in skipped_query_ids:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from hnmine import schema
@@ -31,15 +32,16 @@ from hnmine.text import text_hash
 
 @dataclass
 class Corpus:
-    ids: np.ndarray  # object array of doc ids, corpus order
+    """corpus.arrow's ids and text hashes, in corpus order, as Arrow and numpy arrays: no Python
+    object per document (an id dict was about 100 MB per million documents)."""
+
+    ids: pa.Array  # doc ids, corpus order
     hashes: np.ndarray  # uint64 normalized-text hashes
-    position: dict[str, int]
 
 
 def _load_corpus(workdir: Path) -> Corpus:
     table = read_table(corpus_path(workdir), [schema.DOC_ID, schema.TEXT_HASH])
-    ids = np.array(table.column(schema.DOC_ID).to_pylist(), dtype=object)
-    return Corpus(ids, table.column(schema.TEXT_HASH).to_numpy(), {d: i for i, d in enumerate(ids)})
+    return Corpus(table.column(schema.DOC_ID).combine_chunks(), table.column(schema.TEXT_HASH).to_numpy())
 
 
 class _Retrievers:
@@ -97,8 +99,8 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
     with Timer() as timer:
         corpus = _load_corpus(workdir)
         skipped_docs = set(read_table(workdir / "corpus.skipped.arrow").column("skipped").to_pylist())
-        corpus_table = pa.table({schema.DOC_ID: corpus.ids.tolist()})
-        queries, qrels, stats = inputs.load_queries(data, corpus_table, skipped_doc_ids=skipped_docs)
+        queries, qrels, stats = inputs.load_queries(data, pa.table({schema.DOC_ID: corpus.ids}),
+                                                    skipped_doc_ids=skipped_docs)
         write_table(queries, queries_out)
         write_table(qrels, qrels_out)
         n_docs = len(corpus.ids)
@@ -108,8 +110,9 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
             stats["top_k_clamped_to"] = top_k = n_docs
 
         positives: dict[str, list[int]] = {}
-        for qid, did in zip(qrels.column(schema.QUERY_ID).to_pylist(), qrels.column(schema.DOC_ID).to_pylist()):
-            positives.setdefault(qid, []).append(corpus.position[did])
+        positions = pc.index_in(qrels.column(schema.DOC_ID), value_set=corpus.ids).to_pylist()
+        for qid, position in zip(qrels.column(schema.QUERY_ID).to_pylist(), positions):
+            positives.setdefault(qid, []).append(position)
         part = shard_slice(queries.num_rows, params.shard)
         query_ids = queries.column(schema.QUERY_ID).to_pylist()[part]
         query_texts = queries.column(schema.TEXT).to_pylist()[part]
@@ -260,7 +263,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
     none = [None] * len(out_doc)
     columns = {
         schema.QUERY_ID: out_query,
-        schema.DOC_ID: corpus.ids[doc_positions],
+        schema.DOC_ID: corpus.ids.take(pa.array(doc_positions, type=pa.int64())),
         schema.IS_POSITIVE: [r is None for r in out_rank],
         schema.RANK: out_rank,
         schema.FUSED_SCORE: out_fused,
