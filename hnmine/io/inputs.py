@@ -104,7 +104,7 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
 
 def _corpus_ids_named_in(qrels_path: Path, corpus_ids: pa.ChunkedArray | pa.Array) -> set[str]:
     """The document ids the qrels name that the corpus has: a set the size of the qrels, not of the
-    corpus (8.8M ids as Python strings would be about 1 GB), found by one vectorized lookup."""
+    corpus, found by one vectorized lookup."""
     named = list({doc_id for _, _, doc_id, _ in readers.qrels_rows(qrels_path)})
     if not named:
         return set()

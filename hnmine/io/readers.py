@@ -149,16 +149,14 @@ CORPUS_BATCH_ROWS = 65536
 
 
 def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
-                hash_ids: bool = False, stats: dict | None = None, batch_rows: int | None = None
-                ) -> Iterator[pa.Table]:
-    """Corpus file -> CORPUS tables of up to `batch_rows` documents, in file order, so a corpus of
+                hash_ids: bool = False, stats: dict | None = None) -> Iterator[pa.Table]:
+    """Corpus file -> CORPUS tables of up to CORPUS_BATCH_ROWS documents, in file order, so a corpus of
     any size is read in bounded memory (only the ids seen so far are kept, for the duplicate check).
 
     Documents with no title and no text are skipped; `stats` (filled as the file is read) counts
     them and lists their ids. A problem raises HnmineError naming the row, after the tables before it
     were yielded: callers write through an atomic BatchWriter, so nothing looks finished."""
     stats = {} if stats is None else stats
-    batch_rows = batch_rows or CORPUS_BATCH_ROWS
     stats.update({"corpus_rows": 0, "corpus_skipped_empty_text": 0, "skipped_ids": []})
     rows = table_rows(path, "corpus")
     wanted = {"text-column": text_column}
@@ -180,11 +178,12 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
                                                            text_column):
         title = _as_text(raw_title)
         text = _as_text(raw_text)
-        if not document_text(title, text):
+        joined = document_text(title, text)
+        if not joined:
             skipped.append(_as_text(raw_id).strip() if not hash_ids else f"{rows.unit} {row}")
             stats["corpus_skipped_empty_text"] += 1
             continue
-        doc_id = text_id(document_text(title, text), "d") if hash_ids else _as_text(raw_id).strip()
+        doc_id = text_id(joined, "d") if hash_ids else _as_text(raw_id).strip()
         if not doc_id:
             raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
         if hash_ids:
@@ -196,7 +195,7 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
         ids.append(doc_id)
         titles.append(title.strip())
         texts.append(text.strip())
-        if len(ids) == batch_rows:
+        if len(ids) == CORPUS_BATCH_ROWS:
             yield flush()
     if ids or not stats["corpus_rows"]:  # an empty corpus is one empty table, not none
         yield flush()
@@ -204,8 +203,8 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
 
 def _corpus_fields(rows: Rows, id_column: str, title_column: str | None, text_column: str
                    ) -> Iterator[tuple[int, Any, Any, Any]]:
-    """(row, id, title, text) per corpus row. Parquet is read column-wise, only these columns: a dict
-    per row of every column was a third of ingest's time."""
+    """(row, id, title, text) per corpus row. Parquet is read column-wise, only these columns, instead
+    of a dict per row of every column."""
     if rows.unit != "row":
         for row, record in rows.records:
             yield row, record.get(id_column), record.get(title_column) if title_column else None, record.get(text_column)
@@ -213,11 +212,10 @@ def _corpus_fields(rows: Rows, id_column: str, title_column: str | None, text_co
     file = pq.ParquetFile(rows.path)
     columns = [c for c in dict.fromkeys([id_column, title_column, text_column]) if c and c in rows.columns]
     row = 0
-    for batch in file.iter_batches(batch_size=65536, columns=columns):
+    for batch in file.iter_batches(batch_size=CORPUS_BATCH_ROWS, columns=columns):
         values = {name: batch.column(name).to_pylist() for name in columns}
         nothing = [None] * batch.num_rows
-        for raw_id, raw_title, raw_text in zip(values.get(id_column, nothing),
-                                               values.get(title_column, nothing) if title_column else nothing,
+        for raw_id, raw_title, raw_text in zip(values.get(id_column, nothing), values.get(title_column, nothing),
                                                values[text_column]):
             row += 1
             yield row, raw_id, raw_title, raw_text

@@ -403,7 +403,7 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
 
     Order: score descending, then position ascending. Rows short of k (k > documents) are padded
     with -inf / -1, as FAISS does. FAISS's IndexFlatIP needs an in-RAM float32 copy of the whole
-    matrix (13.5 GB for 8.8M x 384), and on the 2-core CPU of docs/benchmarks.md it was also 6.8x
+    matrix (13.5 GB for 8.8M x 384), and on the 2-core CPU of docs/benchmarks.md it was also 6.3x
     slower (scripts/bench_exact_search.py)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = embeddings.shape[0]
@@ -444,8 +444,8 @@ def _above(scores: np.ndarray, threshold: np.ndarray, k: int) -> tuple[np.ndarra
     """Per row, the entries of `scores` strictly above the row's threshold (its current k-th best; a
     later block's equal score loses the tie by position), in position order, padded to the widest
     row with -inf / -1. Once the first block has filled the top k few entries pass, so a comparison
-    replaces most of the argpartitions, which were a third of the search time. Where more than k
-    pass in a row, the block falls back to the partition."""
+    replaces most of the argpartitions. Where more than k pass in a row, the block falls back to the
+    partition."""
     passing = scores > threshold[:, None]
     rows, cols = np.nonzero(passing)
     counts = np.bincount(rows, minlength=scores.shape[0])

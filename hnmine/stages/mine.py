@@ -33,7 +33,7 @@ from hnmine.text import text_hash
 @dataclass
 class Corpus:
     """corpus.arrow's ids and text hashes, in corpus order, as Arrow and numpy arrays: no Python
-    object per document (an id dict was about 100 MB per million documents)."""
+    object per document."""
 
     ids: pa.Array  # doc ids, corpus order
     hashes: np.ndarray  # uint64 normalized-text hashes
