@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--skip-st", action="store_true")
     parser.add_argument("--search-docs", type=int, default=0, help="also time search alone on a matrix this large")
     parser.add_argument("--devices-check", action="store_true", help="also encode with index --devices, 2 processes on the GPU")
+    parser.add_argument("--encode-processes", type=int, nargs="+",
+                        help="only ingest, then encode the corpus once per count with index --devices naming the one "
+                             "device that many times: does encoding, bound by the CPU-side tokenizer, scale with processes?")
     args = parser.parse_args()
 
     import torch
@@ -130,6 +133,17 @@ def main() -> None:
     t = time.perf_counter()
     result = index_stage.ingest_corpus(work, data_params)
     save("hnmine_ingest", {"seconds": round(time.perf_counter() - t, 1)})
+    if args.encode_processes:
+        for count in args.encode_processes:
+            shutil.rmtree(index_stage.dense_dir(work), ignore_errors=True)  # else build_dense reuses it (same vectors)
+            t = time.perf_counter()
+            result = index_stage.build_dense(work, index_params.model_copy(update={"devices": [args.device] * count}),
+                                             progress=False)
+            seconds = time.perf_counter() - t
+            save(f"hnmine_encode_{count}_processes", {"seconds": round(seconds, 1),
+                                                      "docs_per_second": round(args.docs / seconds),
+                                                      "devices": result.stats.get("devices"), **gpu_memory(args.device)})
+        return
     t = time.perf_counter()
     result = index_stage.build_dense(work, index_params, progress=False)
     seconds = time.perf_counter() - t
