@@ -217,3 +217,24 @@ def test_int8_encoding_stays_close_to_fp32_and_mines_the_same_neighbours(tmp_pat
     with pytest.raises(HnmineError, match="--precision int8 needs the ONNX encoder"):
         index(tmp_path / "bad", data, IndexParams(retrievers=["dense"], model=MODEL, precision="int8", backend="torch"),
               progress=False)
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
+def test_bm25_scores_for_candidates_are_bm25s_scores_bit_for_bit(adi_rows, method):
+    """mine's BM25 column looks candidates up in the postings instead of scoring the whole corpus:
+    it must give bm25s' own scores exactly, absent tokens (bm25l, bm25+) and unknown words included."""
+    import numpy as np
+
+    from hnmine.retrievers.bm25 import BM25Index
+
+    corpus, queries, _ = adi_rows
+    bm25 = BM25Index.build([f"{d['title']} {d['text']}" for d in corpus], method=method, k1=1.2, b=0.75,
+                           stemmer="english", stopwords="en")
+    everything = list(range(len(corpus)))
+    for text in [q["text"] for q in queries] + ["zzzz qqqq", "the of and"]:
+        tokens = bm25.tokenize([text])[0]
+        expected = bm25.retriever.get_scores(tokens).tolist() if any(tokens) else [0.0] * len(corpus)
+        assert bm25.scores_for(text, everything) == expected
+        shuffled = list(np.random.default_rng(len(text)).permutation(len(corpus))[:20])
+        assert bm25.scores_for(text, shuffled) == [expected[p] for p in shuffled]
+    assert sum(s > 0 for s in bm25.scores_for(queries[0]["text"], everything)) > 0
