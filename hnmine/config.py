@@ -159,7 +159,9 @@ class ScoreParams(StageParams):
     def scorer_identity(self) -> dict:
         """What determines a score (the cache key's first part)."""
         if self.scorer == "cross-encoder":
-            return {"scorer": self.scorer, "model": self.model, "backend": self.backend, "max_length": self.max_length}
+            identity = {"scorer": self.scorer, "model": self.model, "backend": self.backend, "max_length": self.max_length}
+            # ONNX scores no longer depend on the batch (OnnxCrossEncoder): scores cached before are not reused
+            return identity | ({"batch_invariant": True} if self.backend == "onnx" else {})
         if self.scorer == "judge":
             if self.judge_mode == "query-likelihood":
                 return {"scorer": self.scorer, "backend": self.judge_backend, "model": self.judge_model,

