@@ -259,7 +259,7 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
     began = time.perf_counter()
     metrics = evaluate(model, corpus, queries, test)
     result = {"arm": arm, "seed": seed, "rows": len(rows), "paired": batches is not None, **metrics, "train_s": round(train_seconds, 1),
-              "eval_s": round(time.perf_counter() - began, 1)}
+              "eval_s": round(time.perf_counter() - began, 1), "machine": machine(DEVICE), "python": platform.python_version()}
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
     print(result, flush=True)
@@ -362,47 +362,71 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
     print(body)
 
 
-def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> None:
-    """The paired table: per arm the mean over seeds, and per seed each arm's difference from
-    mine_hard_negatives' defaults trained on the same batches."""
+def paired_summary(runs: dict[int, float], reference: dict[int, float]) -> str:
+    """An arm's per-seed difference from mine_hard_negatives' defaults on the same batches: mean,
+    standard error, paired t and the seeds it is ahead on. With many seeds the max-min spread of one
+    arm grows (about 3.7 standard deviations at 20 seeds), so the paired t says more than the spread."""
+    import math
     import statistics
 
-    by_arm: dict[str, dict[int, float]] = {}
+    diffs = [runs[s] - reference[s] for s in sorted(runs) if s in reference]
+    if len(diffs) < 2:
+        return " | ".join(f"{d:+.4f}" for d in diffs) + " | | |"
+    mean, se = statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    t = f"{mean / se:.2f}" if se else "—"
+    return f"{mean:+.4f} ± {se:.4f} | {t} | {sum(d > 0 for d in diffs)}/{len(diffs)}"
+
+
+def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> None:
+    """The paired tables: per arm the mean over seeds and its difference from mine_hard_negatives'
+    defaults trained on the same batches (mean ± standard error, paired t, seeds ahead), then one row
+    per seed. Only seeds every arm finished count (a run cut short ends mid-seed)."""
+    import statistics
+
+    by_arm: dict[str, dict[int, dict]] = {}
     for r in results:
-        by_arm.setdefault(r["arm"], {})[r["seed"]] = r["ndcg@10"]
-    seeds = sorted({r["seed"] for r in results})
-    took = statistics.mean(r["train_s"] + r["eval_s"] for r in results)
+        by_arm.setdefault(r["arm"], {})[r["seed"]] = r
+    seeds = sorted(set.intersection(*(set(runs) for runs in by_arm.values())))
+    arms = [arm for arm in ["base", *ARMS] if arm in by_arm]
+    kept = [by_arm[arm][s] for arm in arms for s in seeds]
+    took = statistics.mean(r["train_s"] + r["eval_s"] for r in kept)
+    where = kept[0].get("machine") or machine(args.device)
+    python = kept[0].get("python") or platform.python_version()
+    flags = (" --mined-only" if args.mined_only else "") + (f" --device {args.device}" if args.device != "cpu" else "")
     lines = [
-        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR --negatives {args.negatives} "
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR{flags} --negatives {args.negatives} "
         f"--max-seq-length {args.max_seq_length} --paired --seeds-per-arm {args.seeds_per_arm} --arms "
-        f"{' '.join(args.arms or ARMS)}` (after the default run, whose mined files it reuses)",
-        f"- Machine: {machine(args.device)}, Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}; "
-        f"{took:.0f} s per run on average (train + eval)",
+        f"{' '.join(args.arms or ARMS)}` "
+        + ("(on the default run's ARM.parquet files, copied into DIR)" if args.mined_only
+           else "(after the default run, whose mined files it reuses)"),
+        f"- Machine: {where}, Python {python}; date {time.strftime('%Y-%m-%d')}; {len(seeds)} seeds finished by every "
+        f"arm; {took:.0f} s per run on average (train + eval)",
         f"- The same hyper-parameters as above, but every arm trains on the same {pairs} of the {pairs + dropped} "
         "distinct (query, positive) pairs (the rest have no negatives in some arm) in the same batches for a given seed: "
         "batches of 32 with no query or positive twice, decided before the negatives are attached. Only the negatives "
         "differ between arms of one seed.",
         "",
-        "| arm | nDCG@10, mean over seeds | " + " | ".join(f"seed {s}" for s in seeds) + " | minus st-default, per seed | mean |",
-        "|---|---|" + "---|" * len(seeds) + "---|---|",
+        "| arm | nDCG@10, mean (sd) | nDCG@10, min-max | Recall@100, mean | nDCG@10 minus st-default, same seed: mean ± "
+        "standard error | paired t | seeds ahead |",
+        "|---|---|---|---|---|---|---|",
     ]
-    reference = by_arm.get("st-default", {})
-    for arm in ["base", *ARMS]:
-        runs = by_arm.get(arm)
-        if not runs:
-            continue
-        values = [runs.get(s) for s in seeds]
-        cells = " | ".join(f"{v:.4f}" if v is not None else "" for v in values)
-        spread = f" (sd {statistics.stdev(runs.values()):.4f})" if len(runs) > 1 else ""
-        diffs = [runs[s] - reference[s] for s in seeds if s in runs and s in reference]
-        diff_cells = ", ".join(f"{d:+.4f}" for d in diffs) if arm != "st-default" else ""
-        mean_diff = f"{statistics.mean(diffs):+.4f}" if diffs and arm != "st-default" else ""
-        lines.append(f"| {arm} | {statistics.mean(runs.values()):.4f}{spread} | {cells} | {diff_cells} | {mean_diff} |")
+    ndcg = {arm: {s: by_arm[arm][s]["ndcg@10"] for s in seeds} for arm in arms}
+    reference = ndcg.get("st-default", {})
+    for arm in arms:
+        values = list(ndcg[arm].values())
+        sd = f" ({statistics.stdev(values):.4f})" if len(values) > 1 else ""
+        recall = statistics.mean(by_arm[arm][s]["recall@100"] for s in seeds)
+        versus = paired_summary(ndcg[arm], reference) if arm != "st-default" and reference else " | |"
+        lines.append(f"| {arm} | {statistics.mean(values):.4f}{sd} | {min(values):.4f}-{max(values):.4f} | {recall:.4f} | "
+                     f"{versus} |")
+    lines += ["", "nDCG@10 per seed:", "", "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    lines += [f"| {s} | " + " | ".join(f"{ndcg[arm][s]:.4f}" for arm in arms) + " |" for s in seeds]
     if len(reference) > 1:
         lines += ["", f"Seed-to-seed spread of st-default (max - min over {len(reference)} seeds): "
                       f"{max(reference.values()) - min(reference.values()):.4f}."]
     body = "\n".join(lines)
-    begin, end = f"<!-- BEGIN train_eval:paired{pairs} -->", f"<!-- END train_eval:paired{pairs} -->"
+    marker = f"paired{pairs}" + (f"-{args.label}" if args.label else "")
+    begin, end = f"<!-- BEGIN train_eval:{marker} -->", f"<!-- END train_eval:{marker} -->"
     text = DOC.read_text()
     if begin not in text:
         text += f"\n### Paired runs over {pairs} pairs: the same batches for every arm\n\n{begin}\n{end}\n"
@@ -455,13 +479,23 @@ def main(argv: list[str]) -> None:
                         help="train --arms (default: all) with seeds 1..--seeds-per-arm (default 3) on the same pairs in the "
                              "same batches, so arms differ only in their negatives; a separate table in docs/quality.md")
     parser.add_argument("--label", default="", help="write the table between markers `train_eval:LABEL` in docs/quality.md "
-                                                    "(a second table beside the default one)")
+                                                    "(a second table beside the default one; with --paired, "
+                                                    "`train_eval:pairedROWS-LABEL`)")
     args = parser.parse_args(argv)
     global DATA, MODEL, DEVICE, BEGIN, END
     DATA, MODEL, DEVICE = args.data or DATA, args.model or MODEL, args.device
     if args.label:
         BEGIN, END = f"<!-- BEGIN train_eval:{args.label} -->", f"<!-- END train_eval:{args.label} -->"
     args.root.mkdir(parents=True, exist_ok=True)
+    if args.report_only and args.paired:  # the paired tables from the results in --root (a run elsewhere, or cut short)
+        results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("paired*.json"))]
+        results = [r for r in results if r["arm"] in (args.arms or ARMS)]
+        if not results:
+            raise SystemExit(f"{args.root / 'results'}: no paired results of these arms; run with --paired first")
+        corpus, queries, train, _ = load_data()
+        pairs = results[0]["rows"]
+        write_paired_doc(results, args, pairs, len({(queries[q], corpus[d]) for q, d in train}) - pairs)
+        return
     if args.report_only:
         results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("*.json"))
                    if not f.name.startswith("paired")]
