@@ -135,7 +135,8 @@ class ScoreParams(StageParams):
                        description="cross-encoder: a CrossEncoder path or hub name, or an .onnx file with --backend onnx")
     backend: Literal["torch", "onnx"] = Field("torch", description="cross-encoder runtime: torch, or onnx (ONNX Runtime)")
     max_length: int = Field(512, ge=8, description="max tokens per (query, document) pair")
-    batch_size: int = Field(32, ge=1, description="pairs per model batch")
+    batch_size: int = Field(32, ge=1, description="pairs per model batch (an int8 ONNX cross-encoder, such as the "
+                                                  "packaged one, scores pairs one by one: its scores would depend on the batch)")
     device: str | None = Field(None, description="torch device (default: cuda when present)")
     chunk_size: int = Field(256, ge=1, description="pairs per saved cache chunk (the resume granularity)")
     judge_backend: Literal["local", "http"] = Field("local", description="judge: local (transformers) or http (OpenAI-compatible)")
