@@ -174,11 +174,16 @@ def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries
         if arm == "none":
             continue
         by_arm[arm] = {(r["anchor"], r["positive"]): r for r in rows_for(arm, files, k, corpus, queries, train)}
-    keys = list(dict.fromkeys((queries[q], corpus[d]) for q, d in train))
+    keys = distinct_pairs(corpus, queries, train)
     common = [key for key in keys if all(key in rows for rows in by_arm.values())]
     out = {arm: [by_arm[arm][key] if arm in by_arm else {"anchor": key[0], "positive": key[1]} for key in common]
            for arm in arms}
     return out, len(keys) - len(common)
+
+
+def distinct_pairs(corpus, queries, train) -> list[tuple[str, str]]:
+    """scifact train's distinct (query text, positive text) pairs, in train order."""
+    return list(dict.fromkeys((queries[q], corpus[d]) for q, d in train))
 
 
 def fixed_batches(rows: list[dict], seed: int, batch_size: int) -> list[list[int]]:
@@ -370,11 +375,12 @@ def paired_summary(runs: dict[int, float], reference: dict[int, float]) -> str:
     import statistics
 
     diffs = [runs[s] - reference[s] for s in sorted(runs) if s in reference]
-    if len(diffs) < 2:
-        return " | ".join(f"{d:+.4f}" for d in diffs) + " | | |"
+    ahead = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
+    if len(diffs) < 2:  # no standard error from one seed: three cells all the same
+        return f"{diffs[0]:+.4f} | | {ahead}" if diffs else " | | "
     mean, se = statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
     t = f"{mean / se:.2f}" if se else "—"
-    return f"{mean:+.4f} ± {se:.4f} | {t} | {sum(d > 0 for d in diffs)}/{len(diffs)}"
+    return f"{mean:+.4f} ± {se:.4f} | {t} | {ahead}"
 
 
 def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> None:
@@ -494,7 +500,7 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"{args.root / 'results'}: no paired results of these arms; run with --paired first")
         corpus, queries, train, _ = load_data()
         pairs = results[0]["rows"]
-        write_paired_doc(results, args, pairs, len({(queries[q], corpus[d]) for q, d in train}) - pairs)
+        write_paired_doc(results, args, pairs, len(distinct_pairs(corpus, queries, train)) - pairs)
         return
     if args.report_only:
         results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("*.json"))
