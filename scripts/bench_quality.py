@@ -33,6 +33,8 @@ DATA = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN quality -->", "<!-- END quality -->"
 
+from train_eval import HARD, TOP_CLEAN  # noqa: E402  (scripts/ is on sys.path: this file's folder)
+
 # (name, filter options, what it is)
 RECIPES = [
     ("top-5", {"near_duplicate": 0, "duplicate_negatives": 0},
@@ -52,10 +54,9 @@ RECIPES = [
      "the previous recommendation: ranks 12-30, CE probability below 0.02 and logit below the positive's + 2"),
     ("recommended", {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"},
      "configs/recommended.toml: ranks 6-40, CE logit below the positive's + 2, the 5 the cross-encoder rates lowest"),
-    # the two other hnmine arms of scripts/train_eval.py (its HARD and TOP_CLEAN): their false negatives here
-    ("hard", {"rank_max": 40, "max_probability": 0.001},
-     "train_eval.py's hnmine-hard: ranks 1-40, CE probability below 0.001, the best-ranked 5"),
-    ("top-clean", {"rank_max": 40, "margin": -2.0},
+    # the two other hnmine arms of scripts/train_eval.py: their false negatives here
+    ("hard", HARD, "train_eval.py's hnmine-hard: ranks 1-40, CE probability below 0.001, the best-ranked 5"),
+    ("top-clean", TOP_CLEAN,
      "train_eval.py's hnmine-top-clean: the recommended margin rule over ranks 1-40, the best-ranked 5"),
 ]
 
