@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--devices-check", action="store_true", help="also encode with index --devices, 2 processes on the GPU")
     parser.add_argument("--encode-processes", type=int, nargs="+",
                         help="only ingest, then encode the corpus once per count with index --devices naming the one "
-                             "device that many times: does encoding, bound by the CPU-side tokenizer, scale with processes?")
+                             "device that many times: does encoding scale with processes on one GPU?")
     args = parser.parse_args()
 
     import torch
@@ -142,7 +142,7 @@ def main() -> None:
             seconds = time.perf_counter() - t
             save(f"hnmine_encode_{count}_processes", {"seconds": round(seconds, 1),
                                                       "docs_per_second": round(args.docs / seconds),
-                                                      "devices": result.stats.get("devices"), **gpu_memory(args.device)})
+                                                      "devices": result.stats.get("devices")})
         return
     t = time.perf_counter()
     result = index_stage.build_dense(work, index_params, progress=False)
