@@ -150,8 +150,8 @@ def test_positives_score_above_random_documents(torch_logits, onnx_logits):
 
 def test_onnx_scores_do_not_depend_on_order_or_batching(scifact_pairs, onnx_scorer, onnx_logits):
     """The packaged int8 graph quantizes activations with one scale per batch, so batched pairs would
-    move each other's logits (by 0.26 on 160 nfcorpus pairs). Each pair runs alone: the same logit,
-    bit for bit, whatever else is scored with it, and in input order."""
+    move each other's logits. Each pair runs alone: the same logit, bit for bit, whatever else is
+    scored with it, and in input order."""
     assert onnx_scorer.pair_alone
     pairs = scifact_pairs[0]
     reversed_scores = onnx_scorer.predict(pairs[::-1], batch_size=4)[::-1]

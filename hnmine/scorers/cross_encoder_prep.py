@@ -503,9 +503,8 @@ class OnnxCrossEncoder:
 
     A dynamically quantized graph (``DynamicQuantizeLinear``, as the packaged model is) takes one
     activation scale per input tensor, that is per batch: a pair's logit would then depend on the
-    pairs batched with it (by up to 2.5 logits between two nfcorpus runs whose candidate sets differed
-    by 1 %). Such a graph runs each pair alone, so a pair gets the same score in every run, shard and
-    cache. Other graphs are batched by length.
+    pairs batched with it. Such a graph runs each pair alone, so a pair gets the same score in every
+    run, shard and cache. Other graphs are batched by length.
     """
 
     def __init__(self, model: Path | str | None = None, tokenizer: Path | str | None = None):
