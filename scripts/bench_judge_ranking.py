@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--max-length", type=int, default=256)
     args = parser.parse_args()
-    from hnmine.scorers.judge import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE, LocalJudge
+    from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
+    from hnmine.scorers.judge import LocalJudge
 
     prompt = {"system": DEFAULT_SYSTEM, "template": DEFAULT_TEMPLATE, "instruction": DEFAULT_INSTRUCTION}
     rows = []

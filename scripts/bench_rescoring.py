@@ -177,6 +177,7 @@ def judge_throughput(workdir: Path, n_pairs: int) -> list[str]:
     from llama_server import MODEL_ALIAS, LlamaServer
 
     from hnmine.io.files import read_table
+    from hnmine import prompts
     from hnmine.scorers import judge
     from hnmine.text import document_text
 
@@ -186,7 +187,7 @@ def judge_throughput(workdir: Path, n_pairs: int) -> list[str]:
     queries = pl.from_arrow(read_table(workdir / "queries.arrow"))
     query_text = dict(zip(queries["query_id"], queries["text"]))
     pairs = [(query_text[q], doc_text[d]) for q, d in zip(table["query_id"], table["doc_id"])]
-    prompt = {"system": judge.DEFAULT_SYSTEM, "template": judge.DEFAULT_TEMPLATE, "instruction": judge.DEFAULT_INSTRUCTION}
+    prompt = {"system": prompts.DEFAULT_SYSTEM, "template": prompts.DEFAULT_TEMPLATE, "instruction": prompts.DEFAULT_INSTRUCTION}
     rows = []
     local = judge.LocalJudge("SmolLM2-135M-Instruct", batch_size=16, **prompt)
     local.score(pairs[:2])

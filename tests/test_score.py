@@ -69,7 +69,8 @@ def test_local_judge_gives_probabilities_that_do_not_depend_on_batching(adi_rows
     the best of four other prompts, chosen on scifact train and medline, is at chance on adi and
     nfcorpus too. Query-likelihood mode, below, is the local judge that ranks with this model.
     """
-    from hnmine.scorers.judge import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE, LocalJudge
+    from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
+    from hnmine.scorers.judge import LocalJudge
 
     corpus, queries, _ = adi_rows
     pairs = [(queries[i]["text"], (corpus[j]["title"] + " " + corpus[j]["text"])[: 80 * (j + 1)])
@@ -92,7 +93,8 @@ def test_local_judge_query_likelihood_ranks_positives_above_random_documents(adi
     """
     import random
 
-    from hnmine.scorers.judge import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE, LocalJudge
+    from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
+    from hnmine.scorers.judge import LocalJudge
     from hnmine.text import document_text
 
     corpus, queries, qrels = adi_rows
