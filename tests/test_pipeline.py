@@ -127,7 +127,7 @@ def test_candidates_keep_every_retriever_score_and_positive_scores(adi_workdir, 
 def test_dense_scores_are_cosines_of_the_packaged_model(adi_workdir, adi):
     from sentence_transformers import SentenceTransformer
 
-    from hnmine.models import resolve_model
+    from hnmine.packaged.resolve import resolve_model
 
     mine(adi_workdir, DataParams(beir=adi), MineParams(retriever="dense", top_k=5), progress=False)
     row = read_table(adi_workdir / "candidates.arrow").to_pylist()[3]

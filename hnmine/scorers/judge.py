@@ -54,7 +54,8 @@ class LocalJudge:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from hnmine.models import default_device, resolve_model
+        from hnmine.device import default_device
+        from hnmine.packaged.resolve import resolve_model
 
         path = resolve_model(model)
         self.device = device or default_device()
