@@ -25,7 +25,7 @@ from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
 from hnmine.io.manifest import manifest_path, read_manifest
 from hnmine.io.readers import read_qrels
-from hnmine.retrievers.dense import load_embeddings
+from hnmine.retrievers.embedding_store import load_embeddings
 from hnmine.stages.common import stage_input
 from hnmine.stages.filter import (
     PROBABILITY_PREFERENCE,

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     import faiss
 
-    from hnmine.retrievers.dense import exact_search
+    from hnmine.retrievers.exact_search import exact_search
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=200_000)

@@ -61,10 +61,10 @@ def build_inputs(sentences_file: Path, n_docs: int, n_queries: int, folder: Path
 def timed_search(work: Path, matrix: np.ndarray, query_vectors: np.ndarray, device: str) -> dict:
     """Exact search alone: every query against `matrix` in batches of 4096, at the k mine asks for
     with top 50 (50 + its margin for positives), timed apart from loading the matrix."""
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import faiss_index
 
     t = time.perf_counter()
-    searcher, kind = dense.open_search(work / "index" / "dense", "Flat", matrix, device, nprobe=16, ef_search=128)
+    searcher, kind = faiss_index.open_search(work / "index" / "dense", "Flat", matrix, device, nprobe=16, ef_search=128)
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     for s in range(0, len(query_vectors), 4096):
@@ -147,15 +147,15 @@ def main() -> None:
     t = time.perf_counter()
     result = index_stage.build_dense(work, index_params, progress=False)
     seconds = time.perf_counter() - t
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import embedding_store, encoders
 
-    encoder = dense.Encoder(args.model, args.device, batch_size=args.batch_size)  # also encodes the queries below
+    encoder = encoders.Encoder(args.model, args.device, batch_size=args.batch_size)  # also encodes the queries below
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
                            "rust_tokenizer_prefetch": encoder.fast is not None, **gpu_memory(args.device)})
 
     # Search alone: all queries against the whole matrix, the k mine asks for.
-    embeddings = dense.load_embeddings(work / "index" / "dense")
+    embeddings = embedding_store.load_embeddings(work / "index" / "dense")
     t = time.perf_counter()
     query_vectors = encoder.encode(data["queries"])
     encode_q = time.perf_counter() - t

@@ -56,7 +56,7 @@ def main() -> None:
     import time
 
     from hnmine.io.files import read_table
-    from hnmine.retrievers.dense import Encoder
+    from hnmine.retrievers.encoders import Encoder
     from hnmine.stages.index import corpus_path, doc_texts
 
     sample = doc_texts(read_table(corpus_path(args.root / "fp32")))[:args.speed_docs]

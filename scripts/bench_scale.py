@@ -133,16 +133,16 @@ def run_size(root: Path, n_docs: int, n_queries: int, ann: list[str]) -> dict:
 def wider_recall(work: Path, factory: str) -> dict:
     """recall@10 of the saved index with wider search settings than mine's defaults (same sample)."""
     sys.path.insert(0, str(REPO))
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import embedding_store, faiss_index
     from hnmine.retrievers.imported import recall_at_k
 
-    embeddings = dense.load_embeddings(work / "index" / "dense")
-    index = dense.load_faiss(work / "index" / "dense", factory, embeddings)
+    embeddings = embedding_store.load_embeddings(work / "index" / "dense")
+    index = faiss_index.load_faiss(work / "index" / "dense", factory, embeddings)
     settings = [("efSearch", 512)] if "HNSW" in factory else [("nprobe", 64), ("nprobe", 256)]
     out = {}
     for name, value in settings:
-        searcher = dense.FaissSearch(index, "cpu", value if name == "nprobe" else 16, value if name == "efSearch" else 128,
-                                     embeddings, dense.rerank_factor(factory))
+        searcher = faiss_index.FaissSearch(index, "cpu", value if name == "nprobe" else 16, value if name == "efSearch" else 128,
+                                           embeddings, faiss_index.rerank_factor(factory))
         out[f"{name} {value}"] = recall_at_k(searcher, embeddings, k=10, sample=1000)["recall@10"]
     return out
 

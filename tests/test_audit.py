@@ -63,7 +63,7 @@ def test_audit_counts_false_negatives_like_an_independent_count(hidden_positives
 
 def test_each_threshold_named_for_a_false_negative_really_drops_it(hidden_positives, tmp_path):
     from hnmine.audit import audit
-    from hnmine.retrievers.dense import load_embeddings
+    from hnmine.retrievers.embedding_store import load_embeddings
     from hnmine.stages.filter import FilterContext, filter_candidates
 
     workdir, full_qrels = hidden_positives

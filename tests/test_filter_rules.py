@@ -185,7 +185,7 @@ def adi_negative_copies(tmp_path_factory, adi_rows):
 
 def test_near_copies_among_negatives_are_dropped_and_their_slots_refilled(tmp_path, adi_negative_copies):
     from hnmine.io.files import read_table
-    from hnmine.retrievers.dense import load_embeddings
+    from hnmine.retrievers.embedding_store import load_embeddings
     from hnmine.stages.filter import filter_stage
 
     workdir = tmp_path / "w"

@@ -10,7 +10,7 @@ from conftest import MODEL
 from hnmine.config import DataParams, IndexParams, MineParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table
-from hnmine.retrievers.dense import load_embeddings
+from hnmine.retrievers.embedding_store import load_embeddings
 from hnmine.stages.index import index
 from hnmine.stages.mine import mine
 
@@ -110,17 +110,17 @@ def test_lossy_indexes_rescore_their_candidates_exactly_from_the_matrix():
     brings recall@10 close to exact search, and the scores returned are the exact inner products."""
     import numpy as np
 
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import faiss_index
     from hnmine.retrievers.imported import exact_top_k, recall_at_k
 
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(64, 64)).astype(np.float32)
     points = centres[rng.integers(0, 64, 8000)] + rng.normal(scale=0.6, size=(8000, 64)).astype(np.float32)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
-    index = dense.build_faiss(points, "IVF32,PQ16")
-    assert dense.rerank_factor("IVF32,PQ16") == 4 and dense.rerank_factor("HNSW32") == 0
-    plain = recall_at_k(dense.FaissSearch(index, "cpu", 16, 128), points, sample=300)["recall@10"]
-    searcher = dense.FaissSearch(index, "cpu", 16, 128, points, rerank=4)
+    index = faiss_index.build_faiss(points, "IVF32,PQ16")
+    assert faiss_index.rerank_factor("IVF32,PQ16") == 4 and faiss_index.rerank_factor("HNSW32") == 0
+    plain = recall_at_k(faiss_index.FaissSearch(index, "cpu", 16, 128), points, sample=300)["recall@10"]
+    searcher = faiss_index.FaissSearch(index, "cpu", 16, 128, points, rerank=4)
     reranked = recall_at_k(searcher, points, sample=300)["recall@10"]
     assert reranked >= 0.9 and reranked > plain + 0.2, (plain, reranked)
 

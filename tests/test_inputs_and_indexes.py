@@ -73,17 +73,17 @@ def test_torch_exact_search_matches_faiss_flat(monkeypatch, dtype, rescore_on_de
     """The GPU search path (run here on the CPU), with the matrix split into several blocks."""
     import numpy as np
 
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import exact_search, faiss_index
 
     rng = np.random.default_rng(0)
     docs = rng.standard_normal((5000, 48)).astype(np.float32)
     docs /= np.linalg.norm(docs, axis=1, keepdims=True)
     queries = docs[rng.choice(5000, 64, replace=False)] + 0.3 * rng.standard_normal((64, 48)).astype(np.float32)
-    monkeypatch.setattr(dense.TorchExactSearch, "BLOCK", 1100)
-    searcher = dense.TorchExactSearch(docs, "cpu", dtype=dtype, rescore_on_device=rescore_on_device)
+    monkeypatch.setattr(exact_search.TorchExactSearch, "BLOCK", 1100)
+    searcher = exact_search.TorchExactSearch(docs, "cpu", dtype=dtype, rescore_on_device=rescore_on_device)
     assert len(searcher.blocks) == 5 and (searcher.exact is not None) == rescore_on_device
     scores, positions = searcher.search(queries, 20)
-    exact_scores, exact_positions = dense.FaissSearch(dense.build_faiss(docs, "Flat"), "cpu", 1, 16).search(queries, 20)
+    exact_scores, exact_positions = faiss_index.FaissSearch(faiss_index.build_faiss(docs, "Flat"), "cpu", 1, 16).search(queries, 20)
     np.testing.assert_allclose(scores, exact_scores, rtol=0, atol=1e-5)
     assert (positions == exact_positions).all()
 
@@ -94,7 +94,7 @@ def test_block_exact_search_matches_faiss_flat(tmp_path):
     import faiss
     import numpy as np
 
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import exact_search, faiss_index
 
     rng = np.random.default_rng(1)
     docs = rng.standard_normal((5000, 48)).astype(np.float32)
@@ -107,26 +107,26 @@ def test_block_exact_search_matches_faiss_flat(tmp_path):
     flat = faiss.IndexFlatIP(48)
     flat.add(docs)
     expected_scores, expected_positions = flat.search(queries, 30)
-    scores, positions = dense.exact_search(mapped, queries, 30, block=700)
+    scores, positions = exact_search.exact_search(mapped, queries, 30, block=700)
     np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-5)
     assert (np.sort(positions, axis=1) == np.sort(expected_positions, axis=1)).all()
     assert positions[0, :2].tolist() == [10, 4000]
     assert (np.diff(scores, axis=1) <= 0).all()
-    searcher, kind = dense.open_search(tmp_path, "Flat", mapped, "cpu", nprobe=1, ef_search=16)
+    searcher, kind = faiss_index.open_search(tmp_path, "Flat", mapped, "cpu", nprobe=1, ef_search=16)
     assert kind == "exact-block-scan"
     assert (searcher.search(queries, 30)[1] == positions).all()
 
-    few = dense.exact_search(mapped[:20], queries[:3], 25, block=7)
+    few = exact_search.exact_search(mapped[:20], queries[:3], 25, block=7)
     assert few[1].shape == (3, 25) and (few[1][:, 20:] == -1).all() and np.isinf(few[0][:, 20:]).all()
     assert sorted(few[1][0, :20].tolist()) == list(range(20))
 
     rising = np.outer(np.arange(1, 401, dtype=np.float32) / 400, np.eye(48, dtype=np.float32)[0])  # each block beats the last
-    rising_scores, rising_positions = dense.exact_search(rising, np.eye(48, dtype=np.float32)[:1], 30, block=50)
+    rising_scores, rising_positions = exact_search.exact_search(rising, np.eye(48, dtype=np.float32)[:1], 30, block=50)
     assert rising_positions[0].tolist() == list(range(399, 369, -1))
     np.testing.assert_allclose(rising_scores[0], np.arange(400, 370, -1) / 400, rtol=1e-6)
 
     half = docs.astype(np.float16)
-    fp16_positions = dense.exact_search(half, queries, 10, block=999)[1]
+    fp16_positions = exact_search.exact_search(half, queries, 10, block=999)[1]
     reference = faiss.IndexFlatIP(48)
     reference.add(half.astype(np.float32))
     assert (fp16_positions == reference.search(queries, 10)[1]).mean() > 0.99
@@ -137,13 +137,13 @@ def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows)
     import numpy as np
 
     from hnmine.packaged.resolve import resolve_model
-    from hnmine.retrievers import dense
+    from hnmine.retrievers import encoders
 
     corpus, queries, _ = adi_rows
     texts = [d["title"] + " " + d["text"] for d in corpus[:40]] + [q["text"] for q in queries[:10]]
     path = resolve_model(MODEL)
-    model = dense._load_model(path, "cpu", None, "fp32")
-    fast = dense.PrefetchTorchEncoder(model, __import__("pathlib").Path(path), None, batch_size=7, normalize=True)
+    model = encoders._load_model(path, "cpu", None, "fp32")
+    fast = encoders.PrefetchTorchEncoder(model, __import__("pathlib").Path(path), None, batch_size=7, normalize=True)
     expected = model.encode(texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(fast.encode(texts), expected, atol=2e-5)
     np.testing.assert_allclose(fast.encode(texts, prompt="query: "),

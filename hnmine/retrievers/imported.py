@@ -128,7 +128,7 @@ def import_embeddings(path: Path, doc_ids: list[str], out_file: Path, *, normali
 
 def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k best documents per query by inner product, scanning the matrix in blocks."""
-    from hnmine.retrievers.dense import exact_search
+    from hnmine.retrievers.exact_search import exact_search
 
     return exact_search(embeddings, queries, k)[1]
 

@@ -19,7 +19,7 @@ from hnmine.config import FilterParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
-from hnmine.retrievers.dense import load_embeddings
+from hnmine.retrievers.embedding_store import load_embeddings
 from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
 from hnmine.stages.index import corpus_path, dense_dir
 

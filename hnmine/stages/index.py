@@ -19,7 +19,9 @@ from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
-from hnmine.retrievers import dense
+from hnmine.device import default_device, resolve_precision
+from hnmine.packaged.resolve import resolve_model
+from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.retrievers.imported import import_embeddings, recall_at_k
 from hnmine.stages.common import StageResult, Timer, corpus_identity, fingerprints
@@ -86,7 +88,7 @@ def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> Sta
 
 def encoder_factory(params: IndexParams):
     """Builds the corpus encoder only when a chunk is left to encode (a resumed run may need none)."""
-    return lambda: dense.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
+    return lambda: encoders.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
                                  params.backend, params.precision)
 
 
@@ -104,7 +106,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             stats = import_embeddings(params.embeddings, doc_ids, out / "embeddings.npy", normalize=params.normalize,
                                       dtype=params.storage, id_column=params.embeddings_id_column,
                                       column=params.embeddings_column)
-            embeddings = dense.load_embeddings(out)
+            embeddings = embedding_store.load_embeddings(out)
             stats |= {"docs": len(doc_ids), "docs_encoded": 0}
         else:
             corpus = read_table(corpus_path(workdir))
@@ -113,7 +115,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             devices = encoding_devices(params)
             with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
                 by_workers = encode_on_devices(workdir, params, devices, bar) if len(devices) > 1 else 0
-                embeddings, stats = dense.encode_corpus(
+                embeddings, stats = embedding_store.encode_corpus(
                     texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
                     prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update, dtype=params.storage,
                 )
@@ -121,20 +123,20 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
             if len(devices) > 1:
                 stats |= {"devices": devices, "docs_encoded": stats["docs_encoded"] + by_workers,
                           "docs_resumed": stats["docs_resumed"] - by_workers}
-            device = devices[0] if len(devices) > 1 else params.device or dense.default_device()
-            stats["precision"] = dense.resolve_precision(params.precision, device)
-            stats["backend"] = dense.resolve_backend(params.backend, dense.resolve_model(params.model), device,
+            device = devices[0] if len(devices) > 1 else params.device or default_device()
+            stats["precision"] = resolve_precision(params.precision, device)
+            stats["backend"] = encoders.resolve_backend(params.backend, resolve_model(params.model), device,
                                                      stats["precision"])
         encode_seconds = timer.elapsed()
         if params.faiss_factory != "Flat":
-            index = dense.build_faiss(embeddings, params.faiss_factory)
-            dense.save_faiss(index, out / "faiss.index")
+            index = faiss_index.build_faiss(embeddings, params.faiss_factory)
+            faiss_index.save_faiss(index, out / "faiss.index")
             stats["faiss_build_seconds"] = round(timer.elapsed() - encode_seconds, 2)
             if params.recall_sample:
                 # with mine's default search parameters; `hnmine mine --nprobe/--ef-search` changes them
                 defaults = MineParams()
-                searcher = dense.FaissSearch(index, "cpu", defaults.nprobe, defaults.ef_search, embeddings,
-                                             dense.rerank_factor(params.faiss_factory))
+                searcher = faiss_index.FaissSearch(index, "cpu", defaults.nprobe, defaults.ef_search, embeddings,
+                                                   faiss_index.rerank_factor(params.faiss_factory))
                 stats |= recall_at_k(searcher, embeddings, k=10, sample=params.recall_sample)
                 stats["recall_rerank"] = searcher.rerank
                 stats["recall_search"] = {"nprobe": defaults.nprobe, "ef_search": defaults.ef_search}
@@ -156,7 +158,7 @@ def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
     if is_current(out, "dense", identity, inputs_fp) and (out / "embeddings.npy").exists():
         return {"docs_encoded": 0}
     texts = doc_texts(read_table(corpus_path(workdir)))
-    _, stats = dense.encode_corpus(texts, out, encoder_factory(params), identity={**identity, "corpus": inputs_fp["corpus"]},
+    _, stats = embedding_store.encode_corpus(texts, out, encoder_factory(params), identity={**identity, "corpus": inputs_fp["corpus"]},
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
     return stats

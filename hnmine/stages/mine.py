@@ -23,7 +23,7 @@ from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
-from hnmine.retrievers import dense
+from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.stages.common import StageResult, Timer, fingerprints, query_identity, shard_output, shard_slice
 from hnmine.stages.index import bm25_dir, corpus_path, dense_dir
@@ -55,12 +55,12 @@ class _Retrievers:
         if self.kind in ("dense", "hybrid"):
             manifest = read_manifest(dense_dir(workdir) / "manifest.json")
             self.dense_params = manifest["params"]
-            self.embeddings = dense.load_embeddings(dense_dir(workdir))
+            self.embeddings = embedding_store.load_embeddings(dense_dir(workdir))
             backend = manifest["stats"].get("backend", self.dense_params.get("backend", "auto"))
-            self.encoder = dense.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
+            self.encoder = encoders.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
                                          batch_size=min(params.batch_size, 512), normalize=self.dense_params["normalize"], backend=backend,
                                          precision=self.dense_params.get("precision", "auto"))
-            self.dense_index, self.search_kind = dense.open_search(
+            self.dense_index, self.search_kind = faiss_index.open_search(
                 dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings, self.encoder.device,
                 nprobe=params.nprobe, ef_search=params.ef_search)
         if self.kind in ("bm25", "hybrid"):

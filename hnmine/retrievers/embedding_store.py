@@ -1,0 +1,110 @@
+"""The embedding store of a dense index: corpus embeddings encoded in resumable chunks, read memory-mapped.
+
+Layout of `WORKDIR/index/dense/`:
+  plan.json        what the chunks belong to (model, texts, chunking); a changed plan discards them
+  chunks/NNNNN.npy embeddings of the NNNNN-th slice of the length-sorted corpus, written atomically
+  embeddings.npy   float32 [docs x dim] in corpus order, read memory-mapped
+  faiss.index      only for non-Flat factory strings (Flat is searched straight from the memmap;
+                   see `faiss_index`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hnmine.errors import HnmineError
+from hnmine.io.files import atomic_path
+from hnmine.retrievers.encoders import Encoder
+
+
+def _plan_digest(plan: dict) -> str:
+    return hashlib.blake2b(json.dumps(plan, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def encode_corpus(
+    texts: list[str],
+    out_dir: Path,
+    encoder_factory: Callable[[], Encoder],
+    *,
+    identity: dict,
+    prompt: str,
+    chunk_size: int,
+    progress: Callable[[int], None] | None = None,
+    dtype: str = "float32",
+    part: tuple[int, int] | None = None,
+) -> tuple[np.ndarray | None, dict]:
+    """Encode `texts` into `out_dir/embeddings.npy`, resuming from chunks an earlier run saved.
+
+    Texts are encoded longest first (less padding per batch, and an out-of-memory error shows up
+    in the first batch, not after an hour), in chunks of `chunk_size` saved as they finish.
+    `part=(k, n)` encodes only the chunks c with c % n == k and returns (None, stats) without
+    assembling: n workers (Ray tasks) share the encoding, and a last call with no part assembles.
+    """
+    out_dir = Path(out_dir)
+    chunks_dir = out_dir / "chunks"
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    text_digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        text_digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    plan = {"identity": identity, "texts": text_digest.hexdigest(), "count": len(texts), "chunk_size": chunk_size}
+    plan_file = out_dir / "plan.json"
+    if plan_file.exists() and json.loads(plan_file.read_text()).get("digest") != _plan_digest(plan):
+        shutil.rmtree(chunks_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(plan_file) as tmp:
+        tmp.write_text(json.dumps({"digest": _plan_digest(plan), **plan}, indent=2))
+    chunks_dir.mkdir(exist_ok=True)
+
+    n_chunks = (len(texts) + chunk_size - 1) // chunk_size
+    resumed = encoded = 0
+    encoder = None
+    dim = None
+    for c in range(n_chunks):
+        if part is not None and c % part[1] != part[0]:
+            continue
+        positions = order[c * chunk_size:(c + 1) * chunk_size]
+        chunk_file = chunks_dir / f"{c:05d}.npy"
+        if chunk_file.exists():
+            resumed += len(positions)
+        else:
+            if encoder is None:
+                encoder = encoder_factory()
+            vectors = encoder.encode([texts[i] for i in positions], prompt=prompt)
+            with atomic_path(chunk_file) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, vectors)
+            encoded += len(positions)
+        if progress:
+            progress(len(positions))
+
+    if part is not None:
+        return None, {"docs_encoded": encoded, "docs_resumed": resumed}
+    embeddings_file = out_dir / "embeddings.npy"
+    for c in range(n_chunks):
+        vectors = np.load(chunks_dir / f"{c:05d}.npy", mmap_mode="r")
+        if dim is None:
+            dim = vectors.shape[1]
+            with atomic_path(embeddings_file) as tmp:
+                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+                for cc in range(n_chunks):
+                    matrix[order[cc * chunk_size:(cc + 1) * chunk_size]] = np.load(chunks_dir / f"{cc:05d}.npy")
+                matrix.flush()
+                del matrix
+            break
+    if dim is None:
+        raise HnmineError("corpus is empty: nothing to encode", fix="check the corpus file")
+    shutil.rmtree(chunks_dir, ignore_errors=True)
+    return np.load(embeddings_file, mmap_mode="r"), {"docs_encoded": encoded, "docs_resumed": resumed, "dim": dim}
+
+
+def load_embeddings(out_dir: Path) -> np.ndarray:
+    path = Path(out_dir) / "embeddings.npy"
+    if not path.exists():
+        raise HnmineError("no dense embeddings", path=path, fix="run `hnmine index --retrievers dense` first")
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,153 @@
+"""Sentence encoders: sentence-transformers (torch), fed by the Rust tokenizer on a GPU, or ONNX Runtime."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from hnmine.device import TORCH_DTYPES, default_device, resolve_precision
+from hnmine.errors import HnmineError
+from hnmine.packaged.resolve import resolve_model
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(path: str, device: str, max_length: int | None, precision: str = "fp32"):
+    """Loaded once per process: mine, tests and notebooks call the same model many times."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(path, device=device)
+    except OSError as exc:
+        raise HnmineError(f"cannot load model '{path}' ({str(exc).splitlines()[0]})",
+                          fix="pass a local model folder, or a hub name reachable from here") from None
+    # Cast explicitly: a folder saved in fp16 would otherwise load as fp16 on a CPU too.
+    model.to(getattr(torch, TORCH_DTYPES[precision]))
+    if max_length:
+        model.max_seq_length = max_length
+    return model
+
+
+class Encoder:
+    """A sentence-transformers model with the prompts and length limit of one index.
+
+    backend "auto" picks ONNX Runtime on CPU when the model is a local Transformer + Pooling
+    folder (the same numbers as torch to ~1e-7, faster on CPU), and torch everywhere else.
+    """
+
+    def __init__(self, model: str, device: str | None = None, max_length: int | None = None, batch_size: int = 32,
+                 normalize: bool = True, backend: str = "auto", precision: str = "auto"):
+        path = resolve_model(model)
+        device = device or default_device()
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self.backend = resolve_backend(backend, path, device, self.precision)
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.model = self.onnx = self.fast = None
+        if self.backend == "onnx":
+            self.onnx = _load_onnx(path, max_length, batch_size, normalize, self.precision == "int8")
+        else:
+            self.model = _load_model(path, device, max_length, self.precision)
+            if device.startswith("cuda") and Path(path).is_dir():
+                try:
+                    self.fast = PrefetchTorchEncoder(self.model, Path(path), max_length, batch_size, normalize)
+                except HnmineError:  # not a plain Transformer + Pooling folder: sentence-transformers' encode
+                    pass
+
+    def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        if self.model is None:
+            return self.onnx.encode(texts, prompt=prompt)
+        if self.fast is not None:
+            return self.fast.encode(texts, prompt=prompt)
+        if not texts:
+            return np.zeros((0, int(self.model.get_sentence_embedding_dimension())), dtype=np.float32)
+        return self.model.encode(
+            texts, batch_size=self.batch_size, prompt=prompt or None, normalize_embeddings=self.normalize,
+            convert_to_numpy=True, show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+
+
+class PrefetchTorchEncoder:
+    """sentence-transformers' forward pass fed by the Rust tokenizer, one batch ahead in a thread.
+
+    On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (3.6k docs/s on
+    an H200 machine, the forward pass alone 49.5k: docs/gpu.md). Here `tokenizers.encode_batch`
+    (all cores, no GIL) prepares the next AHEAD batches in threads while the GPU runs batch k: with
+    one batch ahead an H200 machine reached 15.2k docs/s, the Rust tokenizer's parallelism spent on
+    one 512-text call at a time. Same modules, same vectors.
+    """
+
+    AHEAD = 4
+
+    def __init__(self, model, path: Path, max_length: int | None, batch_size: int, normalize: bool):
+        from hnmine.retrievers.onnx_encoder import RustTokenizer, _modules
+
+        _modules(path)
+        self.model = model
+        self.tokenizer = RustTokenizer(path, max_length or model.max_seq_length)
+        self.batch_size = batch_size
+        self.normalize = normalize
+
+    def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        if not texts:
+            return np.zeros((0, int(self.model.get_sentence_embedding_dimension())), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[s:s + self.batch_size] for s in range(0, len(texts), self.batch_size)]
+        device = self.model.device
+        outputs = []
+        with ThreadPoolExecutor(max_workers=self.AHEAD) as pool, torch.inference_mode():
+            pending = deque(pool.submit(self.tokenizer.arrays, [texts[i] for i in batch]) for batch in batches[:self.AHEAD])
+            for k in range(len(batches)):
+                arrays = pending.popleft().result()
+                if k + self.AHEAD < len(batches):
+                    pending.append(pool.submit(self.tokenizer.arrays, [texts[i] for i in batches[k + self.AHEAD]]))
+                features = {name: torch.from_numpy(value).to(device, non_blocking=True) for name, value in arrays.items()}
+                vectors = self.model(features)["sentence_embedding"].float()
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                outputs.append(vectors)
+        out = np.empty((len(texts), outputs[0].shape[1]), dtype=np.float32)
+        out[order] = torch.cat(outputs).cpu().numpy()
+        return out
+
+
+def resolve_backend(backend: str, model_path: str, device: str, precision: str = "fp32") -> str:
+    if backend != "auto":
+        if backend == "onnx" and precision not in ("fp32", "int8"):
+            raise HnmineError(f"the ONNX encoder runs in fp32 or int8, not {precision}",
+                              fix="use --precision fp32 or int8 with --backend onnx, or --backend torch")
+        if backend == "torch" and precision == "int8":
+            raise HnmineError("--precision int8 needs the ONNX encoder", fix="use --backend onnx (or auto) on a CPU")
+        return backend
+    if precision == "int8":
+        if not device.startswith("cpu") or not Path(model_path).is_dir():
+            raise HnmineError("--precision int8 runs through ONNX Runtime on a CPU, from a local model folder",
+                              fix="use --device cpu with a sentence-transformers folder, or --precision fp16 on a GPU")
+        return "onnx"
+    if not device.startswith("cpu") or precision != "fp32" or not Path(model_path).is_dir():
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+
+        from hnmine.retrievers.onnx_encoder import _modules
+
+        _modules(Path(model_path))
+    except (ImportError, HnmineError):
+        return "torch"
+    return "onnx"
+
+
+@functools.lru_cache(maxsize=2)
+def _load_onnx(path: str, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False):
+    from hnmine.retrievers.onnx_encoder import OnnxSentenceEncoder
+
+    return OnnxSentenceEncoder(path, max_length=max_length, batch_size=batch_size, normalize=normalize, int8=int8)
