@@ -197,7 +197,7 @@ def report_command(
     seed: int = typer.Option(42, "--seed", help="seed of the query sample"),
 ) -> None:
     """Write a page that shows what was mined: score histograms, ranks, drops per rule, stages and sample queries."""
-    from hnmine.report import write_report
+    from hnmine.report.write import write_report
 
     result = write_report(workdir, output=output, fmt=fmt, sample=sample, seed=seed)
     typer.echo(f"report: wrote {result.path} ({result.format}, {result.queries_sampled} of {result.queries} queries sampled)")

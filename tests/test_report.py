@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from hnmine.cli import app
 from hnmine.config import DataParams, ExportParams, FilterParams, MineParams, ScoreParams
-from hnmine.report import SECTIONS
+from hnmine.report.data import SECTIONS
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.mine import mine
