@@ -176,8 +176,8 @@ def judge_throughput(workdir: Path, n_pairs: int) -> list[str]:
     """Both judge backends on the same pairs: the first n of the scifact table (positives and candidates)."""
     from llama_server import MODEL_ALIAS, LlamaServer
 
-    from hnmine.io.files import read_table
     from hnmine import prompts
+    from hnmine.io.files import read_table
     from hnmine.scorers import judge
     from hnmine.text import document_text
 

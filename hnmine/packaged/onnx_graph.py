@@ -23,6 +23,7 @@ import numpy as np
 
 from hnmine.errors import HnmineError
 
+
 def _require_onnx():
     try:
         import onnx

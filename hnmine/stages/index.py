@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 
 from hnmine import schema
 from hnmine.config import DataParams, IndexParams, MineParams
+from hnmine.device import default_device, resolve_precision
 from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
-from hnmine.device import default_device, resolve_precision
 from hnmine.packaged.resolve import resolve_model
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
