@@ -13,28 +13,23 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import load_beir, machine_line, splice_section
 from rank_bm25 import BM25Okapi
 
-from hnmine.io.readers import read_corpus, read_qrels, read_queries
 from hnmine.metrics import ndcg_at_k, recall_at_k
 from hnmine.retrievers.bm25 import BM25Index
-from hnmine.text import document_text
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
 DOCS = ROOT / "docs" / "benchmarks.md"
 COMMAND = ".venv/bin/python scripts/bench_bm25.py"
-BEGIN, END = "<!-- BEGIN bm25 -->", "<!-- END bm25 -->"
 
 DEFAULTS = {"method": "lucene", "k1": 1.2, "b": 0.75, "stemmer": "english", "stopwords": "en"}
 SWEEP = [(method, k1, b) for method in ("lucene", "robertson") for k1 in (0.9, 1.2, 1.5) for b in (0.4, 0.75)]
@@ -64,25 +59,15 @@ class EvalSet:
 
 
 def load_corpus(name: str, prefix: str = "") -> Corpus:
-    table, _ = read_corpus(DATA / name / "corpus.jsonl.gz")
-    titles, texts = table.column("title").to_pylist(), table.column("text").to_pylist()
-    return Corpus(
-        doc_ids=[prefix + doc_id for doc_id in table.column("doc_id").to_pylist()],
-        texts=[document_text(title, text) for title, text in zip(titles, texts)],
-    )
+    data = load_beir(name, doc_prefix=prefix)
+    return Corpus(doc_ids=data.doc_ids, texts=data.texts)
 
 
 def load_eval_set(name: str, split: str = "test") -> EvalSet:
     """Corpus, the queries that have qrels in `split`, and those qrels."""
-    corpus = load_corpus(name)
-    queries, _ = read_queries(DATA / name / "queries.jsonl.gz")
-    query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
-    table, _ = read_qrels(DATA / name / "qrels" / f"{split}.tsv", set(query_text), set(corpus.doc_ids))
-    qrels: dict[str, dict[str, float]] = {}
-    for qid, did, rel in zip(*(table.column(c).to_pylist() for c in ("query_id", "doc_id", "relevance"))):
-        qrels.setdefault(qid, {})[did] = rel
-    query_ids = [qid for qid in query_text if qid in qrels]
-    return EvalSet(corpus, query_ids, [query_text[qid] for qid in query_ids], qrels)
+    data = load_beir(name, split)
+    query_ids = [qid for qid in data.query_text if qid in data.qrels]
+    return EvalSet(Corpus(data.doc_ids, data.texts), query_ids, [data.query_text[qid] for qid in query_ids], data.qrels)
 
 
 def concat_corpora(names: list[str], copies: int = 1) -> Corpus:
@@ -206,21 +191,6 @@ def print_speed(label: str, s: dict) -> None:
 # ---------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine_line() -> str:
-    return (f"{os.cpu_count()}-core CPU, {cpu_model()}, Python {platform.python_version()}, "
-            f"bm25s {version('bm25s')}, rank-bm25 {version('rank-bm25')}")
-
-
 def _x(slow: float, fast: float) -> str:
     return f"{slow / fast:.1f}x"
 
@@ -232,7 +202,7 @@ def render(quality: list[dict], rank_quality: tuple[float, float], speed: dict, 
     verdict = "within" if abs(delta) <= TOLERANCE else "OUTSIDE"
     lines = [
         f"- Command: `{COMMAND}`",
-        f"- Machine: {machine_line()}",
+        f"- Machine: {machine_line(packages=('bm25s', 'rank-bm25'))}",
         f"- Date: {datetime.date.today().isoformat()}",
         "",
         f"Times are wall-clock seconds. 1-minute load average at start / end of the run: {load[0]:.2f} / "
@@ -305,15 +275,6 @@ def render(quality: list[dict], rank_quality: tuple[float, float], speed: dict, 
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: markers {BEGIN} / {END} not found")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -353,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + body + "\n")
     print(f"total {time.perf_counter() - started:.0f} s")
     if not args.no_write:
-        write_section(DOCS, body)
+        splice_section(DOCS, "bm25", body)
         print(f"wrote {DOCS}")
     return 0
 

@@ -12,38 +12,19 @@ Writes between `<!-- BEGIN judge_ranking -->` and `<!-- END judge_ranking -->`.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import REPO, load_beir, splice_section
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- BEGIN judge_ranking -->", "<!-- END judge_ranking -->"
 SETS = ("adi", "scifact", "nfcorpus", "medline-glasgow")
 
 
 def load(name: str):
-    from hnmine.text import document_text
-
-    def rows(file):
-        with gzip.open(DATA / name / file, "rt") as handle:
-            return [json.loads(line) for line in handle]
-
-    corpus = {str(r["_id"]): document_text(r.get("title"), r.get("text")) for r in rows("corpus.jsonl.gz")}
-    queries = {str(r["_id"]): r["text"] for r in rows("queries.jsonl.gz")}
-    positives: dict[str, list[str]] = {}
-    for line in (DATA / name / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        q, d, s = line.split("\t")[:3]
-        if float(s) >= 1 and q in queries and d in corpus:
-            positives.setdefault(q, []).append(d)
-    return corpus, queries, positives
+    data = load_beir(name, "test")
+    return data.text_of(), data.query_text, {q: list(docs) for q, docs in data.qrels.items()}
 
 
 def sample(data, n_queries: int, seed: int) -> list[tuple[str, str, str]]:
@@ -96,11 +77,7 @@ def main() -> None:
         "|---|---|---|---|",
         *[f"| {mode} | {name} | {n} | {' / '.join(f'{100 * w:.0f} %' for w in wins)} |" for mode, name, n, wins in rows],
     ]
-    text = DOC.read_text()
-    if BEGIN not in text:
-        text = text.rstrip() + f"\n\n## Local judge: positives against random documents\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(f"{head}{BEGIN}\n" + "\n".join(lines) + f"\n{END}{rest.split(END, 1)[1]}")
+    splice_section(DOC, "judge_ranking", "\n".join(lines), heading="Local judge: positives against random documents")
     print("\n".join(lines))
 
 

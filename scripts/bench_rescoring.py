@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from _common import (
+    DATA,
+    JUDGE_ALIAS,
+    REPO,
+    LlamaServer,
+    beir_subset,
+    load_beir,
+    machine_line,
+    splice_section,
+    today,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-DATA = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- BEGIN rescoring -->", "<!-- END rescoring -->"
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -53,24 +57,19 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 def mined_workdir(root: Path, dataset: str, split: str, queries: int, top_k: int, seed: int = 0) -> tuple[Path, dict]:
     """index + mine over a seeded sample of a BEIR split's queries (the whole corpus)."""
-    from conftest import read_jsonl, read_qrels, write_beir
-
     from hnmine.config import DataParams, IndexParams, MineParams
     from hnmine.stages.index import index
     from hnmine.stages.mine import mine
 
-    source = DATA / dataset
-    qrels = read_qrels(source / "qrels" / f"{split}.tsv")
-    labeled = sorted({q for q, _, s in qrels if s >= 1})
+    source = load_beir(dataset, split)
+    labeled = sorted(source.qrels)
     chosen = set(np.random.default_rng(seed).choice(labeled, size=min(queries, len(labeled)), replace=False).tolist())
-    beir = write_beir(root / f"{dataset}-beir", read_jsonl(source / "corpus.jsonl.gz"),
-                      [q for q in read_jsonl(source / "queries.jsonl.gz") if q["_id"] in chosen],
-                      [r for r in qrels if r[0] in chosen], split=split)
+    beir = beir_subset(DATA / dataset, root / f"{dataset}-beir", chosen, split=split)
     workdir = root / f"{dataset}-work"
     data = DataParams(beir=beir, split=split)
     index(workdir, data, IndexParams(), progress=False)
     mine(workdir, data, MineParams(top_k=top_k), progress=False)
-    return workdir, {"queries": len(chosen), "docs": len(read_jsonl(source / "corpus.jsonl.gz"))}
+    return workdir, {"queries": len(chosen), "docs": len(source.doc_ids)}
 
 
 def scored_table(workdir: Path) -> pl.DataFrame:
@@ -174,8 +173,6 @@ def throughput(root: Path, queries: int) -> list[str]:
 
 def judge_throughput(workdir: Path, n_pairs: int) -> list[str]:
     """Both judge backends on the same pairs: the first n of the scifact table (positives and candidates)."""
-    from llama_server import MODEL_ALIAS, LlamaServer
-
     from hnmine import prompts
     from hnmine.io.files import read_table
     from hnmine.scorers import judge
@@ -197,7 +194,7 @@ def judge_throughput(workdir: Path, n_pairs: int) -> list[str]:
                  len(pairs) / (time.perf_counter() - began), int(np.isnan(values).sum())))
     server = LlamaServer(Path(tempfile.mkdtemp())).start()
     try:
-        http = judge.HttpJudge(server.base_url, MODEL_ALIAS, concurrency=2, **prompt)
+        http = judge.HttpJudge(server.base_url, JUDGE_ALIAS, concurrency=2, **prompt)
         began = time.perf_counter()
         values = http.score(pairs)
         rows.append(("http: llama-cpp-python 0.3.36 server on loopback, SmolLM2-135M-Instruct Q4_1 GGUF",
@@ -214,14 +211,6 @@ def judge_throughput(workdir: Path, n_pairs: int) -> list[str]:
     ]
 
 
-def write_section(body: str) -> None:
-    text = DOC.read_text()
-    if BEGIN not in text:
-        text = text.rstrip() + f"\n\n## Rescoring: cross-encoder and LLM judge\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--auc-queries", type=int, default=100)
@@ -230,7 +219,6 @@ def main() -> None:
     parser.add_argument("--skip-judge", action="store_true")
     parser.add_argument("--root", type=Path, default=None, help="work folder to use (and reuse: finished stages are kept)")
     args = parser.parse_args()
-    import torch
 
     root = args.root or Path(tempfile.mkdtemp(prefix="hnmine-rescoring-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -242,14 +230,14 @@ def main() -> None:
     body = "\n".join([
         "- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_rescoring.py "
         f"--auc-queries {args.auc_queries} --speed-queries {args.speed_queries} --judge-pairs {args.judge_pairs}`",
-        f"- Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
-        f"torch {torch.__version__}; 1-minute load average at start / end: {load:.2f} / {os.getloadavg()[0]:.2f}",
-        f"- Date: {time.strftime('%Y-%m-%d')}",
+        f"- Machine: {machine_line(packages=('torch',))}; 1-minute load average at start / end: "
+        f"{load:.2f} / {os.getloadavg()[0]:.2f}",
+        f"- Date: {today()}",
         "", "### Does the cross-encoder separate positives from hard candidates better than the retriever?", "",
         *quality_lines, "", "### Cross-encoder throughput", "", *speed_lines,
         *(["", "### Judge throughput", "", *judge_lines] if judge_lines else []),
     ])
-    write_section(body)
+    splice_section(DOC, "rescoring", body, heading="Rescoring: cross-encoder and LLM judge")
     print(body)
     if args.root is None:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,11 +1,11 @@
-"""Peak memory and wall time of every stage at 10k, 100k and 1M documents (issue 6, docs/scale.md).
+"""Peak memory and wall time of every stage at 10k, 100k and 1M documents (docs/scale.md).
 
 The corpus is synthetic: passages of 2-3 sentences drawn from the shared BEIR sets (about an MS MARCO
 passage each), a fixed number of queries (the opening words of one positive each). The embeddings
 are random but seeded and clustered like real ones (a point = one of 4096 centres + noise), so
 the retrieval stages do real work without encoding a million passages on a CPU; they are imported
 with `hnmine index --embeddings`. Each stage runs as its own `hnmine` process, and its peak RSS is
-that process's ru_maxrss. The query count stays fixed while the corpus grows 100-fold, so memory
+measured by `_common.measure` (polled RSS of it and its children, or its ru_maxrss if larger). The query count stays fixed while the corpus grows 100-fold, so memory
 that grows with the corpus shows, and memory that would grow with queries x corpus would too.
 
     .venv/bin/python scripts/bench_scale.py --root /tmp/scale [--sizes 10000 100000 1000000] [--queries 5000]
@@ -22,24 +22,15 @@ import json
 import os
 import platform
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import DATA, REPO, machine_line, measure, splice_section, today
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-DATA = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "scale.md"
 RESULTS = REPO / "docs" / "results" / "scale.json"
-BEGIN, END = "<!-- BEGIN scale -->", "<!-- END scale -->"
 DIM = 384
 HNMINE = str(REPO / ".venv" / "bin" / "hnmine")
-# a child that runs one command and reports its own peak RSS (ru_maxrss of its only child, in KiB)
-MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.run(sys.argv[1:]).returncode; "
-           "print('MEASURE', rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)")
 
 
 def sentences_file(root: Path) -> Path:
@@ -75,16 +66,11 @@ def clustered_embeddings(path: Path, n: int, seed: int = 0, block: int = 100_000
 
 
 def measured(cmd: list[str], log: Path) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    with open(log, "w") as handle:
-        proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], stdout=handle, stderr=subprocess.PIPE, text=True, env=env)
-    handle_text = proc.stderr
-    log.with_suffix(".err").write_text(handle_text)
-    line = [ln for ln in handle_text.splitlines() if ln.startswith("MEASURE")][-1].split()
-    rc, seconds, rss_kib = int(line[1]), float(line[2]), int(line[3])
-    if rc != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({rc}); see {log.with_suffix('.err')}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(rss_kib / 1024, 1)}
+    """Seconds and peak RSS (MB) of one stage process, measured as every script measures (`_common.measure`)."""
+    result = measure(cmd, log, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    if result["rc"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({result['rc']}); see {result['stderr_path']}")
+    return {"seconds": round(result["wall_s"], 2), "peak_rss_mb": round(result["peak_rss"] / 2**20, 1)}
 
 
 def manifest_stats(path: Path) -> dict:
@@ -132,7 +118,6 @@ def run_size(root: Path, n_docs: int, n_queries: int, ann: list[str]) -> dict:
 
 def wider_recall(work: Path, factory: str) -> dict:
     """recall@10 of the saved index with wider search settings than mine's defaults (same sample)."""
-    sys.path.insert(0, str(REPO))
     from hnmine.retrievers import embedding_store, faiss_index
     from hnmine.retrievers.imported import recall_at_k
 
@@ -156,8 +141,7 @@ def write_doc(results: list[dict], args) -> None:
     lines = [
         f"- Command: `.venv/bin/python scripts/bench_scale.py --root DIR --sizes {' '.join(map(str, args.sizes))} "
         f"--queries {args.queries}`",
-        f"- Machine: {os.cpu_count()}-core CPU, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-        f"no GPU, Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        f"- Machine: {machine_line()}, no GPU; date {today()}",
         f"- {args.queries} queries at every size; embeddings: {DIM}-d, random but seeded and clustered, imported with "
         "`--embeddings` (float32); mine: exact search (Flat), top 50; score: none; filter: ranks 6+, 5 negatives; "
         "export: n-tuple. Each stage is its own process; peak RSS is that process's.",
@@ -183,9 +167,7 @@ def write_doc(results: list[dict], args) -> None:
                 lines.append(f"| {r['docs']:,} | `{key[6:]}` ({params}) | {v['build_seconds']} s | {v['seconds']:.1f} s | "
                              f"{v['peak_rss_mb']:.0f} MB | {v['recall@10']} | {wider} |")
     body = "\n".join(lines)
-    text = DOC.read_text() if DOC.exists() else f"# hnmine at scale\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
+    splice_section(DOC, "scale", body, title="hnmine at scale")
     print(body)
 
 

@@ -32,14 +32,14 @@ import sys
 import time
 from pathlib import Path
 
+from _common import REPO, cpu_cores, cpu_model, measure, splice_section
+
 # Heavy imports (psutil, polars, pyarrow, torch, sentence-transformers) stay inside functions, so the
 # ST child pays for exactly what mine_hard_negatives needs, not for the parent's tooling.
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 DEFAULT_SCRATCH = REPO / "work" / "bench"
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- BEGIN vs_st -->", "<!-- END vs_st -->"
 
 DATASETS = {
     # name: (folder under the data root, qrels split)
@@ -51,7 +51,6 @@ NUM_NEGATIVES = 5
 BATCH_SIZE = 32
 DEVICE = "cpu"
 TOP_K = 50  # hnmine candidates per query (its default); the filter takes the best NUM_NEGATIVES
-POLL_SECONDS = 0.1
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -142,44 +141,6 @@ def prepare(name: str, data_root: Path, scratch: Path, max_queries: int | None, 
 
 
 # ------------------------------------------------------------------------------------ measurement
-
-
-def measure(cmd: list[str], log_stem: Path, env: dict[str, str]) -> dict:
-    """Run `cmd` to completion; wall seconds, peak RSS (bytes) of it and its descendants, exit code."""
-    import subprocess
-
-    import psutil
-
-    out_path, err_path = (log_stem.with_name(log_stem.name + suffix) for suffix in (".stdout.txt", ".stderr.txt"))
-    peak = 0
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
-        proc = psutil.Process(child.pid)
-        while True:
-            # wait4 (not Popen.poll) so the child's own rusage comes back with its exit status
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            try:
-                rss = proc.memory_info().rss
-                for sub in proc.children(recursive=True):
-                    try:
-                        rss += sub.memory_info().rss
-                    except psutil.Error:
-                        pass
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(POLL_SECONDS)
-        wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    rss_from_rusage = usage.ru_maxrss * 1024  # Linux: KiB
-    return {
-        "cmd": cmd, "wall_s": wall, "peak_rss": max(peak, rss_from_rusage), "peak_rss_polled": peak,
-        "peak_rss_rusage": rss_from_rusage, "rc": child.returncode,
-        "stdout": out_path.read_text(), "stderr": err_path.read_text(), "stdout_path": out_path, "stderr_path": err_path,
-    }
 
 
 def check(result: dict, what: str) -> None:
@@ -408,22 +369,13 @@ def fn_cell(fn: tuple[float | None, int, int]) -> str:
 def machine() -> dict:
     from importlib import metadata
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = {}
     for pkg in ("hnmine", "sentence-transformers", "torch", "transformers", "datasets", "faiss-cpu"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": cores, "versions": versions, "python": sys.version.split()[0]}
+    return {"cpu": cpu_model(), "cores": cpu_cores(), "versions": versions, "python": sys.version.split()[0]}
 
 
 def table_rows(results: list[dict]) -> list[list[str]]:
@@ -526,15 +478,6 @@ def markdown(results: list[dict], command: str, info: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text()
-    if BEGIN not in doc or END not in doc or doc.index(BEGIN) > doc.index(END):
-        raise SystemExit(f"{DOC}: markers {BEGIN} / {END} not found")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-
-
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -590,7 +533,7 @@ def main(argv: list[str]) -> None:
     elif subset and not args.write_anyway:
         print("subset run (--max-queries/--max-docs): docs/benchmarks.md left as it is (--write-anyway to write)")
     else:
-        write_section(markdown(results, command, info))
+        splice_section(DOC, "vs_st", markdown(results, command, info))
         print(f"wrote the vs_st section of {DOC}")
 
 
