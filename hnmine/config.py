@@ -161,7 +161,7 @@ class ScoreParams(StageParams):
         """What determines a score (the cache key's first part)."""
         if self.scorer == "cross-encoder":
             identity = {"scorer": self.scorer, "model": self.model, "backend": self.backend, "max_length": self.max_length}
-            # ONNX scores no longer depend on the batch (OnnxCrossEncoder): scores cached before are not reused
+            # the key marks ONNX scores batch-invariant (OnnxCrossEncoder runs pairs alone): scores a batched run cached are not reused
             return identity | ({"batch_invariant": True} if self.backend == "onnx" else {})
         if self.scorer == "judge":
             if self.judge_mode == "query-likelihood":

@@ -71,13 +71,12 @@ class Encoder:
 
 
 class PrefetchTorchEncoder:
-    """sentence-transformers' forward pass fed by the Rust tokenizer, one batch ahead in a thread.
+    """sentence-transformers' forward pass fed by the Rust tokenizer, AHEAD batches ahead in threads.
 
-    On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (3.6k docs/s on
-    an H200 machine, the forward pass alone 49.5k: docs/gpu.md). Here `tokenizers.encode_batch`
-    (all cores, no GIL) prepares the next AHEAD batches in threads while the GPU runs batch k: with
-    one batch ahead an H200 machine reached 15.2k docs/s, the Rust tokenizer's parallelism spent on
-    one 512-text call at a time. Same modules, same vectors.
+    On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (docs/gpu.md: 3.6k
+    docs/s on an H200, the forward pass alone 49.5k). Here `tokenizers.encode_batch` (all cores, no
+    GIL) prepares the next AHEAD batches in threads while the GPU runs batch k. Same modules, same
+    vectors.
     """
 
     AHEAD = 4

@@ -22,7 +22,7 @@ class TorchExactSearch:
     The re-scoring runs on the GPU from an fp32 copy of the matrix when that fits in half the free
     GPU memory (13.5 GB for 8.8M x 384): on an H200, gathering the rows from the memory-mapped file
     on the CPU took most of the search time (1M docs, 50k queries: 3.6 s, 1.39e10 products/s).
-    Otherwise the rows come from the memory-mapped file as before.
+    Otherwise the rows come from the memory-mapped file.
     """
 
     BLOCK = 262_144
