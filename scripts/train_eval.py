@@ -33,6 +33,7 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,8 @@ TOP_CLEAN = {"rank_min": 1, "rank_max": 40, "margin": -2.0, "sampling": "top"}
 def read_jsonl(path: Path) -> list[dict]:
     import gzip
 
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
@@ -455,20 +457,517 @@ def paired_run(args, files: dict[str, Path], corpus, queries, train, test) -> No
         write_paired_doc(results, args, pairs, dropped)
 
 
+# ------------------------------------------------------------------------------------ nfcorpus protocol
+
+NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
+SCIFACT = REPO.parent / "shared" / "data" / "scifact"
+# arms of the nfcorpus protocol; each hnmine-* arm is a filter recipe over the same scored candidates
+NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-top-clean", "hnmine-deep", "hnmine-relabel"]
+NF_RECIPES = {
+    "hnmine-rec": "recommended",
+    "hnmine-top-clean": TOP_CLEAN,
+    # the recommended false-negative rule, the hardest survivors below dense rank 20 (far from the
+    # query's neighbourhood, where nfcorpus' unlabeled positives crowd)
+    "hnmine-deep": {"rank_min": 21, "rank_max": 50, "margin": -2.0, "sampling": "top"},
+    # the recommended recipe, and candidates the cross-encoder rates as likely as the positive set
+    # aside as extra positives (RocketQA denoising): rows (query, likely positive, negatives) are added
+    "hnmine-relabel": "recommended+relabel",
+}
+# arms whose negatives leave some queries without k of them (mine_hard_negatives drops those rows):
+# they train on the paired batches minus the rows they lack
+SPARSE_ARMS = {"st-ce-margin"}
+
+
+@dataclass
+class EvalSet:
+    name: str
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    relevant: dict[str, set[str]]
+
+
+@dataclass
+class NfProtocol:
+    """nfcorpus train with one visible positive per query (its first qrels line) and every other
+    labeled train positive hidden from every arm; evaluated on nfcorpus test (full qrels) and on
+    scifact test (transfer)."""
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    visible: dict[str, str]          # train query -> its visible positive, in qrels order
+    labeled: dict[str, set[str]]     # train query -> every labeled train positive (the hidden labels)
+    evals: list[EvalSet]
+    train_total: int                 # nfcorpus train queries with a positive, before sampling
+
+
+def _qrels_lines(path: Path) -> list[tuple[str, str, float]]:
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()[1:]
+    return [(q, d, float(s)) for q, d, s in (line.split("\t") for line in lines if line.strip())]
+
+
+def _beir(folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+    from hnmine.text import document_text
+
+    corpus = {str(d["_id"]): document_text(d.get("title"), d.get("text")) for d in read_jsonl(folder / "corpus.jsonl.gz")}
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl.gz")}
+    return corpus, queries
+
+
+def _relevant(lines) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for q, d, s in lines:
+        if s >= 1:
+            out.setdefault(q, set()).add(d)
+    return out
+
+
+def nf_protocol(train_queries: int | None, subset_seed: int) -> NfProtocol:
+    """The training queries: all of nfcorpus train, or a seeded sample of train_queries of them (in
+    qrels order), each with its first qrels line as the one visible positive."""
+    import random
+
+    corpus, queries = _beir(NFCORPUS)
+    lines = _qrels_lines(NFCORPUS / "qrels" / "train.tsv.gz")
+    visible: dict[str, str] = {}
+    for q, d, s in lines:
+        if s >= 1 and q in queries and d in corpus:
+            visible.setdefault(q, d)
+    total = len(visible)
+    if train_queries and train_queries < len(visible):
+        chosen = set(random.Random(subset_seed).sample(sorted(visible), train_queries))
+        visible = {q: d for q, d in visible.items() if q in chosen}
+    labeled = {q: ds for q, ds in _relevant(lines).items() if q in visible}
+    sci_corpus, sci_queries = _beir(SCIFACT)
+    evals = [
+        EvalSet("nfcorpus-test", corpus, queries, _relevant(_qrels_lines(NFCORPUS / "qrels" / "test.tsv"))),
+        EvalSet("scifact-test", sci_corpus, sci_queries, _relevant(_qrels_lines(SCIFACT / "qrels" / "test.tsv"))),
+    ]
+    return NfProtocol(corpus, queries, visible, labeled, evals, total)
+
+
+def nf_beir(proto: NfProtocol, folder: Path) -> Path:
+    """A BEIR folder of what every arm may see: the corpus, the training queries, their visible positive."""
+    if (folder / "qrels" / "train.tsv").exists():
+        return folder
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w") as out:
+        out.writelines(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in proto.corpus.items())
+    with open(folder / "queries.jsonl", "w") as out:
+        out.writelines(json.dumps({"_id": q, "text": proto.queries[q]}) + "\n" for q in proto.visible)
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in proto.visible.items()))
+    return folder
+
+
+def recipe_options(recipe) -> dict:
+    """A recipe's filter options: configs/recommended.toml's [filter] for "recommended"."""
+    if isinstance(recipe, dict):
+        return dict(recipe)
+    import tomllib
+
+    options = tomllib.loads((REPO / "configs" / "recommended.toml").read_text())["filter"]
+    options = {k: v for k, v in options.items() if k != "num_negatives"}
+    if recipe == "recommended+relabel":
+        options["likely_positive"] = 0.9
+    return options
+
+
+def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_length: int, arms: list[str]) -> dict[str, dict]:
+    """Each arm's negatives as {query id: [doc ids]} (and, for relabeling, its extra positives), mined
+    from the nfcorpus corpus with only the visible positives: hnmine's stages over one work dir, and
+    sentence-transformers' mine_hard_negatives. Every stage is cached in root."""
+    import polars as pl
+
+    from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
+    from hnmine.stages.export import export
+    from hnmine.stages.filter import filter_stage
+    from hnmine.stages.index import index
+    from hnmine.stages.mine import mine
+    from hnmine.stages.score import score
+
+    beir = nf_beir(proto, root / "beir")
+    data = DataParams(beir=beir, split="train")
+    work = root / "work"
+    index(work, data, IndexParams(retrievers=["dense"]), progress=True)
+    mine(work, data, MineParams(retriever="dense", top_k=50), progress=True)
+    score_params = ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length)
+    score(work, score_params, progress=True)
+    out: dict[str, dict] = {}
+    for arm in arms:
+        if arm not in NF_RECIPES:
+            continue
+        options = recipe_options(NF_RECIPES[arm])
+        filter_stage(work, FilterParams(num_negatives=k, **options), progress=False)
+        ids_file = root / f"{arm}.ids.parquet"
+        export(work, ExportParams(format="ids", output=ids_file, extra_positives="likely_positive" in options),
+               progress=False)
+        table = pl.read_parquet(ids_file)
+        out[arm] = {"negatives": dict(zip(table["query_id"], (list(x) for x in table["negative_ids"]))),
+                    "extra_positives": {q: [d for d in ids if d != proto.visible[q]]
+                                        for q, ids in zip(table["query_id"], table["positive_ids"])}}
+    candidates = pl.read_ipc(work / "candidates.arrow").select("query_id", "doc_id", "rank").sort("query_id", "rank")
+    if "oracle" in arms:
+        hidden = {q: {proto.corpus[d] for d in ds} for q, ds in proto.labeled.items()}
+        oracle: dict[str, list[str]] = {}
+        for q, d in zip(candidates["query_id"], candidates["doc_id"]):
+            kept = oracle.setdefault(q, [])
+            if len(kept) < k and d not in proto.labeled[q] and proto.corpus[d] not in hidden[q]:
+                kept.append(d)
+        out["oracle"] = {"negatives": {q: ds for q, ds in oracle.items() if len(ds) == k}}
+    for arm, options in (("st-default", {}), ("st-ce-margin", {"relative_margin": 0.05, "cross_encoder": "CE"})):
+        if arm in arms:
+            out[arm] = {"negatives": st_negatives(proto, root, arm, k, options, work, score_params)}
+    out["_ranks"] = {(q, d): r for q, d, r in candidates.iter_rows()}
+    return out
+
+
+def st_negatives(proto: NfProtocol, root: Path, arm: str, k: int, options: dict, work: Path, score_params) -> dict[str, list[str]]:
+    """mine_hard_negatives over the same visible pairs and corpus (its n-tuple output mapped back to
+    ids by text), cached as root/ARM.json. "CE" is the cross-encoder hnmine scores with, through the
+    work dir's score cache (bench_quality.CachedCrossEncoder)."""
+    cached = root / f"{arm}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    from bench_quality import CachedCrossEncoder
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    order = list(proto.visible)
+    dataset = Dataset.from_dict({"anchor": [proto.queries[q] for q in order],
+                                 "positive": [proto.corpus[proto.visible[q]] for q in order]})
+    texts = list(proto.corpus.values())
+    id_of_text = {}
+    for d, t in proto.corpus.items():
+        id_of_text.setdefault(t, d)
+    options = {key: (CachedCrossEncoder(work, score_params) if v == "CE" else v) for key, v in options.items()}
+    model = SentenceTransformer(model_path(), device="cpu")
+    began = time.perf_counter()
+    result = mine_hard_negatives(dataset, model, corpus=texts, num_negatives=k, output_format="n-tuple",
+                                 batch_size=32, verbose=False, cache_folder=str(root / "st-embeddings"), **options)
+    print(f"{arm}: mine_hard_negatives {len(result)} rows in {time.perf_counter() - began:.0f} s", flush=True)
+    query_of_text = {proto.queries[q]: q for q in order}
+    negatives = {query_of_text[row["anchor"]]: [id_of_text[row[f"negative_{i}"]] for i in range(1, k + 1)]
+                 for row in result}
+    cached.write_text(json.dumps(negatives))
+    return negatives
+
+
+def nf_rows(proto: NfProtocol, mined: dict[str, dict], arms: list[str], k: int):
+    """Paired rows: every arm's row of a query holds the same anchor and visible positive; the queries
+    are those every arm outside SPARSE_ARMS has k negatives for, in qrels order. Relabeling arms add
+    a row (query, likely positive, the same negatives) per extra positive after the query's row."""
+    dense = [arm for arm in arms if arm != "none" and arm not in SPARSE_ARMS]
+    queries = [q for q in proto.visible if all(len(mined[arm]["negatives"].get(q, [])) == k for arm in dense)]
+    rows: dict[str, list[dict]] = {}
+    for arm in arms:
+        arm_rows = []
+        for q in queries:
+            base = {"anchor": proto.queries[q], "positive": proto.corpus[proto.visible[q]], "_query": q}
+            if arm == "none":
+                arm_rows.append(base)
+                continue
+            negatives = mined[arm]["negatives"].get(q)
+            if not negatives or len(negatives) < k:
+                continue  # a sparse arm lacks this row
+            negs = {f"negative_{i + 1}": proto.corpus[d] for i, d in enumerate(negatives)}
+            arm_rows.append(base | negs | {"_negatives": negatives})
+            for extra in mined[arm].get("extra_positives", {}).get(q, []):
+                arm_rows.append(base | {"positive": proto.corpus[extra], "_extra": True} | negs | {"_negatives": negatives})
+        rows[arm] = arm_rows
+    return queries, rows
+
+
+def nf_batches(queries: list[str], rows: list[dict], seed: int, batch_size: int) -> list[list[int]]:
+    """The seed's batches over the paired queries (fixed_batches on the in-batch arm's rows), mapped to
+    this arm's row positions: a query's row lands in its query's batch; its extra-positive rows
+    (relabeling) in later batches of their own, so no batch holds one query twice; a row the arm lacks
+    leaves its batch one smaller."""
+    base = [{"anchor": q, "positive": q} for q in queries]
+    plan = fixed_batches(base, seed, batch_size)
+    position: dict[str, int] = {}
+    extras: list[int] = []
+    for i, row in enumerate(rows):
+        if row.get("_extra"):
+            extras.append(i)
+        else:
+            position[row["_query"]] = i
+    batches = [[position[queries[j]] for j in batch if queries[j] in position] for batch in plan]
+    if extras:
+        extra_rows = [{"anchor": rows[i]["_query"], "positive": rows[i]["positive"]} for i in extras]
+        batches += [[extras[j] for j in batch] for batch in fixed_batches(extra_rows, seed, batch_size)]
+    return [b for b in batches if b]
+
+
+def false_negative_rate(proto: NfProtocol, rows: list[dict]) -> float | None:
+    """Share of an arm's negatives that are hidden labeled train positives of their query (by id or text)."""
+    total = false = 0
+    for row in rows:
+        if row.get("_extra"):
+            continue
+        hidden_text = {proto.corpus[d] for d in proto.labeled[row["_query"]]}
+        for d in row.get("_negatives", []):
+            total += 1
+            false += d in proto.labeled[row["_query"]] or proto.corpus[d] in hidden_text
+    return false / total if total else None
+
+
+def median_rank(rows: list[dict], ranks: dict) -> float | None:
+    import statistics
+
+    found = [ranks.get((r["_query"], d), 51) for r in rows if not r.get("_extra") for d in r.get("_negatives", [])]
+    return float(statistics.median(found)) if found else None
+
+
+def evaluate_sets(model, evals: list[EvalSet]) -> dict:
+    """nDCG@10 and Recall@100 on each evaluation set (exact search over its whole corpus)."""
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    out = {}
+    for ev in evals:
+        evaluator = InformationRetrievalEvaluator(
+            queries={q: ev.queries[q] for q in ev.relevant}, corpus=ev.corpus, relevant_docs=ev.relevant, name=ev.name,
+            ndcg_at_k=[10], precision_recall_at_k=[100], accuracy_at_k=[1], mrr_at_k=[10], map_at_k=[100],
+            show_progress_bar=False, batch_size=64)
+        metrics = evaluator(model)
+        out[f"{ev.name}/ndcg@10"] = metrics[f"{ev.name}_cosine_ndcg@10"]
+        out[f"{ev.name}/recall@100"] = metrics[f"{ev.name}_cosine_recall@100"]
+    return out
+
+
+def fine_tune(rows: list[dict], seed: int, args, batches: list[list[int]] | None):
+    """all-MiniLM-L6-v2 fine-tuned with MNRL on rows (in exactly these batches when given); rows=[]
+    returns the untrained model."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    torch.manual_seed(seed)
+    model = SentenceTransformer(model_path(), device=DEVICE)
+    model.float()  # a folder saved in fp16 still trains in fp32
+    model.max_seq_length = args.max_seq_length
+    if rows:
+        output = args.root / "checkpoints" / f"run-{os.getpid()}"
+        training_args = SentenceTransformerTrainingArguments(
+            output_dir=str(output), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr, warmup_ratio=0.1, seed=seed, data_seed=seed,
+            batch_sampler=BatchSamplers.NO_DUPLICATES if batches is None else fixed_batch_sampler(batches),
+            save_strategy="no", logging_steps=10, report_to=[], use_cpu=DEVICE == "cpu", dataloader_num_workers=0)
+        columns = [c for c in rows[0] if not c.startswith("_")]
+        trainer = SentenceTransformerTrainer(model=model, args=training_args,
+                                             train_dataset=Dataset.from_list([{c: r[c] for c in columns} for r in rows]),
+                                             loss=MultipleNegativesRankingLoss(model))
+        trainer.train()
+        shutil.rmtree(output, ignore_errors=True)
+    return model
+
+
+def nf_train(arm: str, rows: list[dict], seed: int, args, proto: NfProtocol, batches, result_file: Path) -> dict:
+    """One (arm, seed) of the nfcorpus protocol, cached as result_file."""
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    began = time.perf_counter()
+    model = fine_tune(rows if arm != "base" else [], seed, args, batches)
+    train_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    metrics = evaluate_sets(model, proto.evals)
+    result = {"arm": arm, "seed": seed, "rows": len(rows), **metrics, "train_s": round(train_seconds, 1),
+              "eval_s": round(time.perf_counter() - began, 1), "machine": machine(DEVICE),
+              "python": platform.python_version()}
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=2))
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}, flush=True)
+    del model
+    gc.collect()
+    return result
+
+
+def nf_run(args) -> None:
+    """The nfcorpus train -> test protocol: seeds outer, arms inner (a run cut short keeps whole seeds);
+    the table is rewritten after every seed. Results are cached per (training set, arm, seed)."""
+    proto = nf_protocol(args.train_queries, args.subset_seed)
+    arms = args.arms or NF_ARMS
+    root = args.root / f"nfcorpus-q{len(proto.visible)}-s{args.subset_seed}-k{args.negatives}-ce{args.ce_top}"
+    root.mkdir(parents=True, exist_ok=True)
+    mined = nf_negatives(proto, root, args.negatives, args.ce_top, args.ce_max_length, arms)
+    queries, rows = nf_rows(proto, mined, arms, args.negatives)
+    profile = {arm: {"rows": len(rows[arm]), "extra": sum(bool(r.get("_extra")) for r in rows[arm]),
+                     "fn_rate": false_negative_rate(proto, rows[arm]), "median_rank": median_rank(rows[arm], mined["_ranks"]),
+                     "extra_labeled": _extra_precision(proto, rows[arm])} for arm in arms}
+    print(json.dumps(profile, indent=1), flush=True)
+    if args.only_mine:
+        return
+    tag = f"{args.epochs}ep-b{args.batch_size}-lr{args.lr}-len{args.max_seq_length}"
+    results = [nf_train("base", [], 0, args, proto, None, root / "results" / f"base-len{args.max_seq_length}.json")]
+    for seed in range(1, (args.seeds_per_arm or 3) + 1):
+        for arm in arms:
+            batches = nf_batches(queries, rows[arm], seed, args.batch_size)
+            results.append(nf_train(arm, rows[arm], seed, args, proto, batches,
+                                    root / "results" / f"{tag}-{arm}-seed{seed}.json"))
+        write_nf_doc(results, args, proto, queries, profile, root)
+
+
+def _extra_precision(proto: NfProtocol, rows: list[dict]) -> float | None:
+    """Share of a relabeling arm's extra positives that are labeled train positives of their query."""
+    extras = [r for r in rows if r.get("_extra")]
+    if not extras:
+        return None
+    text_of = proto.corpus
+    hits = sum(r["positive"] in {text_of[d] for d in proto.labeled[r["_query"]]} for r in extras)
+    return hits / len(extras)
+
+
+def paired_lead(runs: dict[int, float], reference: dict[int, float]) -> tuple[float, float | None, int, int] | None:
+    """Mean and standard error of an arm's per-seed difference from a reference arm, seeds ahead, seeds."""
+    import math
+    import statistics
+
+    diffs = [runs[s] - reference[s] for s in sorted(runs) if s in reference]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return statistics.mean(diffs), se, sum(d > 0 for d in diffs), len(diffs)
+
+
+def _lead_cell(lead) -> str:
+    if lead is None:
+        return ""
+    mean, se, ahead, n = lead
+    if se is None:
+        return f"{mean:+.4f} ({ahead}/{n})"
+    t = f", t {mean / se:.1f}" if se else ""
+    return f"{mean:+.4f} ± {se:.4f}{t} ({ahead}/{n})"
+
+
+NF_WHAT = {
+    "base": "all-MiniLM-L6-v2, not fine-tuned",
+    "none": "in-batch negatives only",
+    "st-default": "`mine_hard_negatives` defaults (dense top 3)",
+    "st-ce-margin": "`mine_hard_negatives`, the same cross-encoder, `relative_margin=0.05`",
+    "oracle": "dense top 3 after removing every labeled train positive (the ceiling of cleaning)",
+    "hnmine-rec": "configs/recommended.toml's filter",
+    "hnmine-top-clean": "the recommended false-negative rule over ranks 1-40, the best-ranked 3",
+    "hnmine-deep": "the recommended false-negative rule over ranks 21-50, the best-ranked 3",
+    "hnmine-relabel": "configs/recommended.toml's filter + likely positives (probability ≥ 0.9) as extra positive rows",
+}
+
+
+def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: list[str], profile: dict, root: Path) -> None:
+    """The nfcorpus table: per arm, the training negatives' false-negative rate and hardness, then
+    nDCG@10 on nfcorpus test (mean, sd) and the paired leads over mine_hard_negatives' defaults and
+    over in-batch only, and scifact test (transfer). Only seeds every trained arm finished count."""
+    import statistics
+
+    by_arm: dict[str, dict[int, dict]] = {}
+    for r in results:
+        by_arm.setdefault(r["arm"], {})[r["seed"]] = r
+    trained = [arm for arm in by_arm if arm != "base"]
+    seeds = sorted(set.intersection(*(set(by_arm[a]) for a in trained)))
+    if not seeds:
+        return
+    kept = [by_arm[a][s] for a in trained for s in seeds]
+    nf, sf = "nfcorpus-test/ndcg@10", "scifact-test/ndcg@10"
+
+    def series(arm, key):
+        return {s: by_arm[arm][s][key] for s in seeds} if arm != "base" else {s: by_arm["base"][0][key] for s in seeds}
+
+    lines = [
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --protocol nfcorpus --root DIR "
+        f"--train-queries {args.train_queries} --subset-seed {args.subset_seed} --seeds-per-arm {args.seeds_per_arm} "
+        f"--negatives {args.negatives} --max-seq-length {args.max_seq_length} --ce-top {args.ce_top}"
+        + (f" --device {args.device}" if args.device != "cpu" else "") + "`",
+        f"- Machine: {kept[0]['machine']}, Python {kept[0]['python']}; date {time.strftime('%Y-%m-%d')}; "
+        f"{len(seeds)} seeds finished by every arm; {statistics.mean(r['train_s'] + r['eval_s'] for r in kept):.0f} s per "
+        "run on average (train + eval)",
+        f"- Training data: {len(proto.visible)} nfcorpus train queries (a seeded sample, `--subset-seed "
+        f"{args.subset_seed}`, of the {proto.train_total} with a positive), one visible positive each (the first "
+        f"qrels line); their other {sum(map(len, proto.labeled.values())) - len(proto.visible)} labeled train "
+        f"positives are hidden from every arm and only count false negatives. {len(queries)} queries have "
+        f"{args.negatives} negatives in every arm; every arm trains on those rows in the same batches per seed "
+        f"(batch {args.batch_size}, no query or positive twice; a sparse arm's batch loses the rows it lacks; "
+        "relabeling rows come in extra batches after them).",
+        f"- all-MiniLM-L6-v2, MultipleNegativesRankingLoss, {args.epochs} epoch, lr {args.lr}, warmup 10 %, "
+        f"max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row; hnmine: dense top 50, "
+        f"cross-encoder (offline int8 ONNX ms-marco-MiniLM-L-12-v2, max_length {args.ce_max_length}) over the top "
+        f"{args.ce_top}. Evaluated on nfcorpus test (323 queries, full qrels, relevance ≥ 1) and scifact test "
+        "(300 queries), exact search over each whole corpus.",
+        "- False negatives: the share of an arm's negatives that are hidden labeled train positives of their query (by "
+        "id or identical text); dense rank: the median rank of its negatives in hnmine's dense top 50 (51 = outside).",
+        "",
+        "| arm | rows | train false negatives | median dense rank | nfcorpus nDCG@10, mean (sd) | minus st-default, "
+        "same seed: mean ± se, t (seeds ahead) | minus in-batch only | nfcorpus Recall@100 | scifact nDCG@10 | "
+        "scifact minus st-default |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    reference = series("st-default", nf) if "st-default" in by_arm else {}
+    inbatch = series("none", nf) if "none" in by_arm else {}
+    sci_ref = series("st-default", sf) if "st-default" in by_arm else {}
+    for arm in ["base", *[a for a in NF_ARMS if a in trained]]:
+        if arm not in by_arm:
+            continue
+        values = series(arm, nf)
+        sd = f" ({statistics.stdev(values.values()):.4f})" if arm != "base" and len(seeds) > 1 else ""
+        p = profile.get(arm, {})
+        fn = "" if p.get("fn_rate") is None else f"{100 * p['fn_rate']:.1f} %"
+        rank = "" if p.get("median_rank") is None else f"{p['median_rank']:.0f}"
+        rows = "" if arm == "base" else f"{p.get('rows', '')}" + (f" ({p['extra']} extra positives, "
+                                                                f"{100 * p['extra_labeled']:.0f} % labeled)" if p.get("extra") else "")
+        recall = statistics.mean(series(arm, "nfcorpus-test/recall@100").values())
+        sci = series(arm, sf)
+        lines.append(
+            f"| {arm}: {NF_WHAT.get(arm, arm)} | {rows} | {fn} | {rank} | {statistics.mean(values.values()):.4f}{sd} | "
+            f"{_lead_cell(paired_lead(values, reference)) if arm != 'st-default' else ''} | "
+            f"{_lead_cell(paired_lead(values, inbatch)) if arm != 'none' else ''} | {recall:.4f} | "
+            f"{statistics.mean(sci.values()):.4f} | {_lead_cell(paired_lead(sci, sci_ref)) if arm != 'st-default' else ''} |")
+    if {"oracle", "st-default"} <= set(by_arm):
+        gap = statistics.mean(series("oracle", nf).values()) - statistics.mean(reference.values())
+        lines += ["", f"The cleaning gap (oracle minus st-default, nfcorpus nDCG@10): {gap:+.4f}. Share of it each arm "
+                      "closes: " + ", ".join(
+                          f"{arm} {100 * (statistics.mean(series(arm, nf).values()) - statistics.mean(reference.values())) / gap:.0f} %"
+                          for arm in trained if arm.startswith("hnmine") or arm == "st-ce-margin") + "."]
+    lines += ["", "nfcorpus nDCG@10 per seed:", "", "| seed | " + " | ".join(trained) + " |", "|---|" + "---|" * len(trained)]
+    lines += [f"| {s} | " + " | ".join(f"{by_arm[a][s][nf]:.4f}" for a in trained) + " |" for s in seeds]
+    body = "\n".join(lines)
+    begin, end = "<!-- BEGIN train_eval:nfcorpus -->", "<!-- END train_eval:nfcorpus -->"
+    text = DOC.read_text()
+    if begin not in text:
+        text += f"\n## Does it train a better retriever? nfcorpus train → test\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    DOC.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
+    (root / "table.md").write_text(body + "\n")
+    print(body, flush=True)
+
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--protocol", choices=["nfcorpus", "scifact"], default="nfcorpus",
+                        help="nfcorpus: train on nfcorpus train with one visible positive per query, evaluate on nfcorpus "
+                             "test and scifact test; scifact: train on scifact train, evaluate on scifact test")
+    parser.add_argument("--train-queries", type=int, default=None,
+                        help="nfcorpus: a seeded sample of this many training queries (default: all 2,563)")
+    parser.add_argument("--subset-seed", type=int, default=1, help="nfcorpus: the seed of that sample")
     parser.add_argument("--negatives", type=int, default=3, help="hard negatives per row (mine_hard_negatives' default)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--max-seq-length", type=int, default=None, help="default 128 for nfcorpus, 256 for scifact")
     parser.add_argument("--ce-top", type=int, default=40)
     parser.add_argument("--ce-max-length", type=int, default=256,
                         help="cross-encoder tokens per pair (256 halves the CPU time of 512 on scifact's abstracts)")
     parser.add_argument("--seeds", type=int, nargs=2, default=[1, 2], help="the seed of every arm, then the second seed")
     parser.add_argument("--only-mine", action="store_true", help="mine the negatives and stop")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, help="train only these (first seed; results are cached, so a "
+    parser.add_argument("--arms", nargs="+", choices=sorted(set(ARMS) | set(NF_ARMS)), help="train only these (first seed; results are cached, so a "
                                                                  "second process can take arms off a running one)")
     parser.add_argument("--seed", type=int, help="with --arms: train them with this seed instead of the first")
     parser.add_argument("--report-only", action="store_true",
@@ -490,6 +989,12 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     global DATA, MODEL, DEVICE, BEGIN, END
     DATA, MODEL, DEVICE = args.data or DATA, args.model or MODEL, args.device
+    if args.max_seq_length is None:
+        args.max_seq_length = 128 if args.protocol == "nfcorpus" else 256
+    if args.protocol == "nfcorpus":
+        args.root.mkdir(parents=True, exist_ok=True)
+        nf_run(args)
+        return
     if args.label:
         BEGIN, END = f"<!-- BEGIN train_eval:{args.label} -->", f"<!-- END train_eval:{args.label} -->"
     args.root.mkdir(parents=True, exist_ok=True)
