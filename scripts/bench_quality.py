@@ -29,11 +29,12 @@ import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _common import splice_section  # noqa: E402  (this folder is on sys.path)
+
 DATA = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "quality.md"
-BEGIN, END = "<!-- BEGIN quality -->", "<!-- END quality -->"
 
-from train_eval import HARD, TOP_CLEAN  # noqa: E402  (scripts/ is on sys.path: this file's folder)
+from train_eval import HARD, RECOMMENDED, TOP_CLEAN  # noqa: E402  (scripts/ is on sys.path: this file's folder)
 
 # (name, filter options, what it is)
 RECIPES = [
@@ -52,7 +53,7 @@ RECIPES = [
      "the same, short queries padded with random non-positive documents"),
     ("skip-11", {"rank_min": 12, "rank_max": 30, "max_probability": 0.02, "margin": -2.0},
      "the previous recommendation: ranks 12-30, CE probability below 0.02 and logit below the positive's + 2"),
-    ("recommended", {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"},
+    ("recommended", RECOMMENDED,
      "configs/recommended.toml: ranks 6-40, CE logit below the positive's + 2, the 5 the cross-encoder rates lowest"),
     # the two other hnmine arms of scripts/train_eval.py: their false negatives here
     ("hard", HARD, "train_eval.py's hnmine-hard: ranks 1-40, CE probability below 0.001, the best-ranked 5"),
@@ -160,8 +161,8 @@ def run_st(beir: Path, workdir: Path, labeled: dict[str, set[str]], score_params
     from sentence_transformers.util import mine_hard_negatives
     from train_eval import _qrels_lines, read_jsonl
 
-    from hnmine.models import resolve_model
-    from hnmine.retrievers.dense import load_embeddings
+    from hnmine.packaged.resolve import resolve_model
+    from hnmine.retrievers.embedding_store import load_embeddings
     from hnmine.text import document_text
 
     docs = read_jsonl(beir / "corpus.jsonl")
@@ -305,13 +306,8 @@ def main() -> None:
                      f"{m['likely_positives_labeled_relevant']} of them ({100 * m['likely_positives_labeled_relevant'] / m['likely_positives']:.0f} %) "
                      "labeled relevant in the full qrels; `export --extra-positives` adds them as positives.")
     body = "\n".join(lines)
-    text = DOC.read_text() if DOC.exists() else f"# Quality of the negatives\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
+    splice_section(DOC, "quality", body, title="Quality of the negatives")
     print(body)
-
-
-DEV_SETS_BEGIN, DEV_SETS_END = "<!-- BEGIN quality:sets -->", "<!-- END quality:sets -->"
 
 
 def dev_sets(args) -> None:
@@ -377,11 +373,7 @@ def _write_dev_sets(results, args, recommended) -> None:
                      f"{rec['full']}/{rec['queries']} ({100 * rec['full'] / rec['queries']:.0f} %) | "
                      f"{top['median_rank']} / {rec['median_rank']} |")
     body = "\n".join(lines)
-    text = DOC.read_text()
-    if DEV_SETS_BEGIN not in text:
-        text += f"\n## The shipped recipe on every development set\n\n{DEV_SETS_BEGIN}\n{DEV_SETS_END}\n"
-    head, rest = text.split(DEV_SETS_BEGIN, 1)
-    DOC.write_text(f"{head}{DEV_SETS_BEGIN}\n{body}\n{DEV_SETS_END}{rest.split(DEV_SETS_END, 1)[1]}")
+    splice_section(DOC, "quality:sets", body, heading="The shipped recipe on every development set")
     print(body, flush=True)
 
 

@@ -38,12 +38,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _common import filter_recipe, machine_line, splice_section  # noqa: E402  (this folder is on sys.path)
+
 DATA = REPO.parent / "shared" / "data" / "scifact"
 DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
 ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard", "hnmine-top-clean"]
 # configs/recommended.toml's filter (chosen on nfcorpus test, docs/quality.md), with k negatives
-RECOMMENDED = {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"}
+RECOMMENDED = {k: v for k, v in filter_recipe("recommended").items() if k != "num_negatives"}
 HARD = {"rank_min": 1, "rank_max": 40, "max_probability": 0.001, "sampling": "top"}
 # the recommended recipe's false-negative rule (logit below the positive's + 2) without its rank floor
 # and with the hardest candidates kept: does its rank_min=6 / lowest-score choice cost training signal?
@@ -81,7 +83,7 @@ DEVICE = "cpu"
 
 
 def model_path() -> str:
-    from hnmine.models import resolve_model
+    from hnmine.packaged.resolve import resolve_model
 
     return resolve_model(MODEL)
 
@@ -314,11 +316,7 @@ def negatives_profile(root: Path) -> list[str]:
 
 
 def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    return f"{os.cpu_count()}-core CPU (no GPU)"
+    return machine_line(device, ["torch"])
 
 
 def write_doc(results: list[dict], args, mining: dict) -> None:
@@ -360,12 +358,9 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
                      f"{seeds} | {took:.0f} s |")
     lines += negatives_profile(args.root)
     body = "\n".join(lines)
-    text = DOC.read_text()
-    if BEGIN not in text:
-        label = f", {args.label}" if args.label else ""
-        text += f"\n## Does it train a better retriever? (scifact{label})\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}")
+    label = f", {args.label}" if args.label else ""
+    splice_section(DOC, BEGIN.removeprefix("<!-- BEGIN ").removesuffix(" -->"), body,
+                   heading=f"Does it train a better retriever? (scifact{label})")
     print(body)
 
 
@@ -434,12 +429,7 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> Non
                       f"{max(reference.values()) - min(reference.values()):.4f}."]
     body = "\n".join(lines)
     marker = f"paired{pairs}" + (f"-{args.label}" if args.label else "")
-    begin, end = f"<!-- BEGIN train_eval:{marker} -->", f"<!-- END train_eval:{marker} -->"
-    text = DOC.read_text()
-    if begin not in text:
-        text += f"\n### Paired runs over {pairs} pairs: the same batches for every arm\n\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    DOC.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
+    splice_section(DOC, f"train_eval:{marker}", body, heading=f"Paired runs over {pairs} pairs: the same batches for every arm")
     print(body, flush=True)
 
 
@@ -566,10 +556,7 @@ def recipe_options(recipe) -> dict:
     """A recipe's filter options: configs/recommended.toml's [filter] for "recommended"."""
     if isinstance(recipe, dict):
         return dict(recipe)
-    import tomllib
-
-    options = tomllib.loads((REPO / "configs" / "recommended.toml").read_text())["filter"]
-    options = {k: v for k, v in options.items() if k != "num_negatives"}
+    options = dict(RECOMMENDED)
     if recipe == "recommended+relabel":
         options["likely_positive"] = 0.9
     return options
@@ -937,12 +924,7 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: list[str
     lines += ["", "nfcorpus nDCG@10 per seed:", "", "| seed | " + " | ".join(trained) + " |", "|---|" + "---|" * len(trained)]
     lines += [f"| {s} | " + " | ".join(f"{by_arm[a][s][nf]:.4f}" for a in trained) + " |" for s in seeds]
     body = "\n".join(lines)
-    begin, end = "<!-- BEGIN train_eval:nfcorpus -->", "<!-- END train_eval:nfcorpus -->"
-    text = DOC.read_text()
-    if begin not in text:
-        text += f"\n## Does it train a better retriever? nfcorpus train → test\n\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    DOC.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
+    splice_section(DOC, "train_eval:nfcorpus", body, heading="Does it train a better retriever? nfcorpus train → test")
     (root / "table.md").write_text(body + "\n")
     print(body, flush=True)
 
