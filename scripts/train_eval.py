@@ -458,7 +458,7 @@ NF_RECIPES = {
     "hnmine-top-clean": TOP_CLEAN,
     # the recommended false-negative rule, the hardest survivors below dense rank 20 (far from the
     # query's neighbourhood, where nfcorpus' unlabeled positives crowd)
-    "hnmine-deep": {"rank_min": 21, "rank_max": 50, "margin": -2.0, "sampling": "top"},
+    "hnmine-deep": {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "top"},
     # the recommended recipe, and candidates the cross-encoder rates as likely as the positive set
     # aside as extra positives (RocketQA denoising): rows (query, likely positive, negatives) are added
     "hnmine-relabel": "recommended+relabel",
@@ -843,7 +843,7 @@ NF_WHAT = {
     "oracle": "dense top 3 after removing every labeled train positive (the ceiling of cleaning)",
     "hnmine-rec": "configs/recommended.toml's filter",
     "hnmine-top-clean": "the recommended false-negative rule over ranks 1-40, the best-ranked 3",
-    "hnmine-deep": "the recommended false-negative rule over ranks 21-50, the best-ranked 3",
+    "hnmine-deep": "the recommended false-negative rule over ranks 21-40, the best-ranked 3",
     "hnmine-relabel": "configs/recommended.toml's filter + likely positives (probability ≥ 0.9) as extra positive rows",
 }
 
