@@ -463,9 +463,12 @@ NF_RECIPES = {
     # aside as extra positives (RocketQA denoising): rows (query, likely positive, negatives) are added
     "hnmine-relabel": "recommended+relabel",
 }
-# arms whose negatives leave some queries without k of them (mine_hard_negatives drops those rows):
-# they train on the paired batches minus the rows they lack
-SPARSE_ARMS = {"st-ce-margin"}
+# arms whose negatives may leave a query without k of them (an n-tuple export and mine_hard_negatives
+# both leave such a query out): they train on the paired batches minus the rows they lack. The paired
+# queries are those the other arms (none, st-default, oracle) all fill, so they do not depend on
+# the cross-encoder and those arms can train before it has scored.
+SPARSE_ARMS = {"st-ce-margin", *NF_RECIPES}
+PAIRING_ARMS = ("st-default", "oracle")  # mined in every run, so the paired queries never depend on --arms
 
 
 @dataclass
@@ -581,7 +584,8 @@ def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_leng
     index(work, data, IndexParams(retrievers=["dense"]), progress=True)
     mine(work, data, MineParams(retriever="dense", top_k=50), progress=True)
     score_params = ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length)
-    score(work, score_params, progress=True)
+    if any(arm in NF_RECIPES or arm == "st-ce-margin" for arm in arms):
+        score(work, score_params, progress=True)
     out: dict[str, dict] = {}
     for arm in arms:
         if arm not in NF_RECIPES:
@@ -596,16 +600,16 @@ def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_leng
                     "extra_positives": {q: [d for d in ids if d != proto.visible[q]]
                                         for q, ids in zip(table["query_id"], table["positive_ids"])}}
     candidates = pl.read_ipc(work / "candidates.arrow").select("query_id", "doc_id", "rank").sort("query_id", "rank")
-    if "oracle" in arms:
-        hidden = {q: {proto.corpus[d] for d in ds} for q, ds in proto.labeled.items()}
-        oracle: dict[str, list[str]] = {}
-        for q, d in zip(candidates["query_id"], candidates["doc_id"]):
-            kept = oracle.setdefault(q, [])
-            if len(kept) < k and d not in proto.labeled[q] and proto.corpus[d] not in hidden[q]:
-                kept.append(d)
-        out["oracle"] = {"negatives": {q: ds for q, ds in oracle.items() if len(ds) == k}}
+    # the oracle, and st-default below, decide the paired queries (PAIRING_ARMS): mined in every run
+    hidden = {q: {proto.corpus[d] for d in ds} for q, ds in proto.labeled.items()}
+    oracle: dict[str, list[str]] = {}
+    for q, d in zip(candidates["query_id"], candidates["doc_id"]):
+        kept = oracle.setdefault(q, [])
+        if len(kept) < k and d not in proto.labeled[q] and proto.corpus[d] not in hidden[q]:
+            kept.append(d)
+    out["oracle"] = {"negatives": {q: ds for q, ds in oracle.items() if len(ds) == k}}
     for arm, options in (("st-default", {}), ("st-ce-margin", {"relative_margin": 0.05, "cross_encoder": "CE"})):
-        if arm in arms:
+        if arm in arms or arm in PAIRING_ARMS:
             out[arm] = {"negatives": st_negatives(proto, root, arm, k, options, work, score_params)}
     out["_ranks"] = {(q, d): r for q, d, r in candidates.iter_rows()}
     return out
@@ -647,8 +651,7 @@ def nf_rows(proto: NfProtocol, mined: dict[str, dict], arms: list[str], k: int):
     """Paired rows: every arm's row of a query holds the same anchor and visible positive; the queries
     are those every arm outside SPARSE_ARMS has k negatives for, in qrels order. Relabeling arms add
     a row (query, likely positive, the same negatives) per extra positive after the query's row."""
-    dense = [arm for arm in arms if arm != "none" and arm not in SPARSE_ARMS]
-    queries = [q for q in proto.visible if all(len(mined[arm]["negatives"].get(q, [])) == k for arm in dense)]
+    queries = [q for q in proto.visible if all(len(mined[arm]["negatives"].get(q, [])) == k for arm in PAIRING_ARMS)]
     rows: dict[str, list[dict]] = {}
     for arm in arms:
         arm_rows = []
