@@ -783,27 +783,32 @@ def nf_train(arm: str, rows: list[dict], seed: int, args, proto: NfProtocol, bat
 
 def nf_run(args) -> None:
     """The nfcorpus train -> test protocol: seeds outer, arms inner (a run cut short keeps whole seeds);
-    the table is rewritten after every seed. Results are cached per (training set, arm, seed)."""
+    the table is rewritten after every seed from every result cached in the root, so processes that
+    train other arms of the same setup fill one table."""
     proto = nf_protocol(args.train_queries, args.subset_seed)
     arms = args.arms or NF_ARMS
-    root = args.root / f"nfcorpus-q{len(proto.visible)}-s{args.subset_seed}-k{args.negatives}-ce{args.ce_top}"
+    root = nf_root(args, proto)
     root.mkdir(parents=True, exist_ok=True)
     mined = nf_negatives(proto, root, args.negatives, args.ce_top, args.ce_max_length, arms)
-    queries, rows = nf_rows(proto, mined, arms, args.negatives)
-    profile = {arm: {"rows": len(rows[arm]), "extra": sum(bool(r.get("_extra")) for r in rows[arm]),
-                     "fn_rate": false_negative_rate(proto, rows[arm]), "median_rank": median_rank(rows[arm], mined["_ranks"]),
-                     "extra_labeled": _extra_precision(proto, rows[arm])} for arm in arms}
+    profiled = list(dict.fromkeys(["none", *PAIRING_ARMS, *arms]))  # the arms mined in this run
+    queries, rows = nf_rows(proto, mined, profiled, args.negatives)
+    profile_file = root / "profile.json"
+    profile = json.loads(profile_file.read_text()) if profile_file.exists() else {}
+    profile |= {arm: {"rows": len(rows[arm]), "extra": sum(bool(r.get("_extra")) for r in rows[arm]),
+                      "fn_rate": false_negative_rate(proto, rows[arm]), "median_rank": median_rank(rows[arm], mined["_ranks"]),
+                      "extra_labeled": _extra_precision(proto, rows[arm])} for arm in profiled}
+    profile["_paired_queries"] = len(queries)
+    profile_file.write_text(json.dumps(profile, indent=1))
     print(json.dumps(profile, indent=1), flush=True)
     if args.only_mine:
         return
     tag = f"{args.epochs}ep-b{args.batch_size}-lr{args.lr}-len{args.max_seq_length}"
-    results = [nf_train("base", [], 0, args, proto, None, root / "results" / f"base-len{args.max_seq_length}.json")]
+    nf_train("base", [], 0, args, proto, None, root / "results" / f"base-len{args.max_seq_length}.json")
     for seed in range(1, (args.seeds_per_arm or 3) + 1):
         for arm in arms:
             batches = nf_batches(queries, rows[arm], seed, args.batch_size)
-            results.append(nf_train(arm, rows[arm], seed, args, proto, batches,
-                                    root / "results" / f"{tag}-{arm}-seed{seed}.json"))
-        write_nf_doc(results, args, proto, queries, profile, root)
+            nf_train(arm, rows[arm], seed, args, proto, batches, root / "results" / f"{tag}-{arm}-seed{seed}.json")
+        write_nf_doc(nf_results(root, args), args, proto, len(queries), json.loads(profile_file.read_text()))
 
 
 def _extra_precision(proto: NfProtocol, rows: list[dict]) -> float | None:
@@ -851,86 +856,117 @@ NF_WHAT = {
 }
 
 
-def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: list[str], profile: dict, root: Path) -> None:
+def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, profile: dict) -> None:
     """The nfcorpus table: per arm, the training negatives' false-negative rate and hardness, then
-    nDCG@10 on nfcorpus test (mean, sd) and the paired leads over mine_hard_negatives' defaults and
-    over in-batch only, and scifact test (transfer). Only seeds every trained arm finished count."""
+    nDCG@10 on nfcorpus test (mean, sd over the arm's seeds) and its paired leads over
+    mine_hard_negatives' defaults and over in-batch only (over the seeds both finished), and scifact
+    test (transfer)."""
     import statistics
 
     by_arm: dict[str, dict[int, dict]] = {}
     for r in results:
         by_arm.setdefault(r["arm"], {})[r["seed"]] = r
-    trained = [arm for arm in by_arm if arm != "base"]
-    seeds = sorted(set.intersection(*(set(by_arm[a]) for a in trained)))
-    if not seeds:
+    trained = [arm for arm in NF_ARMS if arm in by_arm]
+    if not trained:
         return
-    kept = [by_arm[a][s] for a in trained for s in seeds]
+    kept = [r for arm in trained for r in by_arm[arm].values()]
     nf, sf = "nfcorpus-test/ndcg@10", "scifact-test/ndcg@10"
+    all_seeds = sorted({s for arm in trained for s in by_arm[arm]})
 
     def series(arm, key):
-        return {s: by_arm[arm][s][key] for s in seeds} if arm != "base" else {s: by_arm["base"][0][key] for s in seeds}
+        if arm == "base":  # the untrained model: the same figure on every seed
+            return {s: by_arm["base"][0][key] for s in all_seeds}
+        return {s: r[key] for s, r in sorted(by_arm[arm].items())}
+
+    def mean_sd(values: dict) -> str:
+        sd = f" ({statistics.stdev(values.values()):.4f})" if len(values) > 1 else ""
+        return f"{statistics.mean(values.values()):.4f}{sd}"
 
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --protocol nfcorpus --root DIR "
-        f"--train-queries {args.train_queries} --subset-seed {args.subset_seed} --seeds-per-arm {args.seeds_per_arm} "
-        f"--negatives {args.negatives} --max-seq-length {args.max_seq_length} --ce-top {args.ce_top}"
-        + (f" --device {args.device}" if args.device != "cpu" else "") + "`",
-        f"- Machine: {kept[0]['machine']}, Python {kept[0]['python']}; date {time.strftime('%Y-%m-%d')}; "
-        f"{len(seeds)} seeds finished by every arm; {statistics.mean(r['train_s'] + r['eval_s'] for r in kept):.0f} s per "
-        "run on average (train + eval)",
+        f"--train-queries {args.train_queries} --subset-seed {args.subset_seed} --seeds-per-arm N "
+        f"--negatives {args.negatives} --max-seq-length {args.max_seq_length} --ce-top {args.ce_top} [--arms ...]`"
+        + (f" (device {args.device})" if args.device != "cpu" else "")
+        + "; `--report-only` rebuilds it from the results in DIR (copies in `docs/results/nfcorpus-cpu/`)",
+        f"- Machine: {kept[0]['machine']}; {statistics.mean(r['train_s'] + r['eval_s'] for r in kept):.0f} s per run "
+        "on average (train + eval, on 2 cores shared with other jobs)",
         f"- Training data: {len(proto.visible)} nfcorpus train queries (a seeded sample, `--subset-seed "
         f"{args.subset_seed}`, of the {proto.train_total} with a positive), one visible positive each (the first "
         f"qrels line); their other {sum(map(len, proto.labeled.values())) - len(proto.visible)} labeled train "
-        f"positives are hidden from every arm and only count false negatives. {len(queries)} queries have "
-        f"{args.negatives} negatives in every arm; every arm trains on those rows in the same batches per seed "
-        f"(batch {args.batch_size}, no query or positive twice; a sparse arm's batch loses the rows it lacks; "
-        "relabeling rows come in extra batches after them).",
+        f"positives are hidden from every arm and only count false negatives. Every arm trains on the rows of the "
+        f"same {queries} queries (those `mine_hard_negatives` and the oracle give {args.negatives} negatives) in the "
+        f"same batches per seed (batch {args.batch_size}, no query or positive twice); an arm without "
+        f"{args.negatives} negatives for a query leaves its row out of that batch; relabeling rows come in extra "
+        "batches after them.",
         f"- all-MiniLM-L6-v2, MultipleNegativesRankingLoss, {args.epochs} epoch, lr {args.lr}, warmup 10 %, "
         f"max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row; hnmine: dense top 50, "
         f"cross-encoder (offline int8 ONNX ms-marco-MiniLM-L-12-v2, max_length {args.ce_max_length}) over the top "
         f"{args.ce_top}. Evaluated on nfcorpus test (323 queries, full qrels, relevance ≥ 1) and scifact test "
         "(300 queries), exact search over each whole corpus.",
-        "- False negatives: the share of an arm's negatives that are hidden labeled train positives of their query (by "
-        "id or identical text); dense rank: the median rank of its negatives in hnmine's dense top 50 (51 = outside).",
+        "- Train false negatives: the share of an arm's negatives that are hidden labeled train positives of their "
+        "query (by id or identical text). Dense rank: the median rank of its negatives in hnmine's dense top 50 "
+        "(51 = outside). Leads: the mean ± standard error of the per-seed difference, paired t, and seeds ahead.",
         "",
-        "| arm | rows | train false negatives | median dense rank | nfcorpus nDCG@10, mean (sd) | minus st-default, "
-        "same seed: mean ± se, t (seeds ahead) | minus in-batch only | nfcorpus Recall@100 | scifact nDCG@10 | "
-        "scifact minus st-default |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | rows | train false negatives | median dense rank | seeds | nfcorpus nDCG@10, mean (sd) | minus "
+        "st-default | minus in-batch only | nfcorpus Recall@100 | scifact nDCG@10 | scifact minus st-default |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     reference = series("st-default", nf) if "st-default" in by_arm else {}
     inbatch = series("none", nf) if "none" in by_arm else {}
     sci_ref = series("st-default", sf) if "st-default" in by_arm else {}
-    for arm in ["base", *[a for a in NF_ARMS if a in trained]]:
-        if arm not in by_arm:
-            continue
+    for arm in (["base"] if "base" in by_arm else []) + trained:
         values = series(arm, nf)
-        sd = f" ({statistics.stdev(values.values()):.4f})" if arm != "base" and len(seeds) > 1 else ""
         p = profile.get(arm, {})
         fn = "" if p.get("fn_rate") is None else f"{100 * p['fn_rate']:.1f} %"
         rank = "" if p.get("median_rank") is None else f"{p['median_rank']:.0f}"
-        rows = "" if arm == "base" else f"{p.get('rows', '')}" + (f" ({p['extra']} extra positives, "
-                                                                f"{100 * p['extra_labeled']:.0f} % labeled)" if p.get("extra") else "")
+        rows = "" if arm == "base" else f"{p.get('rows', '')}" + (
+            f" ({p['extra']} extra positives, {100 * p['extra_labeled']:.0f} % labeled)" if p.get("extra") else "")
+        seeds = "" if arm == "base" else str(len(values))
         recall = statistics.mean(series(arm, "nfcorpus-test/recall@100").values())
         sci = series(arm, sf)
-        lines.append(
-            f"| {arm}: {NF_WHAT.get(arm, arm)} | {rows} | {fn} | {rank} | {statistics.mean(values.values()):.4f}{sd} | "
-            f"{_lead_cell(paired_lead(values, reference)) if arm != 'st-default' else ''} | "
-            f"{_lead_cell(paired_lead(values, inbatch)) if arm != 'none' else ''} | {recall:.4f} | "
-            f"{statistics.mean(sci.values()):.4f} | {_lead_cell(paired_lead(sci, sci_ref)) if arm != 'st-default' else ''} |")
+        versus_st = _lead_cell(paired_lead(values, reference)) if arm not in ("st-default", "base") else ""
+        versus_none = _lead_cell(paired_lead(values, inbatch)) if arm not in ("none", "base") else ""
+        sci_versus = _lead_cell(paired_lead(sci, sci_ref)) if arm not in ("st-default", "base") else ""
+        lines.append(f"| {arm}: {NF_WHAT.get(arm, arm)} | {rows} | {fn} | {rank} | {seeds} | "
+                     f"{mean_sd(values) if arm != 'base' else f'{statistics.mean(values.values()):.4f}'} | {versus_st} | "
+                     f"{versus_none} | {recall:.4f} | {statistics.mean(sci.values()):.4f} | {sci_versus} |")
     if {"oracle", "st-default"} <= set(by_arm):
-        gap = statistics.mean(series("oracle", nf).values()) - statistics.mean(reference.values())
-        lines += ["", f"The cleaning gap (oracle minus st-default, nfcorpus nDCG@10): {gap:+.4f}. Share of it each arm "
-                      "closes: " + ", ".join(
-                          f"{arm} {100 * (statistics.mean(series(arm, nf).values()) - statistics.mean(reference.values())) / gap:.0f} %"
-                          for arm in trained if arm.startswith("hnmine") or arm == "st-ce-margin") + "."]
+        gap = paired_lead(series("oracle", nf), reference)[0]
+        closes = [f"{arm} {100 * paired_lead(series(arm, nf), reference)[0] / gap:.0f} %" for arm in trained
+                  if (arm.startswith("hnmine") or arm == "st-ce-margin") and paired_lead(series(arm, nf), reference)]
+        lines += ["", f"The cleaning gap (oracle minus st-default on the same seeds, nfcorpus nDCG@10): {gap:+.4f}."
+                  + (" Share of it each arm closes: " + ", ".join(closes) + "." if closes else "")]
     lines += ["", "nfcorpus nDCG@10 per seed:", "", "| seed | " + " | ".join(trained) + " |", "|---|" + "---|" * len(trained)]
-    lines += [f"| {s} | " + " | ".join(f"{by_arm[a][s][nf]:.4f}" for a in trained) + " |" for s in seeds]
+    lines += [f"| {s} | " + " | ".join(f"{by_arm[a][s][nf]:.4f}" if s in by_arm[a] else "" for a in trained) + " |"
+              for s in all_seeds]
     body = "\n".join(lines)
     splice_section(DOC, "train_eval:nfcorpus", body, heading="Does it train a better retriever? nfcorpus train → test")
-    (root / "table.md").write_text(body + "\n")
     print(body, flush=True)
 
+
+def nf_results(root: Path, args) -> list[dict]:
+    """Every cached result of this training setup in root (any arm, any seed), and the base model's."""
+    tag = f"{args.epochs}ep-b{args.batch_size}-lr{args.lr}-len{args.max_seq_length}"
+    files = sorted((root / "results").glob(f"{tag}-*-seed*.json"))
+    base = root / "results" / f"base-len{args.max_seq_length}.json"
+    return [json.loads(f.read_text()) for f in ([base] if base.exists() else []) + files]
+
+
+def nf_report(args) -> None:
+    """--report-only --protocol nfcorpus: the table from the results and profile saved in --root."""
+    proto = nf_protocol(args.train_queries, args.subset_seed)
+    root = nf_root(args, proto)
+    profile = json.loads((root / "profile.json").read_text()) if (root / "profile.json").exists() else {}
+    results = nf_results(root, args)
+    if not results:
+        raise SystemExit(f"{root / 'results'}: no nfcorpus results for this setup; run without --report-only first")
+    write_nf_doc(results, args, proto, profile.get("_paired_queries", 0), profile)
+
+
+def nf_root(args, proto: NfProtocol) -> Path:
+    """One folder per training set (sample size and seed, negatives, cross-encoder depth): mined files,
+    profile.json and results/ are cached there."""
+    return args.root / f"nfcorpus-q{len(proto.visible)}-s{args.subset_seed}-k{args.negatives}-ce{args.ce_top}"
 
 
 def main(argv: list[str]) -> None:
@@ -978,7 +1014,7 @@ def main(argv: list[str]) -> None:
         args.max_seq_length = 128 if args.protocol == "nfcorpus" else 256
     if args.protocol == "nfcorpus":
         args.root.mkdir(parents=True, exist_ok=True)
-        nf_run(args)
+        nf_report(args) if args.report_only else nf_run(args)
         return
     if args.label:
         BEGIN, END = f"<!-- BEGIN train_eval:{args.label} -->", f"<!-- END train_eval:{args.label} -->"
