@@ -156,7 +156,7 @@ def rows_for(arm: str, files: dict[str, Path], k: int, corpus, queries, train) -
 # ------------------------------------------------------------------------------------ train + eval
 
 def evaluate(model, corpus, queries, test) -> dict:
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     relevant: dict[str, set[str]] = {}
     for q, d in test:
@@ -245,7 +245,7 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     torch.manual_seed(seed)
@@ -714,7 +714,7 @@ def median_rank(rows: list[dict], ranks: dict) -> float | None:
 
 def evaluate_sets(model, evals: list[EvalSet]) -> dict:
     """nDCG@10 and Recall@100 on each evaluation set (exact search over its whole corpus)."""
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     out = {}
     for ev in evals:
@@ -738,7 +738,7 @@ def fine_tune(rows: list[dict], seed: int, args, batches: list[list[int]] | None
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     torch.manual_seed(seed)
