@@ -79,6 +79,9 @@ def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> Sta
     if stats.get("corpus_skipped_empty_text"):
         warnings.append(f"{stats['corpus_skipped_empty_text']} corpus rows with empty text skipped "
                         f"(their ids are in {Path(workdir) / 'corpus.skipped.arrow'})")
+    if stats.get("corpus_repeated_text"):
+        warnings.append(f"{stats['corpus_repeated_text']} corpus rows repeating an earlier row's text skipped "
+                        "(identical texts are one document)")
     write_manifest(out, stage="corpus", params=params, inputs=inputs_fp, outputs={"corpus": {"rows": writer.rows}},
                    stats=stats, seconds=timer.seconds)
     return StageResult("corpus", {"corpus": out}, stats, seconds=timer.seconds, warnings=warnings)

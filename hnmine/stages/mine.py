@@ -141,6 +141,7 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
                        ("qrels_doc_skipped_empty", "qrels lines naming empty-text documents skipped"),
                        ("qrels_unknown_query", "qrels lines naming unknown queries skipped"),
                        ("qrels_unknown_doc", "qrels lines naming unknown documents skipped"),
+                       ("qrels_duplicate_lines", "duplicate qrels lines skipped"),
                        ("pairs_skipped_empty_query", "pairs rows with an empty query skipped")):
         if stats.get(key):
             warnings.append(f"{stats[key]} {label}")
