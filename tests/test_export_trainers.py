@@ -186,3 +186,21 @@ def test_likely_positives_are_exported_as_extra_positives_and_flagged(exported, 
     assert sidecar.filter(~pl.col("labeled")).height == 3 * extra.height  # one row per (extra positive, negative)
     assert run_export(adi_workdir, ExportParams(format="triplet", output=adi_workdir / "plain.parquet"),
                       progress=False).stats.get("extra_positives") is None
+
+
+def test_exports_that_share_a_stem_keep_their_own_ids_and_manifests(exported, adi_workdir):
+    """train.parquet and train.jsonl (or x.v1.parquet and x.v2.parquet) are two exports: neither
+    overwrites the other's row-aligned ids, and each stays reusable."""
+    parquet = export(adi_workdir, ExportParams(format="n-tuple"), progress=False)
+    jsonl = export(adi_workdir, ExportParams(format="flagembedding"), progress=False)
+    assert parquet.outputs["ids"] != jsonl.outputs["ids"]
+    ids = pl.read_parquet(parquet.outputs["ids"])
+    assert "negative_1_id" in ids.columns and ids.height == pl.read_parquet(parquet.outputs["train"]).height
+    assert export(adi_workdir, ExportParams(format="n-tuple"), progress=False).reused
+    assert export(adi_workdir, ExportParams(format="flagembedding"), progress=False).reused
+
+    v1 = ExportParams(format="triplet", output=adi_workdir / "x.v1.parquet")
+    v2 = ExportParams(format="n-tuple", output=adi_workdir / "x.v2.parquet")
+    first, second = export(adi_workdir, v1, progress=False), export(adi_workdir, v2, progress=False)
+    assert first.outputs["ids"] != second.outputs["ids"]
+    assert export(adi_workdir, v1, progress=False).reused and export(adi_workdir, v2, progress=False).reused

@@ -48,7 +48,10 @@ def default_output(workdir: Path, fmt: str = "n-tuple") -> Path:
 
 
 def ids_path(output: Path) -> Path:
-    return output.with_name(output.name.removesuffix(output.suffix) + ".ids.parquet")
+    """`train.parquet` -> `train.ids.parquet`; any other name keeps its suffix (`train.jsonl` ->
+    `train.jsonl.ids.parquet`), so two exports that share a stem never share a sidecar."""
+    stem = output.name.removesuffix(".parquet") if output.name.endswith(".parquet") else output.name
+    return output.with_name(stem + ".ids.parquet")
 
 
 def _documents(workdir: Path, doc_ids: pl.Series) -> pl.DataFrame:
