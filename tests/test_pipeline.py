@@ -156,6 +156,26 @@ def test_sharded_stages_give_the_same_file_as_one_run(adi_workdir, adi, tmp_path
     assert one.height == 170 and one.equals(many)
 
 
+def test_a_whole_run_file_older_than_its_shard_folder_is_refused(adi_workdir, adi):
+    import os
+
+    from hnmine.errors import HnmineError
+
+    data = DataParams(beir=adi)
+    mine(adi_workdir, data, MineParams(retriever="dense", top_k=10), progress=False)
+    score(adi_workdir, ScoreParams(), progress=False)  # scored.arrow, from the whole-run candidates
+    stale = adi_workdir / "scored.arrow"
+    os.utime(stale, ns=(stale.stat().st_atime_ns, stale.stat().st_mtime_ns - 10**9))
+    for shard in ("1/2", "2/2"):  # a fresh sharded run writes scored/ beside it
+        mine(adi_workdir, data, MineParams(retriever="dense", top_k=10, shard=shard), progress=False)
+        score(adi_workdir, ScoreParams(shard=shard), progress=False)
+    with pytest.raises(HnmineError, match=r"scored.arrow: older than the shards in .*scored"):
+        filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False)
+    assert not (adi_workdir / "negatives.arrow").exists()
+    stale.unlink()
+    assert filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False).stats["queries"] == 35
+
+
 def test_random_sampling_is_seeded(adi_workdir, adi):
     mine(adi_workdir, DataParams(beir=adi), MineParams(retriever="dense", top_k=20), progress=False)
     score(adi_workdir, ScoreParams(), progress=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hnmine.config import DataParams, parse_shard
+from hnmine.errors import HnmineError
 from hnmine.io.manifest import input_fingerprint
 
 
@@ -73,6 +74,13 @@ def shard_output(workdir: Path, name: str, shard: str | None) -> Path:
 
 
 def stage_input(workdir: Path, name: str) -> Path:
-    """The whole-run file if there is one, else the folder of shards."""
-    whole = Path(workdir) / f"{name}.arrow"
-    return whole if whole.exists() else Path(workdir) / name
+    """The whole-run file if there is one, else the folder of shards. A whole-run file older than
+    a shard beside it is from an earlier run: an error, never a silent choice of the stale one."""
+    whole, folder = Path(workdir) / f"{name}.arrow", Path(workdir) / name
+    if not whole.exists():
+        return folder
+    shards = list(folder.glob("*.arrow")) if folder.is_dir() else []
+    if shards and max(p.stat().st_mtime_ns for p in shards) > whole.stat().st_mtime_ns:
+        raise HnmineError(f"older than the shards in {folder}", path=whole,
+                          fix=f"delete {whole.name} to use the shards, or the folder {folder.name}/ to use the whole-run file")
+    return whole
