@@ -23,10 +23,9 @@ import polars as pl
 from hnmine import schema
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
-from hnmine.io.manifest import manifest_path, read_manifest
 from hnmine.io.readers import read_qrels
 from hnmine.retrievers.dense import load_embeddings
-from hnmine.stages.common import stage_input
+from hnmine.stages.common import output_params, stage_input
 from hnmine.stages.filter import (
     PROBABILITY_PREFERENCE,
     SCORE_PREFERENCE,
@@ -149,7 +148,7 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
     scored = pl.from_arrow(read_table(scored_path))
     flags = [(q, d) in relevant or (q, hash_of[d]) in relevant_text for q, d in zip(kept[schema.QUERY_ID], kept[schema.DOC_ID])]
     kept = kept.with_columns(pl.Series("false_negative", flags, dtype=pl.Boolean))
-    filter_params = read_manifest(manifest_path(negatives_path)).get("params", {}) if manifest_path(negatives_path).exists() else {}
+    filter_params = output_params(negatives_path, "hnmine filter")
     labeled, info = _thresholds(kept, scored, filter_params, context)
 
     audited_queries = set(labels[schema.QUERY_ID].to_list())

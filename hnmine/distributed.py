@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hnmine.config import RunConfig
 from hnmine.errors import HnmineError
-from hnmine.stages.common import StageResult
+from hnmine.stages.common import StageResult, merge_shard_stats
 
 SHARDED = ("candidates", "scored", "negatives", "dropped")
 
@@ -55,25 +55,14 @@ def _clear_whole_run_files(workdir: Path, n: int) -> None:
             path.unlink(missing_ok=True)
         folder = workdir / name
         if folder.is_dir() and any(not p.name.endswith(f"-of-{n:05d}.arrow") and not p.name.endswith(f"-of-{n:05d}.manifest.json")
-                                   for p in folder.iterdir()):
+                                   and p.name != "manifest.json" for p in folder.iterdir()):
             shutil.rmtree(folder)
 
 
 def _merged(stage: str, parts: list[StageResult], seconds: float, workdir: Path, name: str) -> StageResult:
-    """One result per stage: counts summed over shards, the stage's wall time on the cluster."""
-    stats: dict = {"shards": len(parts)}
-    for part in parts:
-        for key, value in part.stats.items():
-            if isinstance(value, bool):
-                continue
-            if isinstance(value, (int, float)):
-                stats[key] = stats.get(key, 0) + value
-            elif isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
-                merged = stats.setdefault(key, {})
-                for k, v in value.items():
-                    merged[k] = merged.get(k, 0) + v
-            elif key not in stats:
-                stats[key] = value
+    """One result per stage: counts summed over shards (whole-run figures once), the stage's wall
+    time on the cluster."""
+    stats = merge_shard_stats([part.stats for part in parts])
     return StageResult(stage, {name: workdir / name}, stats, reused=all(p.reused for p in parts), seconds=seconds,
                        warnings=[w for p in parts for w in p.warnings])
 

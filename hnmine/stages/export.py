@@ -34,7 +34,7 @@ from hnmine.config import ExportParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
-from hnmine.stages.common import StageResult, Timer, fingerprints, stage_input
+from hnmine.stages.common import StageResult, Timer, fingerprints, output_params, stage_input
 from hnmine.stages.filter import SCORE_PREFERENCE, pick_score_column
 from hnmine.stages.index import corpus_path
 
@@ -118,8 +118,7 @@ def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tupl
 def likely_positives(workdir: Path) -> pl.DataFrame:
     """(query_id, doc_id) of the candidates `filter --likely-positive` set aside as likely positives."""
     source = stage_input(workdir, "negatives")
-    params = read_manifest(manifest_path(source)).get("params", {}) if manifest_path(source).exists() else {}
-    if params.get("likely_positive") is None:
+    if output_params(source, "hnmine filter").get("likely_positive") is None:
         raise HnmineError("--extra-positives needs likely positives, and the last filter ran without --likely-positive",
                           path=source, fix="rerun `hnmine filter --likely-positive 0.9` (with your other options), "
                                            "or drop --extra-positives")
@@ -240,8 +239,7 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
     manifest_path(output).unlink(missing_ok=True)
     with Timer() as timer:
         negatives = pl.from_arrow(read_table(source))
-        filter_manifest = read_manifest(manifest_path(source)) if manifest_path(source).exists() else {}
-        num_negatives = filter_manifest.get("params", {}).get("num_negatives") or int(negatives[schema.NEGATIVE_RANK].max() or 0)
+        num_negatives = output_params(source, "hnmine filter")["num_negatives"]
         rows, per_query, stats = gather(workdir, negatives, params)
         train, ids, build_stats = build(rows, per_query, params, num_negatives)
         stats |= build_stats

@@ -20,7 +20,15 @@ from hnmine.errors import HnmineError
 from hnmine.io.files import read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.retrievers.dense import load_embeddings
-from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
+from hnmine.stages.common import (
+    StageResult,
+    Timer,
+    complete_shard_set,
+    drop_folder_manifest,
+    fingerprints,
+    shard_output,
+    stage_input,
+)
 from hnmine.stages.index import corpus_path, dense_dir
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -314,9 +322,12 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
     inputs_fp = fingerprints(needed)
     identity = params.identity()
     if is_current(out, "filter", identity, inputs_fp) and dropped_out.exists():
+        if params.shard:
+            complete_shard_set(out, "filter", identity)
         return StageResult("filter", {"negatives": out, "dropped": dropped_out},
                            read_manifest(manifest_path(out))["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
+    drop_folder_manifest(out, params.shard)
     with Timer() as timer:
         scored = pl.from_arrow(read_table(source))
         top_k = scored.filter(~pl.col(schema.IS_POSITIVE)).group_by(schema.QUERY_ID).len()["len"].max() or 0
@@ -341,4 +352,6 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
     write_manifest(out, stage="filter", params=identity, inputs=inputs_fp,
                    outputs={"negatives": {"rows": kept.height}, "dropped": {"rows": dropped.height}},
                    stats=stats, seconds=timer.seconds)
+    if params.shard:
+        complete_shard_set(out, "filter", identity)
     return StageResult("filter", {"negatives": out, "dropped": dropped_out}, stats, seconds=timer.seconds, warnings=warnings)

@@ -25,7 +25,16 @@ from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.retrievers import dense
 from hnmine.retrievers.bm25 import BM25Index
-from hnmine.stages.common import StageResult, Timer, fingerprints, query_identity, shard_output, shard_slice
+from hnmine.stages.common import (
+    StageResult,
+    Timer,
+    complete_shard_set,
+    drop_folder_manifest,
+    fingerprints,
+    query_identity,
+    shard_output,
+    shard_slice,
+)
 from hnmine.stages.index import bm25_dir, corpus_path, dense_dir
 from hnmine.text import text_hash
 
@@ -92,8 +101,11 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
     inputs_fp = fingerprints({**_required_indexes(workdir, params.retriever), **inputs.query_files(data)})
     queries_out, qrels_out = workdir / "queries.arrow", workdir / "qrels.arrow"
     if is_current(out, "mine", identity, inputs_fp) and queries_out.exists() and qrels_out.exists():
+        if params.shard:
+            complete_shard_set(out, "mine", identity)
         return StageResult("mine", {"candidates": out}, read_manifest(manifest_path(out))["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
+    drop_folder_manifest(out, params.shard)
 
     warnings: list[str] = []
     with Timer() as timer:
@@ -129,8 +141,11 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
                 table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters)
                 writer.write(table)
                 bar.update(len(batch_ids))
+        whole_run = sorted(set(stats) - set(counters))  # from the whole query and qrels files, and top_k
         stats.update(counters)
         stats["shard"] = params.shard
+        if params.shard:
+            stats["whole_run_stats"] = whole_run  # the same in every shard: merged once, not summed
         if retrievers.search_kind:
             stats["dense_search"] = retrievers.search_kind
     if counters["queries_short_of_top_k"]:
@@ -146,8 +161,10 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
         if stats.get(key):
             warnings.append(f"{stats[key]} {label}")
     write_manifest(out, stage="mine", params=identity, inputs=inputs_fp,
-                   outputs={"candidates": {"rows": writer.rows}, "queries": {"rows": queries.num_rows}},
+                   outputs={"candidates": {"rows": writer.rows}, "queries": {"rows": counters["queries"]}},
                    stats=stats, seconds=timer.seconds)
+    if params.shard:
+        complete_shard_set(out, "mine", identity)
     return StageResult("mine", {"candidates": out, "queries": queries_out, "qrels": qrels_out}, stats,
                        seconds=timer.seconds, warnings=warnings)
 

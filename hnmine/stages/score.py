@@ -23,7 +23,15 @@ from hnmine.io.files import BatchWriter, read_table, shard_files, write_table
 from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.scorers.cache import ScoreCache, pair_keys
 from hnmine.scorers.judge import PartialScores
-from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
+from hnmine.stages.common import (
+    StageResult,
+    Timer,
+    complete_shard_set,
+    drop_folder_manifest,
+    fingerprints,
+    shard_output,
+    stage_input,
+)
 from hnmine.stages.index import corpus_path, doc_texts
 
 
@@ -77,8 +85,11 @@ def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageRes
     inputs_fp = fingerprints(names)
     identity = params.identity()
     if is_current(out, "score", identity, inputs_fp):
+        if params.shard:
+            complete_shard_set(out, "score", identity)
         return StageResult("score", {"scored": out}, read_manifest(manifest_path(out))["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
+    drop_folder_manifest(out, params.shard)
     with Timer() as timer:
         if params.scorer == "none":
             stats = {"scorer": "none", "rows": _copy(source, out)}
@@ -89,6 +100,8 @@ def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageRes
             if stats["pairs_scored_now"] else None
     write_manifest(out, stage="score", params=identity, inputs=inputs_fp, outputs={"scored": {"rows": stats["rows"]}},
                    stats=stats, seconds=timer.seconds)
+    if params.shard:
+        complete_shard_set(out, "score", identity)
     return StageResult("score", {"scored": out}, stats, seconds=timer.seconds)
 
 
