@@ -70,7 +70,7 @@ def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tupl
     stats: dict = {}
     if params.extra_positives:
         likely = likely_positives(workdir)
-        stats["extra_positives"] = likely.height
+        stats["likely_positives"] = likely.height
         qrels = pl.concat([qrels.with_columns(pl.lit(True).alias(LABELED)), likely.with_columns(pl.lit(False).alias(LABELED))])
     else:
         qrels = qrels.with_columns(pl.lit(True).alias(LABELED))
@@ -243,6 +243,10 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         rows, per_query, stats = gather(workdir, negatives, params)
         train, ids, build_stats = build(rows, per_query, params, num_negatives)
         stats |= build_stats
+        if params.extra_positives:  # those of the queries written: a query left out takes its own along
+            written = ids if ids is not None and schema.QUERY_ID in ids.columns else per_query
+            stats["extra_positives"] = rows.filter(
+                ~pl.col(LABELED) & pl.col(schema.QUERY_ID).is_in(written[schema.QUERY_ID].unique().implode())).height
         if ids is not None and sidecar is not None:
             with atomic_path(sidecar) as tmp:
                 pq.write_table(ids.to_arrow(), tmp)
