@@ -217,3 +217,27 @@ def test_qrels_table_errors_name_real_columns_and_bad_scores(tmp_path, adi_rows)
     path = write_jsonl(tmp_path / "qrels.jsonl", rows)
     with pytest.raises(HnmineError, match=r"qrels.jsonl row 3: score 'relevant' is not a number"):
         readers.read_qrels(path, qids, dids)
+
+
+def test_near_duplicate_checks_without_a_dense_index_warn_or_fail(tmp_path, adi_rows):
+    folder = write_beir(tmp_path / "b", *_small(adi_rows))
+    _index_and_mine(tmp_path, folder)  # BM25 only: no embeddings to compare
+    score(tmp_path / "w", ScoreParams(), progress=False)
+    result = filter_stage(tmp_path / "w", FilterParams(num_negatives=2), progress=False)
+    assert any("near-duplicate checks skipped" in w and "--retrievers dense" in w for w in result.warnings)
+    with pytest.raises(HnmineError, match=r"--near-duplicate 0.9 compares embeddings.*fix: run `hnmine index --retrievers dense`"):
+        filter_stage(tmp_path / "w", FilterParams(num_negatives=2, near_duplicate=0.9), progress=False)
+    assert filter_stage(tmp_path / "w", FilterParams(num_negatives=2, near_duplicate=0, duplicate_negatives=0),
+                        progress=False).warnings == []
+
+
+def test_score_top_0_scores_every_candidate(tmp_path, adi_rows):
+    import polars as pl
+
+    from hnmine.io.files import read_table
+
+    folder = write_beir(tmp_path / "b", *_small(adi_rows))
+    _index_and_mine(tmp_path, folder, MineParams(retriever="bm25", top_k=3))
+    result = score(tmp_path / "w", ScoreParams(scorer="cross-encoder", backend="onnx", top=0), progress=False)
+    table = pl.from_arrow(read_table(tmp_path / "w" / "scored.arrow"))
+    assert table["ce_logit"].null_count() == 0 and result.stats["pairs"] == table.height

@@ -308,6 +308,19 @@ def _pad(kept: pl.DataFrame, scored: pl.DataFrame, short: pl.DataFrame, params: 
     return pl.concat([kept, padded], how="diagonal_relaxed"), len(rows), short.height
 
 
+def _no_dense_index(workdir: Path, params: FilterParams) -> str:
+    """The embedding checks cannot run without a dense index: an error for a threshold the user
+    set, a warning for the defaults."""
+    for name in ("near_duplicate", "duplicate_negatives"):
+        value = getattr(params, name)
+        if value and value != FilterParams.model_fields[name].default:
+            option = "--" + name.replace("_", "-")
+            raise HnmineError(f"{option} {value} compares embeddings, and the work dir has no dense index",
+                              path=dense_dir(workdir), fix=f"run `hnmine index --retrievers dense` first, or pass {option} 0")
+    return ("near-duplicate checks skipped (--near-duplicate, --duplicate-negatives): no dense index in the work dir; "
+            "build one with `hnmine index --retrievers dense`, or set both to 0 to silence this")
+
+
 def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> StageResult:
     workdir = Path(workdir)
     source = shard_output(workdir, "scored", params.shard) if params.shard else stage_input(workdir, "scored")
@@ -328,6 +341,9 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
                            read_manifest(manifest_path(out))["stats"], reused=True)
     manifest_path(out).unlink(missing_ok=True)
     drop_folder_manifest(out, params.shard)
+    warnings = []
+    if uses_embeddings and "dense" not in needed:
+        warnings.append(_no_dense_index(workdir, params))
     with Timer() as timer:
         scored = pl.from_arrow(read_table(source))
         top_k = scored.filter(~pl.col(schema.IS_POSITIVE)).group_by(schema.QUERY_ID).len()["len"].max() or 0
@@ -344,7 +360,6 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
         kept, dropped, stats = filter_candidates(scored, params, context)
         write_table(dropped.to_arrow(), dropped_out)
         write_table(kept.to_arrow(), out)
-    warnings = []
     short = stats["queries_with_fewer_negatives"] + stats["queries_with_no_negatives"]
     if short:
         warnings.append(f"{short} of {stats['queries']} queries have fewer than {params.num_negatives} negatives "

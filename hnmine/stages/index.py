@@ -112,8 +112,10 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
         else:
             corpus = read_table(corpus_path(workdir))
             texts = doc_texts(corpus)
-            make_encoder = encoder_factory(params)
             devices = encoding_devices(params)
+            if len(devices) == 1:  # one device named: encode on it, in this process
+                params = params.model_copy(update={"device": devices[0], "devices": None})
+            make_encoder = encoder_factory(params)
             with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
                 by_workers = encode_on_devices(workdir, params, devices, bar) if len(devices) > 1 else 0
                 embeddings, stats = dense.encode_corpus(
@@ -169,6 +171,8 @@ def encoding_devices(params: IndexParams) -> list[str]:
     """The devices to encode on in parallel: --devices, else every GPU when there are several and
     --device names none. A list of one (or none) means the usual single-process encoding."""
     if params.devices:
+        for device in params.devices:
+            check_device(device)
         return list(params.devices)
     if params.device is not None or params.embeddings is not None:
         return []
@@ -179,6 +183,20 @@ def encoding_devices(params: IndexParams) -> list[str]:
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [f"cuda:{i}" for i in range(count)] if count > 1 else []
+
+
+def check_device(device: str) -> None:
+    """A CUDA device that this machine does not have is an error, not a silent fall-back."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = device.partition(":")[2]
+    if not count or (index.isdigit() and int(index) >= count):
+        have = f"cuda:0 to cuda:{count - 1}" if count else "none"
+        raise HnmineError(f"device '{device}' is not on this machine (CUDA devices: {have})",
+                          fix="name devices that torch.cuda.device_count() shows, or cpu")
 
 
 def _encode_part_worker(workdir: Path, params: IndexParams, k: int, n: int) -> dict:

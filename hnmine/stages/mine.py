@@ -65,10 +65,7 @@ class _Retrievers:
             manifest = read_manifest(dense_dir(workdir) / "manifest.json")
             self.dense_params = manifest["params"]
             self.embeddings = dense.load_embeddings(dense_dir(workdir))
-            backend = manifest["stats"].get("backend", self.dense_params.get("backend", "auto"))
-            self.encoder = dense.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
-                                         batch_size=min(params.batch_size, 512), normalize=self.dense_params["normalize"], backend=backend,
-                                         precision=self.dense_params.get("precision", "auto"))
+            self.encoder = query_encoder(manifest, params.device, params.batch_size)
             self.dense_index, self.search_kind = dense.open_search(
                 dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings, self.encoder.device,
                 nprobe=params.nprobe, ef_search=params.ef_search)
@@ -78,6 +75,18 @@ class _Retrievers:
     def dense_search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, positions = self.dense_index.search(query_vectors, k)
         return positions, scores
+
+
+def query_encoder(dense_manifest: dict, device: str | None, batch_size: int) -> dense.Encoder:
+    """The query encoder for a dense index: its model, length and normalization, in the runtime
+    that encoded the corpus. An index encoded by ONNX Runtime (a CPU runtime) keeps it, in the
+    precision it ran in (fp32 or int8), on whatever device mine runs: a CPU-built index searched
+    on a GPU machine would otherwise ask ONNX for the GPU's fp16."""
+    params, stats = dense_manifest["params"], dense_manifest["stats"]
+    backend = stats.get("backend", params.get("backend", "auto"))
+    precision = stats.get("precision", params.get("precision", "auto")) if backend == "onnx" else params.get("precision", "auto")
+    return dense.Encoder(params["model"], device, params["max_length"], batch_size=min(batch_size, 512),
+                         normalize=params["normalize"], backend=backend, precision=precision)
 
 
 def _required_indexes(workdir: Path, retriever: str) -> dict[str, Path]:
