@@ -1,7 +1,6 @@
 """Manifests: what made an output, so a rerun can tell whether it is still valid.
 
-A manifest sits beside its output (`candidates.arrow` -> `candidates.manifest.json`,
-`train.parquet` -> `train.parquet.manifest.json`; a folder keeps `manifest.json` inside). Its `fingerprint` hashes only what determines the output (stage, params,
+A manifest sits beside its output, named by `hnmine.workdir.manifest_path`. Its `fingerprint` hashes only what determines the output (stage, params,
 input fingerprints, hnmine version), never timings, so an unchanged rerun gives the same
 fingerprint and everything downstream of it stays valid.
 """
@@ -24,13 +23,10 @@ _VERSIONED = ("torch", "sentence-transformers", "transformers", "faiss-cpu", "fa
 
 
 def manifest_path(output: Path) -> Path:
-    """`candidates.arrow` -> `candidates.manifest.json`; any other file keeps its whole name
-    (`train.parquet.manifest.json`, `x.v1.parquet.manifest.json`), so two outputs that share a stem
-    never share a manifest; a folder keeps `manifest.json` inside."""
-    output = Path(output)
-    if output.suffix == "" or output.is_dir():
-        return output / "manifest.json"
-    return output.with_name(output.name.removesuffix(".arrow") + ".manifest.json")
+    """Where the manifest of `output` is: the work dir's naming rule (`hnmine.workdir`)."""
+    from hnmine.workdir import manifest_path as in_workdir  # imported here: workdir builds on this module
+
+    return in_workdir(output)
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> str:
