@@ -201,10 +201,20 @@ class Stage:
     shard: str | None = None
 
 
+def _fingerprints(stage: Stage) -> dict[str, str]:
+    return {name: input_fingerprint(path) for name, path in stage.inputs.items()}
+
+
+def is_stage_current(stage: Stage) -> bool:
+    """True when the stage's output and the files a reuse needs exist, and its manifest matches."""
+    return is_current(stage.output, stage.name, stage.params, _fingerprints(stage)) and \
+        all(Path(p).exists() for p in stage.needs)
+
+
 def run_stage(stage: Stage, transform: Callable[[], Done]) -> StageResult:
     """Reuse `stage.output` when its manifest matches; else drop the stale manifest (and the shard
     folder's), run `transform` under a timer, write the manifest, and complete the shard set."""
-    inputs = {name: input_fingerprint(path) for name, path in stage.inputs.items()}
+    inputs = _fingerprints(stage)
     if is_current(stage.output, stage.name, stage.params, inputs) and all(Path(p).exists() for p in stage.needs):
         if stage.shard:
             complete_shard_set(stage.output, stage.name, stage.params)

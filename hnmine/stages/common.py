@@ -1,33 +1,15 @@
-"""What every stage returns, and the small helpers they share."""
+"""What every stage returns, and the small helpers they share (the lifecycle is `hnmine.workdir`)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from hnmine.config import DataParams, parse_shard
-from hnmine.io.manifest import input_fingerprint
 from hnmine.workdir import StageResult, WorkDir
 
-__all__ = ["StageResult", "Timer", "fingerprints", "corpus_identity", "query_identity", "shard_slice", "stage_input"]
-
-
-class Timer:
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def fingerprints(paths: dict[str, Path]) -> dict[str, str]:
-    return {name: input_fingerprint(path) for name, path in paths.items()}
+__all__ = ["StageResult", "corpus_identity", "query_identity", "shard_slice", "stage_input"]
 
 
 # Data fields that only say where a file is: its content hash stands in the manifest's inputs.

@@ -19,13 +19,13 @@ from hnmine.config import DataParams, IndexParams, MineParams
 from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
-from hnmine.io.manifest import input_fingerprint, is_current
+from hnmine.io.manifest import input_fingerprint
 from hnmine.retrievers import dense
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.retrievers.imported import import_embeddings, recall_at_k
-from hnmine.stages.common import corpus_identity, fingerprints
+from hnmine.stages.common import corpus_identity
 from hnmine.text import document_text, text_hash
-from hnmine.workdir import Done, Stage, StageResult, WorkDir, run_stage
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, is_stage_current, run_stage
 
 
 def corpus_path(workdir: Path) -> Path:
@@ -92,12 +92,16 @@ def encoder_factory(params: IndexParams):
                                  params.backend, params.precision)
 
 
+def _dense_stage(wd: WorkDir, params: IndexParams) -> Stage:
+    inputs = {"corpus": wd.corpus} | ({"embeddings": params.embeddings} if params.embeddings else {})
+    return Stage("dense", wd.dense, dense_identity(params), inputs, {"dense": wd.dense}, needs=(wd.dense_embeddings,))
+
+
 def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
     wd = WorkDir(workdir)
     out = wd.dense
     identity = dense_identity(params)
-    needed = {"corpus": wd.corpus} | ({"embeddings": params.embeddings} if params.embeddings else {})
-    stage = Stage("dense", out, identity, needed, {"dense": out}, needs=(wd.dense_embeddings,))
+    stage = _dense_stage(wd, params)
 
     def transform() -> Done:
         start = time.perf_counter()
@@ -155,14 +159,11 @@ def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
     """Encode the k-th of n interleaved parts of the corpus chunks (a Ray task's share of `index`).
     The `index` call that follows finds every chunk saved and only assembles the matrix."""
     wd = WorkDir(workdir)
-    if params.embeddings is not None:
-        return {"docs_encoded": 0}
-    identity, inputs_fp = dense_identity(params), fingerprints({"corpus": wd.corpus})
-    if is_current(wd.dense, "dense", identity, inputs_fp) and wd.dense_embeddings.exists():
+    if params.embeddings is not None or is_stage_current(_dense_stage(wd, params)):
         return {"docs_encoded": 0}
     texts = doc_texts(read_table(wd.corpus))
     _, stats = dense.encode_corpus(texts, wd.dense, encoder_factory(params),
-                                   identity={**identity, "corpus": inputs_fp["corpus"]},
+                                   identity={**dense_identity(params), "corpus": input_fingerprint(wd.corpus)},
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
     return stats

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from hnmine.config import IndexParams, RunConfig
-from hnmine.stages.common import StageResult
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index
 from hnmine.stages.mine import mine
 from hnmine.stages.score import score
+from hnmine.workdir import StageResult
 
 
 def index_params(config: RunConfig) -> IndexParams:
