@@ -12,7 +12,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.hnmine-installed
 
-.PHONY: install demo test lint models clean
+.PHONY: install demo test browser lint models clean
 
 install: $(STAMP)
 
@@ -29,8 +29,13 @@ $(STAMP): pyproject.toml
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/hnmine run configs/demo.toml
 
-test: install
+test: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# tests/test_report.py renders the HTML report in headless Chromium: the suite needs one
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
+	{ echo "make test needs Chromium for tests/test_report.py: apt-get install chromium (.ci/run installs it)" >&2; exit 1; }
 
 # one-time conversion of the packaged cross-encoder and judge into ~/.cache/hnmine (or $HNMINE_CACHE)
 models: install

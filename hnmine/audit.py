@@ -23,10 +23,8 @@ import polars as pl
 from hnmine import schema
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
-from hnmine.io.manifest import manifest_path, read_manifest
 from hnmine.io.readers import read_qrels
 from hnmine.retrievers.embedding_store import load_embeddings
-from hnmine.stages.common import stage_input
 from hnmine.stages.filter import (
     PROBABILITY_PREFERENCE,
     SCORE_PREFERENCE,
@@ -35,7 +33,7 @@ from hnmine.stages.filter import (
     max_cosine_to_positives,
     pick_score_column,
 )
-from hnmine.stages.index import corpus_path, dense_dir
+from hnmine.workdir import WorkDir, output_params
 
 # rule -> (column of the per-negative threshold, option, how to read the threshold)
 RULES = {
@@ -131,16 +129,17 @@ def _readable(rule: str, value: float) -> float:
 def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path | None = None) -> AuditResult:
     started = time.perf_counter()
     workdir = Path(workdir)
-    negatives_path = _need(stage_input(workdir, "negatives"), "hnmine filter")
-    scored_path = _need(stage_input(workdir, "scored"), "hnmine score")
-    corpus = read_table(_need(corpus_path(workdir), "hnmine index"), [schema.DOC_ID, schema.TEXT_HASH])
-    queries = read_table(_need(workdir / "queries.arrow", "hnmine mine"), [schema.QUERY_ID])
+    wd = WorkDir(workdir)
+    negatives_path = _need(wd.stage_input("negatives"), "hnmine filter")
+    scored_path = _need(wd.stage_input("scored"), "hnmine score")
+    corpus = read_table(_need(wd.corpus, "hnmine index"), [schema.DOC_ID, schema.TEXT_HASH])
+    queries = read_table(_need(wd.queries, "hnmine mine"), [schema.QUERY_ID])
     doc_ids = corpus.column(schema.DOC_ID).to_pylist()
     table, qrels_stats = read_qrels(Path(qrels), set(queries.column(schema.QUERY_ID).to_pylist()), set(doc_ids),
                                     min_relevance=min_relevance, on_unknown="skip")
     labels = pl.from_arrow(table)
     context = FilterContext(doc_ids, corpus.column(schema.TEXT_HASH).to_numpy(),
-                            load_embeddings(dense_dir(workdir)) if (dense_dir(workdir) / "embeddings.npy").exists() else None)
+                            load_embeddings(wd.dense) if wd.dense_embeddings.exists() else None)
     hash_of = dict(zip(doc_ids, context.text_hashes.tolist()))
     relevant = {(q, d) for q, d in zip(labels[schema.QUERY_ID], labels[schema.DOC_ID])}
     relevant_text = {(q, hash_of[d]) for q, d in relevant}
@@ -149,7 +148,7 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
     scored = pl.from_arrow(read_table(scored_path))
     flags = [(q, d) in relevant or (q, hash_of[d]) in relevant_text for q, d in zip(kept[schema.QUERY_ID], kept[schema.DOC_ID])]
     kept = kept.with_columns(pl.Series("false_negative", flags, dtype=pl.Boolean))
-    filter_params = read_manifest(manifest_path(negatives_path)).get("params", {}) if manifest_path(negatives_path).exists() else {}
+    filter_params = output_params(negatives_path, "hnmine filter")
     labeled, info = _thresholds(kept, scored, filter_params, context)
 
     audited_queries = set(labels[schema.QUERY_ID].to_list())
@@ -172,7 +171,7 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
     if "padded" in labeled.columns:
         summary["padded_negatives"] = int(labeled["padded"].sum())
         summary["padded_false_negatives"] = int(labeled.filter(pl.col("padded"))["false_negative"].sum())
-    dropped_path = stage_input(workdir, "dropped")
+    dropped_path = wd.stage_input("dropped")
     if dropped_path.exists():
         dropped = pl.from_arrow(read_table(dropped_path, [schema.QUERY_ID, schema.DOC_ID, schema.DROPPED_BY]))
         likely = dropped.filter(pl.col(schema.DROPPED_BY) == "likely_positive")
@@ -182,7 +181,7 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
             summary["likely_positives"] = likely.height
             summary["likely_positives_labeled_relevant"] = hits
 
-    out = Path(output) if output else workdir / "audit"
+    out = Path(output) if output else wd.audit
     out.mkdir(parents=True, exist_ok=True)
     keep = [c for c in (schema.QUERY_ID, schema.DOC_ID, schema.RANK, schema.NEGATIVE_RANK, "padded", "false_negative",
                         *(column for column, _, _ in RULES.values())) if c in labeled.columns]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
 from hnmine.errors import HnmineError
-from hnmine.stages.common import StageResult
+from hnmine.workdir import StageResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Mine hard negatives: corpus + labeled queries -> training data for embedding and reranker models.")

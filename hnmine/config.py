@@ -130,7 +130,7 @@ class ScoreParams(StageParams):
 
     scorer: Literal["none", "cross-encoder", "judge"] = Field(
         "none", description="none: keep the retriever scores; cross-encoder; judge (an LLM's P(yes))")
-    top: int | None = Field(30, ge=1, description="score candidates ranked 1..top (positives always); empty = all")
+    top: int | None = Field(30, ge=0, description="score candidates ranked 1..top (positives always); 0 = all")
     model: str = Field("ms-marco-MiniLM-L-12-v2",
                        description="cross-encoder: a CrossEncoder path or hub name, or an .onnx file with --backend onnx")
     backend: Literal["torch", "onnx"] = Field("torch", description="cross-encoder runtime: torch, or onnx (ONNX Runtime)")

@@ -13,15 +13,12 @@ mine shards -> score shards -> filter shards (tasks) -> export (driver).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 from hnmine.config import RunConfig
 from hnmine.errors import HnmineError
-from hnmine.stages.common import StageResult
-
-SHARDED = ("candidates", "scored", "negatives", "dropped")
+from hnmine.workdir import StageResult, WorkDir, merge_shard_stats
 
 
 def _ray():
@@ -47,34 +44,11 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
                           fix="start one with `ray start --head` and pass its address, or `--ray auto` on a node") from None
 
 
-def _clear_whole_run_files(workdir: Path, n: int) -> None:
-    """A whole-run file (`scored.arrow`) would be read before the shard folder, and shards of another
-    split would mix in: remove both, so the folders hold exactly this run's N shards."""
-    for name in SHARDED:
-        for path in (workdir / f"{name}.arrow", workdir / f"{name}.manifest.json"):
-            path.unlink(missing_ok=True)
-        folder = workdir / name
-        if folder.is_dir() and any(not p.name.endswith(f"-of-{n:05d}.arrow") and not p.name.endswith(f"-of-{n:05d}.manifest.json")
-                                   for p in folder.iterdir()):
-            shutil.rmtree(folder)
-
-
 def _merged(stage: str, parts: list[StageResult], seconds: float, workdir: Path, name: str) -> StageResult:
-    """One result per stage: counts summed over shards, the stage's wall time on the cluster."""
-    stats: dict = {"shards": len(parts)}
-    for part in parts:
-        for key, value in part.stats.items():
-            if isinstance(value, bool):
-                continue
-            if isinstance(value, (int, float)):
-                stats[key] = stats.get(key, 0) + value
-            elif isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
-                merged = stats.setdefault(key, {})
-                for k, v in value.items():
-                    merged[k] = merged.get(k, 0) + v
-            elif key not in stats:
-                stats[key] = value
-    return StageResult(stage, {name: workdir / name}, stats, reused=all(p.reused for p in parts), seconds=seconds,
+    """One result per stage: counts summed over shards (whole-run figures once), the stage's wall
+    time on the cluster."""
+    stats = merge_shard_stats([part.stats for part in parts])
+    return StageResult(stage, {name: WorkDir(workdir).folder(name)}, stats, reused=all(p.reused for p in parts), seconds=seconds,
                        warnings=[w for p in parts for w in p.warnings])
 
 
@@ -84,14 +58,11 @@ def run_on_ray(config: RunConfig, address: str, shards: int | None = None, progr
     from hnmine.stages.filter import filter_stage
     from hnmine.stages.index import encode_part, index, ingest_corpus
     from hnmine.stages.mine import mine
+    from hnmine.stages.run import index_params as run_index_params
     from hnmine.stages.score import score
 
     workdir = Path(config.workdir).resolve()
-    index_params = config.index
-    needed = {"hybrid": ["dense", "bm25"]}.get(config.mine.retriever, [config.mine.retriever])
-    missing = [r for r in needed if r not in index_params.retrievers]
-    if missing:
-        index_params = index_params.model_copy(update={"retrievers": [*index_params.retrievers, *missing]})
+    index_params = run_index_params(config)
 
     if not ray.is_initialized():
         _check_reachable(address)
@@ -127,12 +98,12 @@ def run_on_ray(config: RunConfig, address: str, shards: int | None = None, progr
         dense_stats = results[-1].stats.get("dense", {})
         dense_stats["docs_encoded_by_ray_tasks"] = sum(e.get("docs_encoded", 0) for e in encoded)
         dense_stats["ray_encode_tasks"] = n
-    _clear_whole_run_files(workdir, n)
+    WorkDir(workdir).clear_for_shards(n)
     for stage, name in (("mine", "candidates"), ("score", "scored"), ("filter", "negatives")):
         began = time.perf_counter()
         parts = ray.get([stage_task.remote(stage, k) for k in range(n)])
         results.append(_merged(stage, parts, time.perf_counter() - began, workdir, name))
         if stage == "filter":
-            results[-1].outputs["dropped"] = workdir / "dropped"
+            results[-1].outputs["dropped"] = WorkDir(workdir).folder("dropped")
     results.append(export(workdir, config.export, progress=progress))
     return results

@@ -1,8 +1,10 @@
 """A loopback HTTP proxy in front of a real OpenAI-compatible server, for judge tests.
 
 It forwards every request to the upstream server unchanged, except that it answers 429 or 500 for
-a seeded share of requests (a flaky provider), answers 502 while the upstream is down, and counts
-the successful answers per (user message), so a test can prove no pair was scored twice.
+a seeded share of requests (a flaky provider), answers 502 while the upstream is down, answers 200
+with a body that is no chat completion once `malformed_after` answers went through (a gateway's
+error page), and counts the successful answers per (user message), so a test can prove no pair was
+scored twice.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Proxy:
-    def __init__(self, upstream: str, failure_rate: float = 0.0, seed: int = 0):
+    def __init__(self, upstream: str, failure_rate: float = 0.0, seed: int = 0, malformed_after: int | None = None):
         self.upstream = upstream.rstrip("/")
         self.failure_rate = failure_rate
+        self.malformed_after = malformed_after
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.answered: Counter[str] = Counter()
@@ -45,6 +48,10 @@ class Proxy:
                 with proxy.lock:
                     proxy.requests += 1
                     roll = proxy.random.random()
+                    malformed = proxy.malformed_after is not None and sum(proxy.answered.values()) >= proxy.malformed_after
+                if malformed:
+                    self._reply(200, b"<html><body>502 Bad Gateway</body></html>")
+                    return
                 if roll < proxy.failure_rate:
                     with proxy.lock:
                         proxy.failures_injected += 1

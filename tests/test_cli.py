@@ -65,25 +65,65 @@ def test_relative_paths_in_a_config_are_relative_to_the_config(tmp_path, adi):
         (["mine", "--workdir", "W", "--beir", "ADI", "--shard", "3/2"], "--shard"),
         (["filter", "--workdir", "W"], "w/scored: file not found (fix: run the stage that writes it first"),
         (["run", "nowhere.toml"], "nowhere.toml: config file not found"),
+        (["index", "--workdir", "W", "-q", "--corpus", "LATE_DUPLICATE"], "row 61: duplicate id"),
     ],
 )
-def test_errors_are_one_line_with_exit_code_2(tmp_path, adi, args, expected):
-    args = [str(tmp_path / "w") if a == "W" else str(adi) if a == "ADI" else a for a in args]
-    result = hnmine(*args, cwd=tmp_path)
+def test_errors_are_one_line_with_exit_code_2_and_leave_no_file(tmp_path, adi, adi_rows, args, expected):
+    """The work dir exists beforehand, so a stage that failed after writing anything (a corpus
+    streamed up to a bad row 61, a temporary file, a manifest) would leave it there."""
+    from conftest import write_jsonl
+
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    duplicated = [*adi_rows[0][:60], dict(adi_rows[0][0], text="another text")]
+    late_duplicate = write_jsonl(tmp_path / "late-duplicate.jsonl", duplicated)
+    names = {"W": str(workdir), "ADI": str(adi), "LATE_DUPLICATE": str(late_duplicate)}
+    result = hnmine(*[names.get(a, a) for a in args], cwd=tmp_path)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert expected in lines[0]
-    assert not list((tmp_path / "w").glob("*.arrow")) if (tmp_path / "w").exists() else True
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*") if p.is_file()) == []
 
 
-def test_every_option_has_help_and_default():
-    for command in ("index", "mine", "score", "filter", "export"):
-        result = hnmine(command, "--help")
-        assert result.returncode == 0
-        assert "--workdir" in result.stdout
+def test_every_option_has_help_and_its_models_default():
+    """Each command has an option for every field of its parameter models, with the field's help
+    and default (shown in --help), so flags, config keys and keyword arguments agree."""
+    import typer
+
+    from hnmine.cli import app
+    from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
+
+    commands = typer.main.get_command(app).commands
+    models = {"index": [DataParams, IndexParams], "mine": [DataParams, MineParams], "score": [ScoreParams],
+              "filter": [FilterParams], "export": [ExportParams]}
+    for name, stage_models in models.items():
+        options = {p.name: p for p in commands[name].params}
+        fields = {f: field for model in stage_models for f, field in model.model_fields.items()}
+        assert set(options) == set(fields) | {"workdir", "quiet"}, name
+        text = hnmine(name, "--help").stdout
+        for field_name, field in fields.items():
+            option = options[field_name]
+            assert field.description and option.help.startswith(field.description), (name, field_name)
+            assert option.show_default, (name, field_name)
+            default = list(option.default) if isinstance(option.default, (list, tuple)) else option.default
+            assert default == field.default, (name, field_name, default, field.default)
+            assert "--" + field_name.replace("_", "-") in text, (name, field_name)
     text = hnmine("mine", "--help").stdout
     assert "--top-k" in text and "[default: 50]" in text and "one of: dense, bm25, hybrid" in text
+
+
+def test_make_test_fails_naming_the_fix_where_chromium_is_missing(tmp_path):
+    """`make test` (the README's test command) must not skip the browser tests on a machine
+    without Chromium: it stops first and says how to install it."""
+    import shutil
+
+    make = shutil.which("make")
+    assert make, "make is not installed"
+    result = subprocess.run([make, "-s", "-C", str(Path(__file__).resolve().parents[1]), "browser"],
+                            env={"PATH": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "apt-get install chromium" in result.stderr and "tests/test_report.py" in result.stderr
 
 
 def test_every_shipped_config_loads_and_points_at_real_data():

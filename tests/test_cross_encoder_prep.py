@@ -158,12 +158,9 @@ def test_onnx_scores_do_not_depend_on_order_or_batching(scifact_pairs, onnx_scor
 
 
 def test_second_call_is_a_no_op(converted):
-    path, first_seconds = converted
+    path, _ = converted
     weights = path / "model.safetensors"
     before = (weights.stat().st_mtime_ns, (path / MARKER).read_text())
-    start = time.perf_counter()
     again = prepare_cross_encoder(path)
-    seconds = time.perf_counter() - start
     assert again == path
     assert (weights.stat().st_mtime_ns, (path / MARKER).read_text()) == before
-    assert seconds < 2.0 and seconds < first_seconds / 3, (seconds, first_seconds)

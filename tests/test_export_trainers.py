@@ -186,3 +186,36 @@ def test_likely_positives_are_exported_as_extra_positives_and_flagged(exported, 
     assert sidecar.filter(~pl.col("labeled")).height == 3 * extra.height  # one row per (extra positive, negative)
     assert run_export(adi_workdir, ExportParams(format="triplet", output=adi_workdir / "plain.parquet"),
                       progress=False).stats.get("extra_positives") is None
+
+
+def test_exports_that_share_a_stem_keep_their_own_ids_and_manifests(exported, adi_workdir):
+    """train.parquet and train.jsonl (or x.v1.parquet and x.v2.parquet) are two exports: neither
+    overwrites the other's row-aligned ids, and each stays reusable."""
+    parquet = export(adi_workdir, ExportParams(format="n-tuple"), progress=False)
+    jsonl = export(adi_workdir, ExportParams(format="flagembedding"), progress=False)
+    assert parquet.outputs["ids"] != jsonl.outputs["ids"]
+    ids = pl.read_parquet(parquet.outputs["ids"])
+    assert "negative_1_id" in ids.columns and ids.height == pl.read_parquet(parquet.outputs["train"]).height
+    assert export(adi_workdir, ExportParams(format="n-tuple"), progress=False).reused
+    assert export(adi_workdir, ExportParams(format="flagembedding"), progress=False).reused
+
+    v1 = ExportParams(format="triplet", output=adi_workdir / "x.v1.parquet")
+    v2 = ExportParams(format="n-tuple", output=adi_workdir / "x.v2.parquet")
+    first, second = export(adi_workdir, v1, progress=False), export(adi_workdir, v2, progress=False)
+    assert first.outputs["ids"] != second.outputs["ids"]
+    assert export(adi_workdir, v1, progress=False).reused and export(adi_workdir, v2, progress=False).reused
+
+
+def test_extra_positives_counted_are_the_ones_written(exported, adi_workdir):
+    """A likely positive of a query that the export leaves out (too few negatives for an n-tuple
+    row) is not reported as exported."""
+    from hnmine.io.files import read_table
+
+    score(adi_workdir, ScoreParams(scorer="cross-encoder", backend="onnx", top=3), progress=False)
+    candidates = pl.from_arrow(read_table(adi_workdir / "scored.arrow")).filter(~pl.col("is_positive"))
+    threshold = float(candidates["ce_prob"].sort(descending=True, nulls_last=True)[9])
+    filter_stage(adi_workdir, FilterParams(num_negatives=3, rank_max=3, likely_positive=threshold), progress=False)
+    result = export(adi_workdir, ExportParams(format="n-tuple", extra_positives=True), progress=False)
+    ids = pl.read_parquet(result.outputs["ids"])
+    assert result.stats["extra_positives"] == ids.filter(~pl.col("labeled")).height
+    assert result.stats["extra_positives"] < result.stats["likely_positives"] >= 10

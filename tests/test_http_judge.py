@@ -137,3 +137,27 @@ def test_http_judge_rides_out_a_flaky_server(server, mined, reference):
     assert result.stats["judge_retries"] == proxy.failures_injected
     assert max(proxy.answered.values()) == 1
     np.testing.assert_allclose(_wanted(mined)["judge_score"].to_numpy(), reference["judge_score"].to_numpy(), atol=1e-5)
+
+
+def test_a_malformed_200_is_one_error_and_the_answers_before_it_stay_cached(server, mined, reference):
+    with Proxy(upstream(server), malformed_after=10) as proxy:
+        with pytest.raises(HnmineError, match="no chat completion") as error:
+            score(mined, params(proxy.url + "/v1", concurrency=1), progress=False)
+        answered = sum(proxy.answered.values())
+    assert "done and cached" in str(error.value) and "\n" not in str(error.value)
+    assert answered == 10
+    with Proxy(upstream(server)) as proxy:
+        result = score(mined, params(proxy.url + "/v1"), progress=False)
+    assert result.stats["pairs_from_cache"] == answered and max(proxy.answered.values()) == 1
+    np.testing.assert_allclose(_wanted(mined)["judge_score"].to_numpy(), reference["judge_score"].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("body", [b'{"object": "error", "message": "overloaded"}', b'{"choices": []}',
+                                  b'{"choices": [{"logprobs": {"content": [{"top_logprobs": [{"token": 1}]}]}}]}'])
+def test_a_200_without_a_chat_completion_in_it_is_an_error_naming_the_endpoint(body):
+    from hnmine.scorers.judge import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE, HttpJudge
+
+    judge = HttpJudge("http://127.0.0.1:9/v1", "m", system=DEFAULT_SYSTEM, template=DEFAULT_TEMPLATE,
+                      instruction=DEFAULT_INSTRUCTION)
+    with pytest.raises(HnmineError, match=r"http://127.0.0.1:9/v1/chat/completions answered 200 with no chat completion"):
+        judge._answer(body)

@@ -238,3 +238,33 @@ def test_bm25_scores_for_candidates_are_bm25s_scores_bit_for_bit(adi_rows, metho
         shuffled = list(np.random.default_rng(len(text)).permutation(len(corpus))[:20])
         assert bm25.scores_for(text, shuffled) == [expected[p] for p in shuffled]
     assert sum(s > 0 for s in bm25.scores_for(queries[0]["text"], everything)) > 0
+
+
+def test_one_named_device_is_the_device_encoded_on(tmp_path, adi):
+    """--devices with one entry encodes there: a device this machine lacks is an error, not a
+    silent fall-back to the default device."""
+    from hnmine.errors import HnmineError
+    from hnmine.stages.index import index
+
+    with pytest.raises(HnmineError, match=r"device 'cuda:7' is not on this machine"):
+        index(tmp_path / "w", DataParams(beir=adi), IndexParams(model=MODEL, devices=["cuda:7"]), progress=False)
+    assert not (tmp_path / "w" / "index" / "dense" / "manifest.json").exists()
+    built = index(tmp_path / "w", DataParams(beir=adi), IndexParams(model=MODEL, devices=["cpu"]), progress=False)
+    assert built.parts[1].stats["docs"] == 82
+
+
+def test_mine_encodes_queries_in_the_index_runtime_on_any_device(adi_indexed):
+    """A CPU-built (ONNX Runtime) index mined on a GPU machine: the query encoder stays the
+    corpus's ONNX fp32 one instead of asking ONNX for the GPU's fp16 (an error naming flags that
+    mine does not have)."""
+    import numpy as np
+
+    from hnmine.io.manifest import read_manifest
+    from hnmine.stages.mine import query_encoder
+
+    manifest = read_manifest(adi_indexed / "index" / "dense" / "manifest.json")
+    assert manifest["stats"]["backend"] == "onnx" and manifest["stats"]["precision"] == "fp32"
+    on_gpu, on_cpu = query_encoder(manifest, "cuda", 256), query_encoder(manifest, "cpu", 256)
+    assert (on_gpu.backend, on_gpu.precision) == ("onnx", "fp32")
+    texts = ["what is information retrieval", "document indexing by computer"]
+    np.testing.assert_array_equal(on_gpu.encode(texts), on_cpu.encode(texts))

@@ -156,6 +156,77 @@ def test_sharded_stages_give_the_same_file_as_one_run(adi_workdir, adi, tmp_path
     assert one.height == 170 and one.equals(many)
 
 
+def test_a_whole_run_file_older_than_its_shard_folder_is_refused(adi_workdir, adi):
+    import os
+
+    from hnmine.errors import HnmineError
+
+    data = DataParams(beir=adi)
+    mine(adi_workdir, data, MineParams(retriever="dense", top_k=10), progress=False)
+    score(adi_workdir, ScoreParams(), progress=False)  # scored.arrow, from the whole-run candidates
+    stale = adi_workdir / "scored.arrow"
+    os.utime(stale, ns=(stale.stat().st_atime_ns, stale.stat().st_mtime_ns - 10**9))
+    for shard in ("1/2", "2/2"):  # a fresh sharded run writes scored/ beside it
+        mine(adi_workdir, data, MineParams(retriever="dense", top_k=10, shard=shard), progress=False)
+        score(adi_workdir, ScoreParams(shard=shard), progress=False)
+    with pytest.raises(HnmineError, match=r"scored.arrow: older than the shards in .*scored"):
+        filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False)
+    assert not (adi_workdir / "negatives.arrow").exists()
+    stale.unlink()
+    assert filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False).stats["queries"] == 35
+
+
+def test_a_complete_shard_set_has_a_folder_manifest_that_export_and_audit_read(adi_workdir, adi, tmp_path):
+    """Export and audit read the filter's options from a sharded run as from a whole one."""
+    import json
+
+    from hnmine.audit import audit
+    from hnmine.errors import HnmineError
+
+    data = DataParams(beir=adi)
+    shards = ("1/2", "2/2")
+    for shard in shards:
+        mine(adi_workdir, data, MineParams(retriever="dense", top_k=10, shard=shard), progress=False)
+        score(adi_workdir, ScoreParams(scorer="cross-encoder", backend="onnx", top=3, shard=shard), progress=False)
+    assert not (adi_workdir / "negatives" / "manifest.json").exists()
+    scored = pl.from_arrow(read_table(adi_workdir / "scored"))
+    threshold = float(scored.filter(~pl.col("is_positive"))["ce_prob"].sort(descending=True, nulls_last=True)[9])
+    options = {"num_negatives": 4, "rank_max": 3, "likely_positive": threshold, "score": "dense_score",
+               "reference_positive": "max"}
+    for shard in shards:
+        assert not (adi_workdir / "negatives" / "manifest.json").exists()  # not before the set is complete
+        filter_stage(adi_workdir, FilterParams(**options, shard=shard), progress=False)
+    folder = json.loads((adi_workdir / "negatives" / "manifest.json").read_text())
+    assert folder["params"]["num_negatives"] == 4 and "shard" not in folder["params"]
+    assert folder["stats"]["kept"] == pl.from_arrow(read_table(adi_workdir / "negatives")).height
+
+    extra = export(adi_workdir, ExportParams(format="ids", extra_positives=True), progress=False)
+    assert extra.stats["extra_positives"] > 0
+    # every query has at most 3 negatives (rank_max=3): none has the 4 an n-tuple row needs
+    ntuple = export(adi_workdir, ExportParams(format="n-tuple"), progress=False)
+    assert ntuple.stats["rows"] == 0 and ntuple.stats["queries_left_out_fewer_negatives"] == 35
+    summary = audit(adi_workdir, adi / "qrels" / "test.tsv", output=tmp_path / "audit").summary
+    assert summary["score_column"] == "dense_score" and summary["reference_positive"] == "max"
+
+    # one shard rerun with other options: the set is no longer one run's, and export says so
+    filter_stage(adi_workdir, FilterParams(**options | {"num_negatives": 3}, shard="1/2"), progress=False)
+    assert not (adi_workdir / "negatives" / "manifest.json").exists()
+    with pytest.raises(HnmineError, match="negatives: has no manifest"):
+        export(adi_workdir, ExportParams(format="triplet"), progress=False)
+
+
+def test_merged_shard_stats_count_whole_run_figures_once(adi_workdir, adi):
+    from hnmine.distributed import _merged
+
+    data = DataParams(beir=adi)
+    whole = mine(adi_workdir, data, MineParams(retriever="dense", top_k=10), progress=False)
+    parts = [mine(adi_workdir, data, MineParams(retriever="dense", top_k=10, shard=f"{k}/3"), progress=False)
+             for k in (1, 2, 3)]
+    merged = _merged("mine", parts, 1.0, adi_workdir, "candidates").stats
+    for key in ("queries", "candidates", "positives", "queries_in_file", "qrels_lines"):
+        assert merged[key] == whole.stats[key], key
+
+
 def test_random_sampling_is_seeded(adi_workdir, adi):
     mine(adi_workdir, DataParams(beir=adi), MineParams(retriever="dense", top_k=20), progress=False)
     score(adi_workdir, ScoreParams(), progress=False)

@@ -75,12 +75,19 @@ def test_a_sharded_ray_run_writes_the_local_runs_files(ray_cluster, adi, tmp_pat
     cluster = subprocess.run([hnmine, "run", str(ray_config), "-q", "--ray", ray_cluster, "--shards", "3"],
                              env=env, capture_output=True, text=True, timeout=600)
     assert cluster.returncode == 0, cluster.stderr[-3000:]
-    assert "docs_encoded" in cluster.stdout or "index" in cluster.stdout
+    assert "run: ran index, mine, score, filter, export; reused nothing" in cluster.stdout
+    # the merged per-stage counts are the local run's (the timing aside)
+    for stage in ("mine", "filter", "export"):
+        assert _counts(cluster.stdout, stage) == _counts(local.output, stage) != "", stage
 
     work = tmp_path / "ray"
     for name in ("candidates", "scored", "negatives", "dropped"):
         assert not (work / f"{name}.arrow").exists()
         assert sorted(p.name for p in (work / name).glob("*.arrow")) == [f"shard-{k:05d}-of-00003.arrow" for k in (1, 2, 3)]
+    for name in ("candidates", "scored", "negatives"):  # each complete shard set has its folder manifest
+        folder = json.loads((work / name / "manifest.json").read_text())
+        whole = json.loads((tmp_path / "local" / f"{name}.manifest.json").read_text())
+        assert folder["params"] == _without_shard(whole["params"]) | {"shards": 3}, name
     # the tasks encoded every chunk; the driver only assembled them
     dense = json.loads((work / "index" / "dense" / "manifest.json").read_text())["stats"]
     assert dense["docs_resumed"] == 82 and dense["docs_encoded"] == 0
@@ -96,6 +103,18 @@ def test_a_sharded_ray_run_writes_the_local_runs_files(ray_cluster, adi, tmp_pat
                            env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "ran nothing" in again.stdout, again.stdout + again.stderr[-2000:]
     shutil.rmtree(work / "export")
+
+
+def _without_shard(params):
+    if isinstance(params, dict):
+        return {k: _without_shard(v) for k, v in params.items() if k != "shard"}
+    return params
+
+
+def _counts(output: str, stage: str) -> str:
+    """The counts on a stage's summary line (`mine    ran in 1.2 s   queries=35, ...`)."""
+    line = next((line for line in output.splitlines() if line.startswith(f"{stage} ")), "")
+    return line.split(" s ", 1)[-1].strip() if " s " in line else ""
 
 
 def test_an_unreachable_cluster_is_one_line_and_exit_2(adi, tmp_path):

@@ -166,3 +166,78 @@ def test_pairs_file_merges_repeated_queries_and_positives(tmp_path, adi_rows):
     assert r.num_rows == len(qrels)
     assert c.num_rows == len({d for _, d, _ in qrels})
     assert stats["pairs_skipped_empty_query"] == 1 and stats["pairs_rows_without_positive"] == 1
+
+
+def test_jsonl_titles_are_read_when_the_first_document_has_none(tmp_path, adi_rows):
+    corpus = [dict(d) for d in adi_rows[0][:5]]
+    del corpus[0]["title"]
+    corpus[1]["title"] = "A title of its own"
+    table, _ = readers.read_corpus(write_jsonl(tmp_path / "corpus.jsonl", corpus))
+    titles = table["title"].to_pylist()
+    assert titles[0] == "" and titles[1] == "A title of its own"
+
+
+def test_duplicate_qrels_lines_are_counted(tmp_path, adi_rows):
+    corpus, queries, qrels = _small(adi_rows)
+    folder = write_beir(tmp_path / "b", corpus, queries, qrels + qrels[:3])
+    result = _index_and_mine(tmp_path, folder)
+    assert result.stats["qrels_duplicate_lines"] == 3
+    assert any("3 duplicate qrels lines" in w for w in result.warnings)
+
+
+def test_repeated_texts_in_a_hashed_id_corpus_are_counted(tmp_path, adi_rows):
+    rows = [{"text": d["text"]} for d in adi_rows[0][:6]]
+    path = write_jsonl(tmp_path / "extra.jsonl", rows + rows[:2])
+    table, stats = readers.read_corpus(path, hash_ids=True)
+    assert table.num_rows == 6 and stats["corpus_repeated_text"] == 2
+
+
+def test_a_headerless_qrels_whose_first_score_is_not_a_number_is_an_error(tmp_path, adi_rows):
+    corpus, queries, qrels = _small(adi_rows)
+    lines = [f"{q}\t{d}\t{s:g}" for q, d, s in qrels]
+    path = tmp_path / "qrels.tsv"
+    path.write_text("\n".join([lines[0].rsplit("\t", 1)[0] + "\tyes", *lines[1:]]) + "\n")
+    with pytest.raises(HnmineError, match=r"qrels.tsv row 1: score 'yes' is not a number"):
+        readers.read_qrels(path, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
+    path.write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")  # a real header is still a header
+    table, _ = readers.read_qrels(path, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
+    assert table.num_rows == len(qrels)
+
+
+def test_qrels_table_errors_name_real_columns_and_bad_scores(tmp_path, adi_rows):
+    corpus, queries, qrels = _small(adi_rows)
+    qids, dids = {q["_id"] for q in queries}, {d["_id"] for d in corpus}
+    path = write_jsonl(tmp_path / "qrels.jsonl", [{"qid": q, "corpus-id": d, "score": s} for q, d, s in qrels])
+    with pytest.raises(HnmineError) as error:
+        readers.read_qrels(path, qids, dids)
+    assert "no column 'query-id'" in str(error.value) and "--qrels-query-column" not in str(error.value)
+    assert "rename" in str(error.value)
+    rows = [{"query-id": q, "corpus-id": d, "score": s} for q, d, s in qrels]
+    rows[2]["score"] = "relevant"
+    path = write_jsonl(tmp_path / "qrels.jsonl", rows)
+    with pytest.raises(HnmineError, match=r"qrels.jsonl row 3: score 'relevant' is not a number"):
+        readers.read_qrels(path, qids, dids)
+
+
+def test_near_duplicate_checks_without_a_dense_index_warn_or_fail(tmp_path, adi_rows):
+    folder = write_beir(tmp_path / "b", *_small(adi_rows))
+    _index_and_mine(tmp_path, folder)  # BM25 only: no embeddings to compare
+    score(tmp_path / "w", ScoreParams(), progress=False)
+    result = filter_stage(tmp_path / "w", FilterParams(num_negatives=2), progress=False)
+    assert any("near-duplicate checks skipped" in w and "--retrievers dense" in w for w in result.warnings)
+    with pytest.raises(HnmineError, match=r"--near-duplicate 0.9 compares embeddings.*fix: run `hnmine index --retrievers dense`"):
+        filter_stage(tmp_path / "w", FilterParams(num_negatives=2, near_duplicate=0.9), progress=False)
+    assert filter_stage(tmp_path / "w", FilterParams(num_negatives=2, near_duplicate=0, duplicate_negatives=0),
+                        progress=False).warnings == []
+
+
+def test_score_top_0_scores_every_candidate(tmp_path, adi_rows):
+    import polars as pl
+
+    from hnmine.io.files import read_table
+
+    folder = write_beir(tmp_path / "b", *_small(adi_rows))
+    _index_and_mine(tmp_path, folder, MineParams(retriever="bm25", top_k=3))
+    result = score(tmp_path / "w", ScoreParams(scorer="cross-encoder", backend="onnx", top=0), progress=False)
+    table = pl.from_arrow(read_table(tmp_path / "w" / "scored.arrow"))
+    assert table["ce_logit"].null_count() == 0 and result.stats["pairs"] == table.height

@@ -124,3 +124,20 @@ def test_local_judge_query_likelihood_ranks_positives_above_random_documents(adi
     # batching does not change a score (left padding, positions of real tokens only)
     judge.batch_size = 1
     np.testing.assert_allclose(judge.score(pairs_pos[:4])[:, 0], scores[:4], rtol=2e-3)
+
+
+def test_a_second_cache_in_the_same_process_keeps_the_first_ones_chunks(tmp_path):
+    """Two score runs in one process (a reused Ray worker, a notebook, hnmine as PID 1 in a
+    container) each open their own cache object: the second's chunks must not replace the first's."""
+    from hnmine.scorers.cache import ScoreCache, pair_keys
+
+    identity = {"scorer": "cross-encoder", "model": "m"}
+    first = ScoreCache(tmp_path, identity, ["ce_logit"])
+    first_keys = pair_keys(first.digest, ["q1", "q2"], ["d1", "d2"])
+    first.add(first_keys, np.array([1.0, 2.0]))
+    second = ScoreCache(tmp_path, identity, ["ce_logit"])
+    second_keys = pair_keys(second.digest, ["q3"], ["d3"])
+    second.add(second_keys, np.array([3.0]))
+    reopened = ScoreCache(tmp_path, identity, ["ce_logit"])
+    assert reopened.missing(first_keys + second_keys) == []
+    np.testing.assert_array_equal(reopened.lookup(first_keys + second_keys)[:, 0], [1.0, 2.0, 3.0])

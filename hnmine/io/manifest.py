@@ -1,7 +1,6 @@
 """Manifests: what made an output, so a rerun can tell whether it is still valid.
 
-A manifest sits beside its output (`candidates.arrow` -> `candidates.manifest.json`; a folder keeps
-`manifest.json` inside). Its `fingerprint` hashes only what determines the output (stage, params,
+A manifest sits beside its output, named by `manifest_path`. Its `fingerprint` hashes only what determines the output (stage, params,
 input fingerprints, hnmine version), never timings, so an unchanged rerun gives the same
 fingerprint and everything downstream of it stays valid.
 """
@@ -23,11 +22,18 @@ from hnmine.io.files import atomic_path
 _VERSIONED = ("torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu", "bm25s", "pyarrow", "polars", "numpy")
 
 
+MANIFEST = "manifest.json"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
 def manifest_path(output: Path) -> Path:
+    """`candidates.arrow` -> `candidates.manifest.json`; any other file keeps its whole name
+    (`train.parquet.manifest.json`, `x.v1.parquet.manifest.json`), so two outputs that share a stem
+    never share a manifest; a folder keeps `manifest.json` inside."""
     output = Path(output)
     if output.suffix == "" or output.is_dir():
-        return output / "manifest.json"
-    return output.with_name(output.name.split(".")[0] + ".manifest.json")
+        return output / MANIFEST
+    return output.with_name(output.name.removesuffix(".arrow") + MANIFEST_SUFFIX)
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> str:

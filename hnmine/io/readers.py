@@ -24,6 +24,8 @@ from hnmine import schema
 from hnmine.errors import HnmineError
 from hnmine.text import document_text, text_id
 
+# the third field of a BEIR qrels header line ("query-id corpus-id score"); any other word on line 1 is bad data
+QRELS_SCORE_HEADERS = ("score", "relevance", "rel", "label")
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
 
@@ -35,6 +37,9 @@ class Rows:
     columns: list[str]
     unit: str  # "line" (text formats, header counted) or "row" (parquet)
     records: Iterator[tuple[int, dict[str, Any]]] = field(repr=False)
+    # JSON lines have no header: `columns` are the first record's keys, and a later record may
+    # have a key the first lacks (a title), so an optional column is read from every record.
+    keys_vary: bool = False
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -64,10 +69,10 @@ def _jsonl_rows(path: Path) -> Rows:
                     raise HnmineError("expected a JSON object per line", path=path, row=line_no)
                 yield line_no, record
 
-    # JSON lines have no header: the columns are the keys of the first record.
+    # JSON lines have no header: the required columns are checked against the first record.
     first = next(records(), None)
     columns = list(first[1].keys()) if first else []
-    return Rows(path, columns, "line", records())
+    return Rows(path, columns, "line", records(), keys_vary=True)
 
 
 def _delimited_rows(path: Path) -> Rows:
@@ -158,12 +163,14 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
     were yielded: callers write through an atomic BatchWriter, so nothing looks finished."""
     stats = {} if stats is None else stats
     stats.update({"corpus_rows": 0, "corpus_skipped_empty_text": 0, "skipped_ids": []})
+    if hash_ids:
+        stats["corpus_repeated_text"] = 0
     rows = table_rows(path, "corpus")
     wanted = {"text-column": text_column}
     if not hash_ids:
         wanted["id-column"] = id_column
     _require_columns(rows, wanted)
-    has_title = bool(title_column) and title_column in rows.columns
+    has_title = bool(title_column) and (title_column in rows.columns or rows.keys_vary)
     ids, titles, texts = [], [], []
     seen = _UniqueIds(rows.path, rows.unit)
     skipped: list[str] = stats["skipped_ids"]
@@ -188,7 +195,8 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
             raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
         if hash_ids:
             if doc_id in seen.first_seen:
-                continue  # identical texts are one document
+                stats["corpus_repeated_text"] += 1  # identical texts are one document
+                continue
             seen.first_seen[doc_id] = row
         else:
             seen.add(doc_id, row)
@@ -269,15 +277,26 @@ def qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
                 try:
                     score = float(fields[2])
                 except ValueError:
-                    if line_no == 1:
+                    if line_no == 1 and fields[2].strip().lower() in QRELS_SCORE_HEADERS:
                         continue  # header
-                    raise HnmineError(f"score '{fields[2]}' is not a number", path=path, row=line_no) from None
+                    raise HnmineError(f"score '{fields[2]}' is not a number", path=path, row=line_no,
+                                      fix="give every line a numeric score; a header line's third field is 'score'"
+                                      ) from None
                 yield line_no, fields[0].strip(), fields[1].strip(), score
         return
     rows = table_rows(path, "qrels")
-    _require_columns(rows, {"qrels-query-column": "query-id", "qrels-doc-column": "corpus-id"})
+    for column in ("query-id", "corpus-id"):
+        if column not in rows.columns:
+            raise HnmineError(f"no column '{column}' (columns: {', '.join(rows.columns) or 'none'})", path=rows.path,
+                              fix="rename the qrels columns to query-id, corpus-id and score (optional, default 1)")
     for row, record in rows.records:
-        yield row, _as_text(record["query-id"]).strip(), _as_text(record["corpus-id"]).strip(), float(record.get("score", 1))
+        raw = record.get("score", 1)
+        try:
+            score = float(raw)
+        except (TypeError, ValueError):
+            raise HnmineError(f"score '{raw}' is not a number", path=rows.path, row=row,
+                              fix="give every row a numeric score, or leave the score column out (every row is 1)") from None
+        yield row, _as_text(record["query-id"]).strip(), _as_text(record["corpus-id"]).strip(), score
 
 
 def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_relevance: float = 1.0,
@@ -290,7 +309,7 @@ def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_releva
     """
     qids, dids, rels = [], [], []
     stats = {"qrels_lines": 0, "qrels_below_min_relevance": 0, "qrels_unknown_query": 0, "qrels_unknown_doc": 0,
-             "qrels_query_skipped_empty": 0, "qrels_doc_skipped_empty": 0}
+             "qrels_query_skipped_empty": 0, "qrels_doc_skipped_empty": 0, "qrels_duplicate_lines": 0}
     seen: set[tuple[str, str]] = set()
     judged_queries: set[str] = set()
     for row, qid, did, score in qrels_rows(path):
@@ -318,6 +337,7 @@ def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_releva
             stats["qrels_below_min_relevance"] += 1
             continue
         if (qid, did) in seen:
+            stats["qrels_duplicate_lines"] += 1
             continue
         seen.add((qid, did))
         qids.append(qid)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,12 @@ def pair_keys(identity_digest: str, queries: list[str], documents: list[str]) ->
 
 
 class ScoreCache:
-    """`root/<scorer digest>/chunk-<pid>-<n>.arrow` files of (key, one float column per score)."""
+    """`root/<scorer digest>/chunk-<time>-<pid>-<random>.arrow` files of (key, one float column per score).
+
+    A chunk's name is new for every chunk ever written (nanosecond clock, process id and a random
+    part), so no writer replaces another's chunk: not a second cache object in the same process, not
+    a reused worker, not another machine whose process has the same id. Names sort in the order
+    written, so where two chunks hold the same key the later one wins."""
 
     def __init__(self, root: Path, identity: dict, columns: list[str]):
         self.digest = scorer_digest(identity)
@@ -44,7 +51,6 @@ class ScoreCache:
         self.columns = columns
         self.scores: dict[bytes, tuple[float, ...]] = {}
         self.loaded_pairs = 0
-        self._written = 0
         if self.folder.is_dir():
             for file in sorted(self.folder.glob("chunk-*.arrow")):
                 table = read_table(file)
@@ -70,8 +76,8 @@ class ScoreCache:
         values = np.asarray(values, dtype=np.float32).reshape(len(keys), len(self.columns))
         table = pa.table({"key": pa.array(keys, pa.binary(16)),
                           **{c: pa.array(values[:, i]) for i, c in enumerate(self.columns)}})
-        self._written += 1
-        write_table(table, self.folder / f"chunk-{os.getpid()}-{self._written:06d}.arrow")
+        name = f"chunk-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}.arrow"
+        write_table(table, self.folder / name)
         self.scores.update(zip(keys, map(tuple, values.tolist()), strict=True))
 
     def lookup(self, keys: list[bytes]) -> np.ndarray:

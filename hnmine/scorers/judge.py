@@ -182,7 +182,7 @@ class HttpJudge:
         self._count("requests")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read())
+                raw = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 429 or exc.code >= 500:
                 raise RetryableError(f"HTTP {exc.code}", exc.headers.get("Retry-After")) from None
@@ -191,7 +191,20 @@ class HttpJudge:
                               fix="check base_url, model and the API key variable") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             raise RetryableError(str(exc), None) from None
-        return self._parse(payload)
+        return self._answer(raw)
+
+    def _answer(self, raw: bytes) -> float:
+        """The score in a 200's body; a body that is no chat completion (a gateway's error page, an
+        error object) is an HnmineError, so the answers received before it are still cached."""
+        try:
+            payload = json.loads(raw)
+            return self._parse(payload)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            what = "not JSON" if isinstance(exc, json.JSONDecodeError) else f"{type(exc).__name__}: {exc}"
+            raise HnmineError(f"judge endpoint {self.url} answered 200 with no chat completion ({what}): "
+                              f"{raw[:120].decode('utf-8', 'replace')!r}",
+                              fix="check that base_url is an OpenAI-compatible /v1 endpoint serving this model; "
+                                  "answers received so far are cached") from None
 
     def _parse(self, payload: dict) -> float:
         choice = payload["choices"][0]

@@ -1,42 +1,15 @@
-"""What every stage returns, and the small helpers they share."""
+"""What every stage returns, and the small helpers they share (the lifecycle is `hnmine.workdir`)."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hnmine.config import DataParams, parse_shard
-from hnmine.io.manifest import input_fingerprint
+from hnmine.workdir import StageResult, WorkDir
 
-
-@dataclass
-class StageResult:
-    stage: str
-    outputs: dict[str, Path]
-    stats: dict = field(default_factory=dict)
-    reused: bool = False
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    parts: list[StageResult] = field(default_factory=list)  # sub-outputs (index: corpus, dense, bm25)
-
-
-class Timer:
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def fingerprints(paths: dict[str, Path]) -> dict[str, str]:
-    return {name: input_fingerprint(path) for name, path in paths.items()}
+__all__ = ["StageResult", "corpus_identity", "query_identity", "shard_slice", "stage_input"]
 
 
 # Data fields that only say where a file is: its content hash stands in the manifest's inputs.
@@ -64,15 +37,6 @@ def shard_slice(count: int, shard: str | None) -> slice:
     return slice(int(bounds[k]), int(bounds[k + 1]))
 
 
-def shard_output(workdir: Path, name: str, shard: str | None) -> Path:
-    """`name.arrow` for a whole run; `name/shard-K-of-N.arrow` for one shard (readers take the folder)."""
-    if not shard:
-        return Path(workdir) / f"{name}.arrow"
-    k, n = parse_shard(shard)
-    return Path(workdir) / name / f"shard-{k + 1:05d}-of-{n:05d}.arrow"
-
-
 def stage_input(workdir: Path, name: str) -> Path:
-    """The whole-run file if there is one, else the folder of shards."""
-    whole = Path(workdir) / f"{name}.arrow"
-    return whole if whole.exists() else Path(workdir) / name
+    """The whole-run file if there is one, else the folder of shards (WorkDir.stage_input)."""
+    return WorkDir(workdir).stage_input(name)

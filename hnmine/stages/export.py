@@ -33,49 +33,51 @@ from hnmine import schema
 from hnmine.config import ExportParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path, read_table
-from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
-from hnmine.stages.common import StageResult, Timer, fingerprints, stage_input
 from hnmine.stages.filter import SCORE_PREFERENCE, pick_score_column
-from hnmine.stages.index import corpus_path
+from hnmine.workdir import (
+    JSONL_FORMATS,
+    Done,
+    Stage,
+    StageResult,
+    WorkDir,
+    ids_path,
+    output_params,
+    run_stage,
+)
 
 LABELED = "labeled"  # a positive from the qrels (true) or a likely positive the filter found (false)
-JSONL_FORMATS = ("flagembedding", "tevatron")
 SIDECAR_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding")
 
 
 def default_output(workdir: Path, fmt: str = "n-tuple") -> Path:
-    return Path(workdir) / "export" / ("train.jsonl" if fmt in JSONL_FORMATS else "train.parquet")
+    return WorkDir(workdir).export(fmt)
 
 
-def ids_path(output: Path) -> Path:
-    return output.with_name(output.name.removesuffix(output.suffix) + ".ids.parquet")
-
-
-def _documents(workdir: Path, doc_ids: pl.Series) -> pl.DataFrame:
-    corpus = pl.from_arrow(read_table(corpus_path(workdir), [schema.DOC_ID, schema.TITLE, schema.TEXT]))
+def _documents(wd: WorkDir, doc_ids: pl.Series) -> pl.DataFrame:
+    corpus = pl.from_arrow(read_table(wd.corpus, [schema.DOC_ID, schema.TITLE, schema.TEXT]))
     corpus = corpus.filter(pl.col(schema.DOC_ID).is_in(doc_ids.unique().implode()))
     joined = pl.concat_str([pl.col(schema.TITLE), pl.col(schema.TEXT)], separator=" ").str.strip_chars()
     return corpus.select(schema.DOC_ID, schema.TITLE, schema.TEXT, joined.alias("doc_text"))
 
 
-def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def gather(workdir: Path | WorkDir, negatives: pl.DataFrame, params: ExportParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """One row per (query, positive) with the query text, the positive and the query's negatives
     as lists (id, title, text, joined text, score), in negative_rank order; and the per-query table."""
-    workdir = Path(workdir)
-    queries = pl.from_arrow(read_table(workdir / "queries.arrow")).select(schema.QUERY_ID, pl.col(schema.TEXT).alias("query"))
-    qrels = pl.from_arrow(read_table(workdir / "qrels.arrow")).select(schema.QUERY_ID, schema.DOC_ID)
+    wd = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    queries = pl.from_arrow(read_table(wd.queries)).select(schema.QUERY_ID, pl.col(schema.TEXT).alias("query"))
+    qrels = pl.from_arrow(read_table(wd.qrels)).select(schema.QUERY_ID, schema.DOC_ID)
     stats: dict = {}
     if params.extra_positives:
-        likely = likely_positives(workdir)
-        stats["extra_positives"] = likely.height
+        likely = likely_positives(wd)
+        stats["likely_positives"] = likely.height
         qrels = pl.concat([qrels.with_columns(pl.lit(True).alias(LABELED)), likely.with_columns(pl.lit(False).alias(LABELED))])
     else:
         qrels = qrels.with_columns(pl.lit(True).alias(LABELED))
-    docs = _documents(workdir, pl.concat([negatives[schema.DOC_ID], qrels[schema.DOC_ID]]))
+    docs = _documents(wd, pl.concat([negatives[schema.DOC_ID], qrels[schema.DOC_ID]]))
     score = None
     negatives = negatives.sort(schema.NEGATIVE_RANK, maintain_order=True)
     if params.labels != "none":
-        scored = pl.from_arrow(read_table(stage_input(workdir, "scored")))
+        scored = pl.from_arrow(read_table(wd.stage_input("scored")))
         score = pick_score_column(scored, params.score, SCORE_PREFERENCE, purpose="for the labels")
         stats["label_score"] = score
         # a likely positive's score is on its candidate row, a labeled one's on its positive row
@@ -112,15 +114,15 @@ def gather(workdir: Path, negatives: pl.DataFrame, params: ExportParams) -> tupl
     return rows, per_query, stats
 
 
-def likely_positives(workdir: Path) -> pl.DataFrame:
+def likely_positives(workdir: Path | WorkDir) -> pl.DataFrame:
     """(query_id, doc_id) of the candidates `filter --likely-positive` set aside as likely positives."""
-    source = stage_input(workdir, "negatives")
-    params = read_manifest(manifest_path(source)).get("params", {}) if manifest_path(source).exists() else {}
-    if params.get("likely_positive") is None:
+    wd = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    source = wd.stage_input("negatives")
+    if output_params(source, "hnmine filter").get("likely_positive") is None:
         raise HnmineError("--extra-positives needs likely positives, and the last filter ran without --likely-positive",
                           path=source, fix="rerun `hnmine filter --likely-positive 0.9` (with your other options), "
                                            "or drop --extra-positives")
-    dropped = pl.from_arrow(read_table(stage_input(workdir, "dropped")))
+    dropped = pl.from_arrow(read_table(wd.stage_input("dropped")))
     return dropped.filter(pl.col(schema.DROPPED_BY) == "likely_positive").select(schema.QUERY_ID, schema.DOC_ID)
 
 
@@ -219,29 +221,27 @@ def _write(table: pl.DataFrame, output: Path, fmt: str) -> None:
 
 
 def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageResult:
-    workdir = Path(workdir)
-    source = stage_input(workdir, "negatives")
-    output = Path(params.output) if params.output else default_output(workdir, params.format)
-    needed = {"negatives": source, "queries": workdir / "queries.arrow", "qrels": workdir / "qrels.arrow",
-              "corpus": corpus_path(workdir)}
+    wd = WorkDir(workdir)
+    source = wd.stage_input("negatives")
+    output = Path(params.output) if params.output else wd.export(params.format)
+    needed = {"negatives": source, "queries": wd.queries, "qrels": wd.qrels, "corpus": wd.corpus}
     if params.labels != "none":
-        needed["scored"] = stage_input(workdir, "scored")
+        needed["scored"] = wd.stage_input("scored")
     if params.extra_positives:
-        needed["dropped"] = stage_input(workdir, "dropped")
-    inputs_fp = fingerprints(needed)
-    identity = params.identity() | {"output": str(output)}
+        needed["dropped"] = wd.stage_input("dropped")
     sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None
     outputs = {"train": output} | ({"ids": sidecar} if sidecar else {})
-    if is_current(output, "export", identity, inputs_fp) and (sidecar is None or sidecar.exists()):
-        return StageResult("export", outputs, read_manifest(manifest_path(output))["stats"], reused=True)
-    manifest_path(output).unlink(missing_ok=True)
-    with Timer() as timer:
+
+    def transform() -> Done:
         negatives = pl.from_arrow(read_table(source))
-        filter_manifest = read_manifest(manifest_path(source)) if manifest_path(source).exists() else {}
-        num_negatives = filter_manifest.get("params", {}).get("num_negatives") or int(negatives[schema.NEGATIVE_RANK].max() or 0)
-        rows, per_query, stats = gather(workdir, negatives, params)
+        num_negatives = output_params(source, "hnmine filter")["num_negatives"]
+        rows, per_query, stats = gather(wd, negatives, params)
         train, ids, build_stats = build(rows, per_query, params, num_negatives)
         stats |= build_stats
+        if params.extra_positives:  # those of the queries written: a query left out takes its own along
+            written = ids if ids is not None and schema.QUERY_ID in ids.columns else per_query
+            stats["extra_positives"] = rows.filter(
+                ~pl.col(LABELED) & pl.col(schema.QUERY_ID).is_in(written[schema.QUERY_ID].unique().implode())).height
         if ids is not None and sidecar is not None:
             with atomic_path(sidecar) as tmp:
                 pq.write_table(ids.to_arrow(), tmp)
@@ -249,13 +249,15 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         stats["rows"] = train.height
         stats["queries"] = train.select(pl.col(schema.QUERY_ID)).n_unique() if schema.QUERY_ID in train.columns else \
             (ids[schema.QUERY_ID].n_unique() if ids is not None else per_query.height)
-    warnings = []
-    if stats.get("queries_left_out_fewer_negatives"):
-        warnings.append(f"{stats['queries_left_out_fewer_negatives']} queries left out of the n-tuple file: "
-                        f"fewer than {num_negatives} negatives")
-    if stats.get("labels_missing_scores"):
-        warnings.append(f"{stats['labels_missing_scores']} positives or negatives have no {stats['label_score']} score: "
-                        "their labels are empty (score them with a wider --top, or pick another --score)")
-    write_manifest(output, stage="export", params=identity, inputs=inputs_fp,
-                   outputs={"train": {"rows": train.height, "path": str(output)}}, stats=stats, seconds=timer.seconds)
-    return StageResult("export", outputs, stats, seconds=timer.seconds, warnings=warnings)
+        warnings = []
+        if stats.get("queries_left_out_fewer_negatives"):
+            warnings.append(f"{stats['queries_left_out_fewer_negatives']} queries left out of the n-tuple file: "
+                            f"fewer than {num_negatives} negatives")
+        if stats.get("labels_missing_scores"):
+            warnings.append(f"{stats['labels_missing_scores']} positives or negatives have no {stats['label_score']} "
+                            "score: their labels are empty (score them with a wider --top, or pick another --score)")
+        return Done(stats, {"train": {"rows": train.height, "path": str(output)}}, warnings)
+
+    stage = Stage("export", output, params.identity() | {"output": str(output)}, needed, outputs,
+                  needs=(sidecar,) if sidecar else ())
+    return run_stage(stage, transform)

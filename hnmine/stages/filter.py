@@ -18,10 +18,8 @@ from hnmine import schema
 from hnmine.config import FilterParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table, write_table
-from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.retrievers.embedding_store import load_embeddings
-from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
-from hnmine.stages.index import corpus_path, dense_dir
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, manifest_path, run_stage
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -300,24 +298,33 @@ def _pad(kept: pl.DataFrame, scored: pl.DataFrame, short: pl.DataFrame, params: 
     return pl.concat([kept, padded], how="diagonal_relaxed"), len(rows), short.height
 
 
+def _no_dense_index(wd: WorkDir, params: FilterParams) -> str:
+    """The embedding checks cannot run without a dense index: an error for a threshold the user
+    set, a warning for the defaults."""
+    for name in ("near_duplicate", "duplicate_negatives"):
+        value = getattr(params, name)
+        if value and value != FilterParams.model_fields[name].default:
+            option = "--" + name.replace("_", "-")
+            raise HnmineError(f"{option} {value} compares embeddings, and the work dir has no dense index",
+                              path=wd.dense, fix=f"run `hnmine index --retrievers dense` first, or pass {option} 0")
+    return ("near-duplicate checks skipped (--near-duplicate, --duplicate-negatives): no dense index in the work dir; "
+            "build one with `hnmine index --retrievers dense`, or set both to 0 to silence this")
+
+
 def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> StageResult:
-    workdir = Path(workdir)
-    source = shard_output(workdir, "scored", params.shard) if params.shard else stage_input(workdir, "scored")
-    out = shard_output(workdir, "negatives", params.shard)
-    dropped_out = shard_output(workdir, "dropped", params.shard)
+    wd = WorkDir(workdir)
+    source = wd.shard_input("scored", params.shard)
+    out = wd.output("negatives", params.shard)
+    dropped_out = wd.output("dropped", params.shard)
     needed = {"scored": source}
     uses_embeddings = bool(params.near_duplicate or params.duplicate_negatives)
     if params.short_queries == "pad" or uses_embeddings:
-        needed["corpus"] = corpus_path(workdir)
-        if uses_embeddings and manifest_path(dense_dir(workdir)).exists():
-            needed["dense"] = dense_dir(workdir)
-    inputs_fp = fingerprints(needed)
-    identity = params.identity()
-    if is_current(out, "filter", identity, inputs_fp) and dropped_out.exists():
-        return StageResult("filter", {"negatives": out, "dropped": dropped_out},
-                           read_manifest(manifest_path(out))["stats"], reused=True)
-    manifest_path(out).unlink(missing_ok=True)
-    with Timer() as timer:
+        needed["corpus"] = wd.corpus
+        if uses_embeddings and manifest_path(wd.dense).exists():
+            needed["dense"] = wd.dense
+
+    def transform() -> Done:
+        warnings = [_no_dense_index(wd, params)] if uses_embeddings and "dense" not in needed else []
         scored = pl.from_arrow(read_table(source))
         top_k = scored.filter(~pl.col(schema.IS_POSITIVE)).group_by(schema.QUERY_ID).len()["len"].max() or 0
         if params.num_negatives > top_k:
@@ -333,12 +340,12 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
         kept, dropped, stats = filter_candidates(scored, params, context)
         write_table(dropped.to_arrow(), dropped_out)
         write_table(kept.to_arrow(), out)
-    warnings = []
-    short = stats["queries_with_fewer_negatives"] + stats["queries_with_no_negatives"]
-    if short:
-        warnings.append(f"{short} of {stats['queries']} queries have fewer than {params.num_negatives} negatives "
-                        f"({stats['queries_with_no_negatives']} have none)")
-    write_manifest(out, stage="filter", params=identity, inputs=inputs_fp,
-                   outputs={"negatives": {"rows": kept.height}, "dropped": {"rows": dropped.height}},
-                   stats=stats, seconds=timer.seconds)
-    return StageResult("filter", {"negatives": out, "dropped": dropped_out}, stats, seconds=timer.seconds, warnings=warnings)
+        short = stats["queries_with_fewer_negatives"] + stats["queries_with_no_negatives"]
+        if short:
+            warnings.append(f"{short} of {stats['queries']} queries have fewer than {params.num_negatives} negatives "
+                            f"({stats['queries_with_no_negatives']} have none)")
+        return Done(stats, {"negatives": {"rows": kept.height}, "dropped": {"rows": dropped.height}}, warnings)
+
+    stage = Stage("filter", out, params.identity(), needed, {"negatives": out, "dropped": dropped_out},
+                  needs=(dropped_out,), shard=params.shard)
+    return run_stage(stage, transform)

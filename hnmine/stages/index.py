@@ -8,6 +8,7 @@ reused when its manifest matches, so adding BM25 to a dense work dir does not re
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,25 +20,26 @@ from hnmine.device import default_device, resolve_precision
 from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
-from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
+from hnmine.io.manifest import input_fingerprint
 from hnmine.packaged.resolve import resolve_model
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.retrievers.imported import import_embeddings, recall_at_k
-from hnmine.stages.common import StageResult, Timer, corpus_identity, fingerprints
+from hnmine.stages.common import corpus_identity
 from hnmine.text import document_text, text_hash
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, is_stage_current, run_stage
 
 
 def corpus_path(workdir: Path) -> Path:
-    return Path(workdir) / "corpus.arrow"
+    return WorkDir(workdir).corpus
 
 
 def dense_dir(workdir: Path) -> Path:
-    return Path(workdir) / "index" / "dense"
+    return WorkDir(workdir).dense
 
 
 def bm25_dir(workdir: Path) -> Path:
-    return Path(workdir) / "index" / "bm25"
+    return WorkDir(workdir).bm25
 
 
 def dense_identity(params: IndexParams) -> dict:
@@ -61,29 +63,29 @@ def doc_texts(corpus: pa.Table) -> list[str]:
 def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> StageResult:
     """corpus.arrow from the user's corpus, streamed batch by batch: memory holds one batch of
     documents and the ids seen so far, not the corpus."""
-    out = corpus_path(workdir)
-    params = corpus_identity(data)
-    inputs_fp = fingerprints(inputs.corpus_files(data))
-    if is_current(out, "corpus", params, inputs_fp):
-        return StageResult("corpus", {"corpus": out}, read_manifest(manifest_path(out))["stats"], reused=True)
-    manifest_path(out).unlink(missing_ok=True)
-    stats: dict = {}
-    with Timer() as timer:
-        with BatchWriter(out, schema.INDEXED_CORPUS) as writer, \
+    wd = WorkDir(workdir)
+    stage = Stage("corpus", wd.corpus, corpus_identity(data), inputs.corpus_files(data), {"corpus": wd.corpus})
+
+    def transform() -> Done:
+        stats: dict = {}
+        with BatchWriter(wd.corpus, schema.INDEXED_CORPUS) as writer, \
                 tqdm(desc="read corpus", unit="doc", disable=not progress, mininterval=1.0) as bar:
             for corpus in inputs.iter_corpus(data, stats):
                 hashes = pa.array([text_hash(t) for t in doc_texts(corpus)], type=pa.uint64())
                 writer.write(corpus.append_column(schema.TEXT_HASH, hashes))
                 bar.update(corpus.num_rows)
         skipped = stats.pop("skipped_ids", [])
-        write_table(pa.table({"skipped": pa.array(skipped, pa.string())}), Path(workdir) / "corpus.skipped.arrow")
-    warnings = []
-    if stats.get("corpus_skipped_empty_text"):
-        warnings.append(f"{stats['corpus_skipped_empty_text']} corpus rows with empty text skipped "
-                        f"(their ids are in {Path(workdir) / 'corpus.skipped.arrow'})")
-    write_manifest(out, stage="corpus", params=params, inputs=inputs_fp, outputs={"corpus": {"rows": writer.rows}},
-                   stats=stats, seconds=timer.seconds)
-    return StageResult("corpus", {"corpus": out}, stats, seconds=timer.seconds, warnings=warnings)
+        write_table(pa.table({"skipped": pa.array(skipped, pa.string())}), wd.corpus_skipped)
+        warnings = []
+        if stats.get("corpus_skipped_empty_text"):
+            warnings.append(f"{stats['corpus_skipped_empty_text']} corpus rows with empty text skipped "
+                            f"(their ids are in {wd.corpus_skipped})")
+        if stats.get("corpus_repeated_text"):
+            warnings.append(f"{stats['corpus_repeated_text']} corpus rows repeating an earlier row's text skipped "
+                            "(identical texts are one document)")
+        return Done(stats, {"corpus": {"rows": writer.rows}}, warnings)
+
+    return run_stage(stage, transform)
 
 
 def encoder_factory(params: IndexParams):
@@ -92,46 +94,53 @@ def encoder_factory(params: IndexParams):
                                  params.backend, params.precision)
 
 
+def _dense_stage(wd: WorkDir, params: IndexParams) -> Stage:
+    inputs = {"corpus": wd.corpus} | ({"embeddings": params.embeddings} if params.embeddings else {})
+    return Stage("dense", wd.dense, dense_identity(params), inputs, {"dense": wd.dense}, needs=(wd.dense_embeddings,))
+
+
 def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
-    out = dense_dir(workdir)
+    wd = WorkDir(workdir)
+    out = wd.dense
     identity = dense_identity(params)
-    inputs_fp = fingerprints({"corpus": corpus_path(workdir)} | ({"embeddings": params.embeddings} if params.embeddings else {}))
-    if is_current(out, "dense", identity, inputs_fp) and (out / "embeddings.npy").exists():
-        return StageResult("dense", {"dense": out}, read_manifest(out / "manifest.json")["stats"], reused=True)
-    manifest_path(out).unlink(missing_ok=True)
-    with Timer() as timer:
+    stage = _dense_stage(wd, params)
+
+    def transform() -> Done:
+        start = time.perf_counter()
         if params.embeddings is not None:
-            doc_ids = read_table(corpus_path(workdir), [schema.DOC_ID]).column(schema.DOC_ID).to_pylist()
+            doc_ids = read_table(wd.corpus, [schema.DOC_ID]).column(schema.DOC_ID).to_pylist()
             out.mkdir(parents=True, exist_ok=True)
-            stats = import_embeddings(params.embeddings, doc_ids, out / "embeddings.npy", normalize=params.normalize,
+            stats = import_embeddings(params.embeddings, doc_ids, wd.dense_embeddings, normalize=params.normalize,
                                       dtype=params.storage, id_column=params.embeddings_id_column,
                                       column=params.embeddings_column)
             embeddings = embedding_store.load_embeddings(out)
             stats |= {"docs": len(doc_ids), "docs_encoded": 0}
         else:
-            corpus = read_table(corpus_path(workdir))
+            corpus = read_table(wd.corpus)
             texts = doc_texts(corpus)
-            make_encoder = encoder_factory(params)
             devices = encoding_devices(params)
+            # one device named: encode on it, in this process
+            encode = params.model_copy(update={"device": devices[0], "devices": None}) if len(devices) == 1 else params
+            make_encoder = encoder_factory(encode)
             with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=not progress) as bar:
                 by_workers = encode_on_devices(workdir, params, devices, bar) if len(devices) > 1 else 0
                 embeddings, stats = embedding_store.encode_corpus(
-                    texts, out, make_encoder, identity={**identity, "corpus": inputs_fp["corpus"]},
+                    texts, out, make_encoder, identity={**identity, "corpus": input_fingerprint(wd.corpus)},
                     prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update, dtype=params.storage,
                 )
             stats["docs"] = len(texts)
             if len(devices) > 1:
                 stats |= {"devices": devices, "docs_encoded": stats["docs_encoded"] + by_workers,
                           "docs_resumed": stats["docs_resumed"] - by_workers}
-            device = devices[0] if len(devices) > 1 else params.device or default_device()
+            device = devices[0] if len(devices) > 1 else encode.device or default_device()
             stats["precision"] = resolve_precision(params.precision, device)
             stats["backend"] = encoders.resolve_backend(params.backend, resolve_model(params.model), device,
                                                      stats["precision"])
-        encode_seconds = timer.elapsed()
+        encode_seconds = time.perf_counter() - start
         if params.faiss_factory != "Flat":
             index = faiss_index.build_faiss(embeddings, params.faiss_factory)
-            faiss_index.save_faiss(index, out / "faiss.index")
-            stats["faiss_build_seconds"] = round(timer.elapsed() - encode_seconds, 2)
+            faiss_index.save_faiss(index, wd.faiss_index)
+            stats["faiss_build_seconds"] = round(time.perf_counter() - start - encode_seconds, 2)
             if params.recall_sample:
                 # with mine's default search parameters; `hnmine mine --nprobe/--ef-search` changes them
                 defaults = MineParams()
@@ -141,24 +150,22 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
                 stats["recall_rerank"] = searcher.rerank
                 stats["recall_search"] = {"nprobe": defaults.nprobe, "ef_search": defaults.ef_search}
         stats["storage"] = params.storage
-    stats["docs_per_second"] = round(stats["docs_encoded"] / encode_seconds, 1) if stats["docs_encoded"] and encode_seconds else None
-    write_manifest(out, stage="dense", params=identity, inputs=inputs_fp,
-                   outputs={"embeddings": {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}},
-                   stats=stats, seconds=timer.seconds)
-    return StageResult("dense", {"dense": out}, stats, seconds=timer.seconds)
+        stats["docs_per_second"] = round(stats["docs_encoded"] / encode_seconds, 1) \
+            if stats["docs_encoded"] and encode_seconds else None
+        return Done(stats, {"embeddings": {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}})
+
+    return run_stage(stage, transform)
 
 
 def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
     """Encode the k-th of n interleaved parts of the corpus chunks (a Ray task's share of `index`).
     The `index` call that follows finds every chunk saved and only assembles the matrix."""
-    out = dense_dir(workdir)
-    if params.embeddings is not None:
+    wd = WorkDir(workdir)
+    if params.embeddings is not None or is_stage_current(_dense_stage(wd, params)):
         return {"docs_encoded": 0}
-    identity, inputs_fp = dense_identity(params), fingerprints({"corpus": corpus_path(workdir)})
-    if is_current(out, "dense", identity, inputs_fp) and (out / "embeddings.npy").exists():
-        return {"docs_encoded": 0}
-    texts = doc_texts(read_table(corpus_path(workdir)))
-    _, stats = embedding_store.encode_corpus(texts, out, encoder_factory(params), identity={**identity, "corpus": inputs_fp["corpus"]},
+    texts = doc_texts(read_table(wd.corpus))
+    _, stats = embedding_store.encode_corpus(texts, wd.dense, encoder_factory(params),
+                                   identity={**dense_identity(params), "corpus": input_fingerprint(wd.corpus)},
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
     return stats
@@ -168,6 +175,8 @@ def encoding_devices(params: IndexParams) -> list[str]:
     """The devices to encode on in parallel: --devices, else every GPU when there are several and
     --device names none. A list of one (or none) means the usual single-process encoding."""
     if params.devices:
+        for device in params.devices:
+            check_device(device)
         return list(params.devices)
     if params.device is not None or params.embeddings is not None:
         return []
@@ -178,6 +187,20 @@ def encoding_devices(params: IndexParams) -> list[str]:
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [f"cuda:{i}" for i in range(count)] if count > 1 else []
+
+
+def check_device(device: str) -> None:
+    """A CUDA device that this machine does not have is an error, not a silent fall-back."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = device.partition(":")[2]
+    if not count or (index.isdigit() and int(index) >= count):
+        have = f"cuda:0 to cuda:{count - 1}" if count else "none"
+        raise HnmineError(f"device '{device}' is not on this machine (CUDA devices: {have})",
+                          fix="name devices that torch.cuda.device_count() shows, or cpu")
 
 
 def _encode_part_worker(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
@@ -197,7 +220,7 @@ def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], ba
     import multiprocessing
 
     n = len(devices)
-    chunks_dir = dense_dir(workdir) / "chunks"
+    chunks_dir = WorkDir(workdir).dense_chunks
     jobs = [(workdir, params.model_copy(update={"device": device, "devices": None}), k, n)
             for k, device in enumerate(devices)]
     with multiprocessing.get_context("spawn").Pool(n) as pool:
@@ -220,14 +243,12 @@ def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], ba
 
 
 def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
-    out = bm25_dir(workdir)
-    identity = bm25_identity(params)
-    inputs_fp = fingerprints({"corpus": corpus_path(workdir)})
-    if is_current(out, "bm25", identity, inputs_fp):
-        return StageResult("bm25", {"bm25": out}, read_manifest(out / "manifest.json")["stats"], reused=True)
-    manifest_path(out).unlink(missing_ok=True)
-    with Timer() as timer:
-        corpus = read_table(corpus_path(workdir))
+    wd = WorkDir(workdir)
+    out = wd.bm25
+    stage = Stage("bm25", out, bm25_identity(params), {"corpus": wd.corpus}, {"bm25": out})
+
+    def transform() -> Done:
+        corpus = read_table(wd.corpus)
         index = BM25Index.build(doc_texts(corpus), method=params.bm25_method, k1=params.bm25_k1, b=params.bm25_b,
                                 stemmer=params.bm25_stemmer, stopwords=params.bm25_stopwords)
         # bm25s writes several files: build in a sibling folder, then swap it in.
@@ -238,9 +259,9 @@ def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
         stats = {"docs": corpus.num_rows, "vocabulary": len(index.retriever.vocab_dict)}
-    write_manifest(out, stage="bm25", params=identity, inputs=inputs_fp, outputs={"bm25": {"rows": corpus.num_rows}},
-                   stats=stats, seconds=timer.seconds)
-    return StageResult("bm25", {"bm25": out}, stats, seconds=timer.seconds)
+        return Done(stats, {"bm25": {"rows": corpus.num_rows}})
+
+    return run_stage(stage, transform)
 
 
 def index(workdir: Path, data: DataParams, params: IndexParams, progress: bool = True) -> StageResult:

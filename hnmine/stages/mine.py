@@ -22,12 +22,12 @@ from hnmine.config import DataParams, MineParams
 from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
-from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
+from hnmine.io.manifest import read_manifest
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
-from hnmine.stages.common import StageResult, Timer, fingerprints, query_identity, shard_output, shard_slice
-from hnmine.stages.index import bm25_dir, corpus_path, dense_dir
+from hnmine.stages.common import query_identity, shard_slice
 from hnmine.text import text_hash
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, manifest_path, run_stage
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Corpus:
 
 
 def _load_corpus(workdir: Path) -> Corpus:
-    table = read_table(corpus_path(workdir), [schema.DOC_ID, schema.TEXT_HASH])
+    table = read_table(WorkDir(workdir).corpus, [schema.DOC_ID, schema.TEXT_HASH])
     return Corpus(table.column(schema.DOC_ID).combine_chunks(), table.column(schema.TEXT_HASH).to_numpy())
 
 
@@ -53,30 +53,40 @@ class _Retrievers:
         self.search_kind = None
         self.embeddings = None
         if self.kind in ("dense", "hybrid"):
-            manifest = read_manifest(dense_dir(workdir) / "manifest.json")
+            wd = WorkDir(workdir)
+            manifest = read_manifest(manifest_path(wd.dense))
             self.dense_params = manifest["params"]
-            self.embeddings = embedding_store.load_embeddings(dense_dir(workdir))
-            backend = manifest["stats"].get("backend", self.dense_params.get("backend", "auto"))
-            self.encoder = encoders.Encoder(self.dense_params["model"], params.device, self.dense_params["max_length"],
-                                         batch_size=min(params.batch_size, 512), normalize=self.dense_params["normalize"], backend=backend,
-                                         precision=self.dense_params.get("precision", "auto"))
+            self.embeddings = embedding_store.load_embeddings(wd.dense)
+            self.encoder = query_encoder(manifest, params.device, params.batch_size)
             self.dense_index, self.search_kind = faiss_index.open_search(
-                dense_dir(workdir), self.dense_params["faiss_factory"], self.embeddings, self.encoder.device,
+                wd.dense, self.dense_params["faiss_factory"], self.embeddings, self.encoder.device,
                 nprobe=params.nprobe, ef_search=params.ef_search)
         if self.kind in ("bm25", "hybrid"):
-            self.bm25 = BM25Index.load(bm25_dir(workdir))
+            self.bm25 = BM25Index.load(WorkDir(workdir).bm25)
 
     def dense_search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, positions = self.dense_index.search(query_vectors, k)
         return positions, scores
 
 
-def _required_indexes(workdir: Path, retriever: str) -> dict[str, Path]:
-    needed = {"corpus": corpus_path(workdir)}
+def query_encoder(dense_manifest: dict, device: str | None, batch_size: int) -> encoders.Encoder:
+    """The query encoder for a dense index: its model, length and normalization, in the runtime
+    that encoded the corpus. An index encoded by ONNX Runtime (a CPU runtime) keeps it, in the
+    precision it ran in (fp32 or int8), on whatever device mine runs: a CPU-built index searched
+    on a GPU machine would otherwise ask ONNX for the GPU's fp16."""
+    params, stats = dense_manifest["params"], dense_manifest["stats"]
+    backend = stats.get("backend", params.get("backend", "auto"))
+    precision = stats.get("precision", params.get("precision", "auto")) if backend == "onnx" else params.get("precision", "auto")
+    return encoders.Encoder(params["model"], device, params["max_length"], batch_size=min(batch_size, 512),
+                         normalize=params["normalize"], backend=backend, precision=precision)
+
+
+def _required_indexes(wd: WorkDir, retriever: str) -> dict[str, Path]:
+    needed = {"corpus": wd.corpus}
     if retriever in ("dense", "hybrid"):
-        needed["dense"] = dense_dir(workdir)
+        needed["dense"] = wd.dense
     if retriever in ("bm25", "hybrid"):
-        needed["bm25"] = bm25_dir(workdir)
+        needed["bm25"] = wd.bm25
     for name, path in needed.items():
         if not manifest_path(path).exists():
             flag = "" if name == "corpus" else f" --retrievers {name}"
@@ -86,53 +96,57 @@ def _required_indexes(workdir: Path, retriever: str) -> dict[str, Path]:
 
 
 def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = True) -> StageResult:
-    workdir = Path(workdir)
-    out = shard_output(workdir, "candidates", params.shard)
+    wd = WorkDir(workdir)
+    out = wd.output("candidates", params.shard)
     identity = {"data": query_identity(data), "mine": params.identity()}
-    inputs_fp = fingerprints({**_required_indexes(workdir, params.retriever), **inputs.query_files(data)})
-    queries_out, qrels_out = workdir / "queries.arrow", workdir / "qrels.arrow"
-    if is_current(out, "mine", identity, inputs_fp) and queries_out.exists() and qrels_out.exists():
-        return StageResult("mine", {"candidates": out}, read_manifest(manifest_path(out))["stats"], reused=True)
-    manifest_path(out).unlink(missing_ok=True)
+    queries_out, qrels_out = wd.queries, wd.qrels
+    stage = Stage("mine", out, identity, {**_required_indexes(wd, params.retriever), **inputs.query_files(data)},
+                  {"candidates": out}, needs=(queries_out, qrels_out), shard=params.shard)
+    return run_stage(stage, lambda: _mine(wd, data, params, progress))
 
+
+def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> Done:
+    workdir, out, queries_out, qrels_out = wd.root, wd.output("candidates", params.shard), wd.queries, wd.qrels
     warnings: list[str] = []
-    with Timer() as timer:
-        corpus = _load_corpus(workdir)
-        skipped_docs = set(read_table(workdir / "corpus.skipped.arrow").column("skipped").to_pylist())
-        queries, qrels, stats = inputs.load_queries(data, pa.table({schema.DOC_ID: corpus.ids}),
-                                                    skipped_doc_ids=skipped_docs)
-        write_table(queries, queries_out)
-        write_table(qrels, qrels_out)
-        n_docs = len(corpus.ids)
-        top_k = params.top_k
-        if top_k > n_docs:
-            warnings.append(f"top_k={top_k} is larger than the corpus ({n_docs} documents): using {n_docs}")
-            stats["top_k_clamped_to"] = top_k = n_docs
+    corpus = _load_corpus(workdir)
+    skipped_docs = set(read_table(wd.corpus_skipped).column("skipped").to_pylist())
+    queries, qrels, stats = inputs.load_queries(data, pa.table({schema.DOC_ID: corpus.ids}),
+                                                skipped_doc_ids=skipped_docs)
+    write_table(queries, queries_out)
+    write_table(qrels, qrels_out)
+    n_docs = len(corpus.ids)
+    top_k = params.top_k
+    if top_k > n_docs:
+        warnings.append(f"top_k={top_k} is larger than the corpus ({n_docs} documents): using {n_docs}")
+        stats["top_k_clamped_to"] = top_k = n_docs
 
-        positives: dict[str, list[int]] = {}
-        positions = pc.index_in(qrels.column(schema.DOC_ID), value_set=corpus.ids).to_pylist()
-        for qid, position in zip(qrels.column(schema.QUERY_ID).to_pylist(), positions):
-            positives.setdefault(qid, []).append(position)
-        part = shard_slice(queries.num_rows, params.shard)
-        query_ids = queries.column(schema.QUERY_ID).to_pylist()[part]
-        query_texts = queries.column(schema.TEXT).to_pylist()[part]
+    positives: dict[str, list[int]] = {}
+    positions = pc.index_in(qrels.column(schema.DOC_ID), value_set=corpus.ids).to_pylist()
+    for qid, position in zip(qrels.column(schema.QUERY_ID).to_pylist(), positions):
+        positives.setdefault(qid, []).append(position)
+    part = shard_slice(queries.num_rows, params.shard)
+    query_ids = queries.column(schema.QUERY_ID).to_pylist()[part]
+    query_texts = queries.column(schema.TEXT).to_pylist()[part]
 
-        retrievers = _Retrievers(workdir, params, n_docs)
-        counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
-                    "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
-                    "excluded_duplicate_text": 0}
-        with BatchWriter(out, schema.CANDIDATES) as writer, \
-                tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
-            for start in range(0, len(query_ids), params.batch_size):
-                batch_ids = query_ids[start:start + params.batch_size]
-                batch_texts = query_texts[start:start + params.batch_size]
-                table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters)
-                writer.write(table)
-                bar.update(len(batch_ids))
-        stats.update(counters)
-        stats["shard"] = params.shard
-        if retrievers.search_kind:
-            stats["dense_search"] = retrievers.search_kind
+    retrievers = _Retrievers(workdir, params, n_docs)
+    counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
+                "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
+                "excluded_duplicate_text": 0}
+    with BatchWriter(out, schema.CANDIDATES) as writer, \
+            tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
+        for start in range(0, len(query_ids), params.batch_size):
+            batch_ids = query_ids[start:start + params.batch_size]
+            batch_texts = query_texts[start:start + params.batch_size]
+            table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters)
+            writer.write(table)
+            bar.update(len(batch_ids))
+    whole_run = sorted(set(stats) - set(counters))  # from the whole query and qrels files, and top_k
+    stats.update(counters)
+    stats["shard"] = params.shard
+    if params.shard:
+        stats["whole_run_stats"] = whole_run  # the same in every shard: merged once, not summed
+    if retrievers.search_kind:
+        stats["dense_search"] = retrievers.search_kind
     if counters["queries_short_of_top_k"]:
         warnings.append(f"{counters['queries_short_of_top_k']} queries have fewer than top_k={top_k} candidates "
                         "(small corpus, or BM25 found fewer matching documents)")
@@ -141,14 +155,12 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
                        ("qrels_doc_skipped_empty", "qrels lines naming empty-text documents skipped"),
                        ("qrels_unknown_query", "qrels lines naming unknown queries skipped"),
                        ("qrels_unknown_doc", "qrels lines naming unknown documents skipped"),
+                       ("qrels_duplicate_lines", "duplicate qrels lines skipped"),
                        ("pairs_skipped_empty_query", "pairs rows with an empty query skipped")):
         if stats.get(key):
             warnings.append(f"{stats[key]} {label}")
-    write_manifest(out, stage="mine", params=identity, inputs=inputs_fp,
-                   outputs={"candidates": {"rows": writer.rows}, "queries": {"rows": queries.num_rows}},
-                   stats=stats, seconds=timer.seconds)
-    return StageResult("mine", {"candidates": out, "queries": queries_out, "qrels": qrels_out}, stats,
-                       seconds=timer.seconds, warnings=warnings)
+    return Done(stats, {"candidates": {"rows": writer.rows}, "queries": {"rows": counters["queries"]}}, warnings,
+                {"queries": queries_out, "qrels": qrels_out})
 
 
 def _ranked_lists(query_texts, query_vectors, retrievers: _Retrievers, k: int):

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from hnmine.config import RunConfig
-from hnmine.stages.common import StageResult
+from hnmine.config import IndexParams, RunConfig
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index
 from hnmine.stages.mine import mine
 from hnmine.stages.score import score
+from hnmine.workdir import StageResult
+
+
+def index_params(config: RunConfig) -> IndexParams:
+    """The index section, plus any index the mine section's retriever searches."""
+    needed = {"hybrid": ["dense", "bm25"]}.get(config.mine.retriever, [config.mine.retriever])
+    missing = [r for r in needed if r not in config.index.retrievers]
+    if missing:
+        return config.index.model_copy(update={"retrievers": [*config.index.retrievers, *missing]})
+    return config.index
 
 
 def run(config: RunConfig, progress: bool = True) -> list[StageResult]:
     workdir = config.workdir
-    index_params = config.index
-    needed = {"hybrid": ["dense", "bm25"]}.get(config.mine.retriever, [config.mine.retriever])
-    missing = [r for r in needed if r not in index_params.retrievers]
-    if missing:
-        index_params = index_params.model_copy(update={"retrievers": [*index_params.retrievers, *missing]})
+    index_params_ = index_params(config)
     return [
-        index(workdir, config.data, index_params, progress=progress),
+        index(workdir, config.data, index_params_, progress=progress),
         mine(workdir, config.data, config.mine, progress=progress),
         score(workdir, config.score, progress=progress),
         filter_stage(workdir, config.filter, progress=progress),

@@ -20,11 +20,10 @@ from hnmine import schema
 from hnmine.config import ScoreParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import BatchWriter, read_table, shard_files, write_table
-from hnmine.io.manifest import is_current, manifest_path, read_manifest, write_manifest
 from hnmine.scorers.cache import ScoreCache, pair_keys
 from hnmine.scorers.judge import PartialScores
-from hnmine.stages.common import StageResult, Timer, fingerprints, shard_output, stage_input
-from hnmine.stages.index import corpus_path, doc_texts
+from hnmine.stages.index import doc_texts
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, run_stage
 
 
 def build_scorer(params: ScoreParams):
@@ -68,35 +67,31 @@ def _copy(source: Path, out: Path) -> int:
 
 
 def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageResult:
-    workdir = Path(workdir)
-    source = shard_output(workdir, "candidates", params.shard) if params.shard else stage_input(workdir, "candidates")
-    out = shard_output(workdir, "scored", params.shard)
+    wd = WorkDir(workdir)
+    source = wd.shard_input("candidates", params.shard)
+    out = wd.output("scored", params.shard)
     names = {"candidates": source}
     if params.scorer != "none":
-        names |= {"queries": workdir / "queries.arrow", "corpus": corpus_path(workdir)}
-    inputs_fp = fingerprints(names)
-    identity = params.identity()
-    if is_current(out, "score", identity, inputs_fp):
-        return StageResult("score", {"scored": out}, read_manifest(manifest_path(out))["stats"], reused=True)
-    manifest_path(out).unlink(missing_ok=True)
-    with Timer() as timer:
+        names |= {"queries": wd.queries, "corpus": wd.corpus}
+
+    def transform() -> Done:
         if params.scorer == "none":
             stats = {"scorer": "none", "rows": _copy(source, out)}
         else:
-            stats = _score_rows(workdir, source, out, params, progress)
-    if stats.get("pairs_scored_now") is not None:
-        stats["pairs_per_second"] = round(stats["pairs_scored_now"] / max(stats.pop("_model_seconds"), 1e-9), 2) \
-            if stats["pairs_scored_now"] else None
-    write_manifest(out, stage="score", params=identity, inputs=inputs_fp, outputs={"scored": {"rows": stats["rows"]}},
-                   stats=stats, seconds=timer.seconds)
-    return StageResult("score", {"scored": out}, stats, seconds=timer.seconds)
+            stats = _score_rows(wd, source, out, params, progress)
+        if stats.get("pairs_scored_now") is not None:
+            stats["pairs_per_second"] = round(stats["pairs_scored_now"] / max(stats.pop("_model_seconds"), 1e-9), 2) \
+                if stats["pairs_scored_now"] else None
+        return Done(stats, {"scored": {"rows": stats["rows"]}})
+
+    return run_stage(Stage("score", out, params.identity(), names, {"scored": out}, shard=params.shard), transform)
 
 
-def _score_rows(workdir: Path, source: Path, out: Path, params: ScoreParams, progress: bool) -> dict:
+def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progress: bool) -> dict:
     import time
 
     table = read_table(source)
-    queries = read_table(workdir / "queries.arrow")
+    queries = read_table(wd.queries)
     query_text = dict(zip(queries.column(schema.QUERY_ID).to_pylist(), queries.column(schema.TEXT).to_pylist(), strict=True))
     is_positive = table.column(schema.IS_POSITIVE).to_numpy(zero_copy_only=False)
     rank = table.column(schema.RANK).to_numpy(zero_copy_only=False)
@@ -105,7 +100,7 @@ def _score_rows(workdir: Path, source: Path, out: Path, params: ScoreParams, pro
     qids = table.column(schema.QUERY_ID).to_pylist()
     dids = table.column(schema.DOC_ID).to_pylist()
     needed_docs = {dids[i] for i in rows}
-    corpus = read_table(corpus_path(workdir))
+    corpus = read_table(wd.corpus)
     corpus_ids = corpus.column(schema.DOC_ID).to_pylist()
     keep = [i for i, d in enumerate(corpus_ids) if d in needed_docs]
     doc_text = dict(zip((corpus_ids[i] for i in keep), doc_texts(corpus.take(keep)), strict=True))
@@ -113,7 +108,7 @@ def _score_rows(workdir: Path, source: Path, out: Path, params: ScoreParams, pro
     pair_docs = [doc_text[dids[i]] for i in rows]
 
     columns = score_columns(params)
-    cache = ScoreCache(workdir / "cache" / "scores", params.scorer_identity(), columns[:1])
+    cache = ScoreCache(wd.score_cache, params.scorer_identity(), columns[:1])
     keys = pair_keys(cache.digest, pair_queries, pair_docs)
     # Longest pairs first, so each model batch holds pairs of about one length (little padding)
     # and an out-of-memory error shows in the first chunk, not the last.

@@ -1,0 +1,303 @@
+"""The work directory: every path and file name of a run, and the stage lifecycle, in one place.
+
+`WorkDir` names every file a run reads or writes (stage outputs, shards, indexes, the score cache,
+exports, manifests and sidecars); stages ask it and never build a name themselves. `run_stage`
+is the lifecycle every stage shares: reuse a current output, else drop the stale manifest, run the
+stage's transform under a timer, write the manifest and return the StageResult; for a shard, it
+also writes the folder manifest once the shard set is complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hnmine.config import parse_shard
+from hnmine.errors import HnmineError
+from hnmine.io.manifest import (
+    MANIFEST,
+    MANIFEST_SUFFIX,
+    identity_fingerprint,
+    input_fingerprint,
+    is_current,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+
+ARROW = ".arrow"
+JSONL_FORMATS = ("flagembedding", "tevatron")
+
+
+def ids_path(output: Path) -> Path:
+    """An export's row-aligned ids: `train.parquet` -> `train.ids.parquet`; any other name keeps its
+    suffix (`train.jsonl` -> `train.jsonl.ids.parquet`), so two exports that share a stem never share
+    a sidecar."""
+    output = Path(output)
+    stem = output.name.removesuffix(".parquet") if output.name.endswith(".parquet") else output.name
+    return output.with_name(stem + ".ids.parquet")
+
+
+def shard_name(k: int, n: int) -> str:
+    """Shard k (1-based) of n: `shard-0000k-of-0000n.arrow`."""
+    return f"shard-{k:05d}-of-{n:05d}{ARROW}"
+
+
+def is_shard_of(path: Path, n: int) -> bool:
+    """A shard file of an n-way split, or its manifest, or the folder's own manifest."""
+    name = Path(path).name
+    return name == MANIFEST or name.endswith(f"-of-{n:05d}{ARROW}") or name.endswith(f"-of-{n:05d}{MANIFEST_SUFFIX}")
+
+
+class WorkDir:
+    """The files of one run, by what they are."""
+
+    SHARDED = ("candidates", "scored", "negatives", "dropped")
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # whole-run stage files
+    def whole(self, name: str) -> Path:
+        return self.root / f"{name}{ARROW}"
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def corpus(self) -> Path:
+        return self.whole("corpus")
+
+    @property
+    def corpus_skipped(self) -> Path:
+        return self.whole("corpus.skipped")
+
+    @property
+    def queries(self) -> Path:
+        return self.whole("queries")
+
+    @property
+    def qrels(self) -> Path:
+        return self.whole("qrels")
+
+    # indexes and caches
+    @property
+    def dense(self) -> Path:
+        return self.root / "index" / "dense"
+
+    @property
+    def dense_embeddings(self) -> Path:
+        return self.dense / "embeddings.npy"
+
+    @property
+    def dense_chunks(self) -> Path:
+        return self.dense / "chunks"
+
+    @property
+    def faiss_index(self) -> Path:
+        return self.dense / "faiss.index"
+
+    @property
+    def bm25(self) -> Path:
+        return self.root / "index" / "bm25"
+
+    @property
+    def score_cache(self) -> Path:
+        return self.root / "cache" / "scores"
+
+    # exports and tools
+    def export(self, fmt: str = "n-tuple") -> Path:
+        return self.root / "export" / ("train.jsonl" if fmt in JSONL_FORMATS else "train.parquet")
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
+    # shards
+    def output(self, name: str, shard: str | None) -> Path:
+        """`name.arrow` for a whole run; `name/shard-K-of-N.arrow` for one shard (readers take the folder)."""
+        if not shard:
+            return self.whole(name)
+        k, n = parse_shard(shard)
+        return self.folder(name) / shard_name(k + 1, n)
+
+    def stage_input(self, name: str) -> Path:
+        """The whole-run file if there is one, else the folder of shards. A whole-run file older than
+        a shard beside it is from an earlier run: an error, never a silent choice of the stale one."""
+        whole, folder = self.whole(name), self.folder(name)
+        if not whole.exists():
+            return folder
+        shards = list(folder.glob(f"*{ARROW}")) if folder.is_dir() else []
+        if shards and max(p.stat().st_mtime_ns for p in shards) > whole.stat().st_mtime_ns:
+            raise HnmineError(f"older than the shards in {folder}", path=whole,
+                              fix=f"delete {whole.name} to use the shards, or the folder {folder.name}/ to use the "
+                                  "whole-run file")
+        return whole
+
+    def shard_input(self, name: str, shard: str | None) -> Path:
+        """What a per-query stage reads: its own shard of `name`, or the whole run's."""
+        return self.output(name, shard) if shard else self.stage_input(name)
+
+    def clear_for_shards(self, n: int) -> None:
+        """Before an n-way sharded run: remove the whole-run files of the sharded stages (they would
+        be read before the folders) and any folder holding another split's shards."""
+        import shutil
+
+        for name in self.SHARDED:
+            for path in (self.whole(name), manifest_path(self.whole(name))):
+                path.unlink(missing_ok=True)
+            folder = self.folder(name)
+            if folder.is_dir() and any(not is_shard_of(p, n) for p in folder.iterdir()):
+                shutil.rmtree(folder)
+
+
+# the stage lifecycle
+
+
+@dataclass
+class StageResult:
+    stage: str
+    outputs: dict[str, Path]
+    stats: dict = field(default_factory=dict)
+    reused: bool = False
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    parts: list[StageResult] = field(default_factory=list)  # sub-outputs (index: corpus, dense, bm25)
+
+
+@dataclass
+class Done:
+    """What a transform returns: its stats, row counts per output for the manifest, warnings, and
+    outputs beyond the stage's own (mine also writes queries and qrels)."""
+
+    stats: dict
+    rows: dict[str, dict]
+    warnings: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One stage run: its name in the manifest, its output (the file the manifest describes), the
+    parameters and input files that identify it, the other files a reuse needs, and its shard."""
+
+    name: str
+    output: Path
+    params: dict
+    inputs: dict[str, Path]
+    outputs: dict[str, Path]
+    needs: tuple[Path, ...] = ()
+    shard: str | None = None
+
+
+def _fingerprints(stage: Stage) -> dict[str, str]:
+    return {name: input_fingerprint(path) for name, path in stage.inputs.items()}
+
+
+def is_stage_current(stage: Stage) -> bool:
+    """True when the stage's output and the files a reuse needs exist, and its manifest matches."""
+    return is_current(stage.output, stage.name, stage.params, _fingerprints(stage)) and \
+        all(Path(p).exists() for p in stage.needs)
+
+
+def run_stage(stage: Stage, transform: Callable[[], Done]) -> StageResult:
+    """Reuse `stage.output` when its manifest matches; else drop the stale manifest (and the shard
+    folder's), run `transform` under a timer, write the manifest, and complete the shard set."""
+    inputs = _fingerprints(stage)
+    if is_current(stage.output, stage.name, stage.params, inputs) and all(Path(p).exists() for p in stage.needs):
+        if stage.shard:
+            complete_shard_set(stage.output, stage.name, stage.params)
+        return StageResult(stage.name, dict(stage.outputs), read_manifest(manifest_path(stage.output))["stats"],
+                           reused=True)
+    manifest_path(stage.output).unlink(missing_ok=True)
+    if stage.shard:
+        manifest_path(Path(stage.output).parent).unlink(missing_ok=True)
+    start = time.perf_counter()
+    done = transform()
+    seconds = time.perf_counter() - start
+    write_manifest(stage.output, stage=stage.name, params=stage.params, inputs=inputs, outputs=done.rows,
+                   stats=done.stats, seconds=seconds)
+    if stage.shard:
+        complete_shard_set(stage.output, stage.name, stage.params)
+    return StageResult(stage.name, {**stage.outputs, **done.outputs}, done.stats, seconds=seconds,
+                       warnings=done.warnings)
+
+
+def output_params(output: Path, command: str) -> dict:
+    """The parameters the stage that wrote `output` (a file, or a complete shard folder) ran with."""
+    path = manifest_path(output)
+    if not path.exists():
+        raise HnmineError("has no manifest: its stage did not finish, or its shards were made with different options",
+                          path=output, fix=f"rerun `{command}` (every --shard K/N of it with the same options)")
+    return read_manifest(path).get("params", {})
+
+
+def _without_shard(params):
+    """The parameters with every `shard` entry removed (mine nests its own under "mine")."""
+    if isinstance(params, dict):
+        return {k: _without_shard(v) for k, v in params.items() if k != "shard"}
+    return params
+
+
+def merge_shard_stats(parts: list[dict]) -> dict:
+    """One stats dict for a set of shards: counts summed over shards, except the figures each shard
+    read from whole-run files (listed in its `whole_run_stats`), which are the same in every shard
+    and taken once; other values from the first shard."""
+    stats: dict = {"shards": len(parts)}
+    whole = set().union(*(part.get("whole_run_stats", []) for part in parts)) if parts else set()
+    for part in parts:
+        for key, value in part.items():
+            if key in ("whole_run_stats", "shard") or isinstance(value, bool):
+                continue
+            if key in whole:
+                stats.setdefault(key, value)
+            elif isinstance(value, (int, float)):
+                stats[key] = stats.get(key, 0) + value
+            elif isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
+                merged = stats.setdefault(key, {})
+                for k, v in value.items():
+                    merged[k] = merged.get(k, 0) + v
+            elif key not in stats:
+                stats[key] = value
+    return stats
+
+
+def complete_shard_set(out: Path, stage: str, params: dict) -> None:
+    """After shard K of N is written (or found current): when all N shards are there, each with a
+    manifest of this stage and these parameters (the shard aside), write the folder's manifest, so
+    readers of the folder (export, audit, the next stage) see the set's parameters and stats as they
+    would a whole-run file's. Idempotent: concurrent shards finishing together write the same one."""
+    folder = Path(out).parent
+    n = int(Path(out).stem.rsplit("-of-", 1)[1])
+    same = _without_shard(params)
+    manifests = []
+    for k in range(1, n + 1):
+        shard = folder / shard_name(k, n)
+        if not shard.exists() or not manifest_path(shard).exists():
+            return
+        try:
+            manifest = read_manifest(manifest_path(shard))
+        except (OSError, ValueError):
+            return
+        if manifest.get("stage") != stage or _without_shard(manifest.get("params")) != same:
+            return
+        manifests.append(manifest)
+    inputs = {shard_name(k, n).removesuffix(ARROW): m["fingerprint"] for k, m in enumerate(manifests, start=1)}
+    folder_params = same | {"shards": n}
+    current = manifest_path(folder)
+    if current.exists():
+        try:
+            if read_manifest(current).get("fingerprint") == identity_fingerprint(stage, folder_params, inputs):
+                return
+        except (OSError, ValueError):
+            pass
+    outputs: dict = {}
+    for manifest in manifests:
+        for name, figures in manifest.get("outputs", {}).items():
+            entry = outputs.setdefault(name, {"rows": 0})
+            entry["rows"] += figures.get("rows", 0)
+    write_manifest(folder, stage=stage, params=folder_params, inputs=inputs, outputs=outputs,
+                   stats=merge_shard_stats([m.get("stats", {}) for m in manifests]),
+                   seconds=sum(m.get("seconds", 0.0) for m in manifests))
