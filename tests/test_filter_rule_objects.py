@@ -7,13 +7,15 @@ import re
 
 import numpy as np
 import polars as pl
+import pytest
 from conftest import REPO
+from pydantic import ValidationError
 
 from hnmine import schema
 from hnmine.config import FilterParams
 from hnmine.filtering import rules as R
 from hnmine.filtering.runner import filter_candidates
-from hnmine.filtering.similarity import FilterContext
+from hnmine.filtering.similarity import FilterContext, max_cosine_to_positives
 
 
 def readme_filters_section() -> str:
@@ -85,3 +87,73 @@ def synthetic(seed: int = 1) -> tuple[pl.DataFrame, FilterContext]:
                           orient="row").with_columns((1 / (1 + (-pl.col("ce_logit")).exp())).alias("ce_prob"))
     context = FilterContext(scored[schema.DOC_ID].to_list(), np.arange(scored.height), np.asarray(vectors, np.float32))
     return scored, context
+
+
+def _params(option: str, value: float, reference: str) -> FilterParams | None:
+    try:
+        return FilterParams(**{option: value, "reference_positive": reference})
+    except ValidationError:
+        return None  # outside the option's range: no setting of it could drop this candidate
+
+
+@pytest.mark.parametrize("reference", ["min", "mean"])
+@pytest.mark.parametrize("rule", R.threshold_rules(), ids=lambda r: r.name)
+def test_each_threshold_to_remove_agrees_with_the_expression_that_drops(rule, reference):
+    scored, context = synthetic()
+    candidates = R.with_positive_reference(scored.filter(~pl.col(schema.IS_POSITIVE)), scored, "ce_logit", reference)
+    candidates = candidates.with_columns(pl.Series(R.COSINE, max_cosine_to_positives(candidates, scored, context)))
+    columns = R.Columns("ce_logit", "ce_prob", cosine=True)
+    candidates = candidates.with_columns(rule.to_remove(columns).alias(rule.threshold_column))
+    finite = candidates.filter(pl.col(rule.threshold_column).is_not_null() & pl.col(rule.threshold_column).is_not_nan())
+    assert finite.height > 100
+    larger = rule.stricter == "larger"
+    integer = isinstance(rule.option_value(2.0), int)
+    checked = 0
+    for t in finite[rule.threshold_column].to_list()[::7]:
+        step = 1 if integer else 1e-4 * max(abs(t), 1.0)
+        stricter, looser = (t + step * (not integer), t - step) if larger else (t - step, t + step)
+        row = finite.filter(pl.col(rule.threshold_column) == t).head(1)
+        for value, should_drop in ((stricter, True), (looser, False)):
+            params = _params(rule.threshold_option, value, reference)
+            if params is None or not rule.active(params):
+                continue
+            dropped = row.select(rule.drops(params, columns).fill_null(False)).item()
+            assert dropped == should_drop, (rule.name, t, value)
+            checked += 1
+        # the audit's sweep: the value it prints for threshold t drops what removes(t) counts
+        params = _params(rule.threshold_option, rule.option_value(t), reference)
+        if params is not None and rule.active(params):
+            away = (pl.col(rule.threshold_column) - t).abs() > 1e-5 * max(abs(t), 1.0)  # float32 rounding aside
+            both = finite.filter(away).select(rule.drops(params, columns).fill_null(False).alias("drops"),
+                                              rule.removes(t).alias("removes"))
+            assert (both["drops"] == both["removes"]).all(), (rule.name, t)
+    assert checked >= 20
+
+
+def test_an_audit_threshold_passed_to_filter_drops_that_candidate_alone():
+    """Through the whole runner: the option set to a kept negative's threshold charges it to that rule."""
+    scored, context = synthetic(2)
+    base = dict(num_negatives=12, near_duplicate=0, duplicate_negatives=0)
+    kept, _, _ = filter_candidates(scored, FilterParams(**base), context)
+    candidates = R.with_positive_reference(kept, scored, "ce_logit", "min")
+    candidates = candidates.with_columns(pl.Series(R.COSINE, max_cosine_to_positives(candidates, scored, context)))
+    columns = R.Columns("ce_logit", "ce_prob", cosine=True)
+    hits = {}
+    for rule in R.threshold_rules():
+        hits[rule.name] = 0
+        values = candidates.select(schema.QUERY_ID, schema.DOC_ID, rule.to_remove(columns).alias("t")).drop_nulls()
+        for qid, doc, t in values.filter(pl.col("t").is_not_nan()).head(40).iter_rows():
+            value = rule.option_value(t)
+            if not isinstance(value, int):  # just past the candidate's own value, the stricter way
+                value = t + 1e-5 if rule.stricter == "larger" else t - 1e-5
+            params = _params(rule.threshold_option, value, "min")
+            if params is None:
+                continue
+            _, dropped, _ = filter_candidates(scored, params.model_copy(update={k: v for k, v in base.items()
+                                                                              if k != rule.threshold_option}), context)
+            reason = dropped.filter((pl.col(schema.QUERY_ID) == qid) & (pl.col(schema.DOC_ID) == doc))[schema.DROPPED_BY]
+            assert reason.to_list() in ([rule.name], ["unscored"], ["unscored_probability"], ["no_positive_score"]), (rule.name, t)
+            hits[rule.name] += reason.to_list() == [rule.name]
+            if hits[rule.name] == 3:
+                break
+    assert all(n == 3 for n in hits.values()), hits

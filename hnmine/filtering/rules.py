@@ -156,8 +156,8 @@ MAX_RELATIVE = Rule(
     "candidates scoring at or above p x the reference positive's score, pos - (1-p)|pos| (TopK-PercPos)",
     active=lambda p: p.max_relative is not None,
     drops=lambda p, c: _score(c) >= _relative_ceiling(p.max_relative), inputs=("score", "positive"),
-    threshold_option="max_relative", stricter="larger", option_value=_rounded,
-    # dropped when s >= pos - (1 - p)|pos|, i.e. p >= 1 - (pos - s)/|pos|
+    threshold_option="max_relative", stricter="smaller", option_value=_rounded,
+    # dropped when s >= pos - (1 - p)|pos|, i.e. p <= 1 - (pos - s)/|pos|: a smaller p keeps fewer
     to_remove=lambda c: pl.when(pl.col(POSITIVE).abs() > 0)
     .then(1 - (pl.col(POSITIVE) - _score(c)) / pl.col(POSITIVE).abs()).otherwise(None))
 MARGIN = Rule(
