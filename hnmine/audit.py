@@ -22,31 +22,12 @@ import polars as pl
 
 from hnmine import schema
 from hnmine.errors import HnmineError
+from hnmine.filtering import rules as R
+from hnmine.filtering.similarity import FilterContext, max_cosine_to_positives
 from hnmine.io.files import atomic_path, read_table
 from hnmine.io.readers import read_qrels
 from hnmine.retrievers.embedding_store import load_embeddings
-from hnmine.stages.filter import (
-    PROBABILITY_PREFERENCE,
-    SCORE_PREFERENCE,
-    FilterContext,
-    _positive_reference,
-    max_cosine_to_positives,
-    pick_score_column,
-)
 from hnmine.workdir import WorkDir, output_params
-
-# rule -> (column of the per-negative threshold, option, how to read the threshold)
-RULES = {
-    "rank_window": ("rank_min_to_remove", "--rank-min", "at or above"),
-    "max_probability": ("max_probability_to_remove", "--max-probability", "below"),
-    "margin": ("margin_to_remove", "--margin", "at or above"),
-    "max_relative": ("max_relative_to_remove", "--max-relative", "at or above"),
-    "max_score": ("max_score_to_remove", "--max-score", "below"),
-    "near_duplicate": ("near_duplicate_to_remove", "--near-duplicate", "at or below"),
-}
-# which way a threshold column removes more: a larger rank_min removes more, a smaller max_probability does
-_LARGER_REMOVES_MORE = {"rank_window": True, "max_probability": False, "margin": True, "max_relative": True,
-                        "max_score": False, "near_duplicate": False}
 
 
 @dataclass
@@ -63,33 +44,29 @@ def _need(path: Path, command: str) -> Path:
 
 def _thresholds(kept: pl.DataFrame, scored: pl.DataFrame, filter_params: dict,
                 context: FilterContext | None) -> tuple[pl.DataFrame, dict]:
-    """Per kept negative, the loosest value of each rule's option that would have dropped it."""
+    """Per kept negative, the loosest value of each rule's option that would have dropped it (the
+    rules with a threshold whose inputs the run has)."""
     info: dict = {}
-    columns = [(pl.col(schema.RANK) + 1).alias("rank_min_to_remove")]
-    probability = next((c for c in PROBABILITY_PREFERENCE if c in kept.columns
+    probability = next((c for c in R.PROBABILITY_PREFERENCE if c in kept.columns
                         and kept[c].drop_nulls().drop_nans().len()), None)
     if probability:
         info["probability_column"] = probability
-        columns.append(pl.col(probability).alias("max_probability_to_remove"))
     try:
-        score = pick_score_column(scored, filter_params.get("score") or "auto", SCORE_PREFERENCE)
+        score = R.pick_score_column(scored, filter_params.get("score") or "auto", R.SCORE_PREFERENCE)
     except HnmineError:
         score = None
     if score is not None and score in kept.columns:
         how = filter_params.get("reference_positive") or "min"
-        kept = kept.join(_positive_reference(scored, score, how), on=schema.QUERY_ID, how="left", maintain_order="left")
-        s, pos = pl.col(score), pl.col("_positive")
+        kept = R.with_positive_reference(kept, scored, score, how)
         info |= {"score_column": score, "reference_positive": how}
-        columns += [
-            (pos - s).alias("margin_to_remove"),  # dropped when s >= pos - margin
-            # dropped when s >= pos - (1 - p)|pos|, i.e. p >= 1 - (pos - s)/|pos|
-            pl.when(pos.abs() > 0).then(1 - (pos - s) / pos.abs()).otherwise(None).alias("max_relative_to_remove"),
-            s.alias("max_score_to_remove"),
-        ]
+    else:
+        score = None
     if context is not None and context.embeddings is not None:
-        cosine = max_cosine_to_positives(kept, scored, context)
-        kept = kept.with_columns(pl.Series("near_duplicate_to_remove", np.where(np.isfinite(cosine), cosine, np.nan)))
-    return kept.with_columns(columns).drop("_positive", strict=False), info
+        kept = kept.with_columns(pl.Series(R.COSINE, max_cosine_to_positives(kept, scored, context)))
+    columns = R.Columns(score, probability, cosine=R.COSINE in kept.columns)
+    thresholds = [rule.to_remove(columns).alias(rule.threshold_column) for rule in R.threshold_rules()
+                  if columns.has(rule.inputs)]
+    return kept.with_columns(thresholds).drop(R.POSITIVE, R.COSINE, strict=False), info
 
 
 def _sweep(labeled: pl.DataFrame) -> list[dict]:
@@ -97,33 +74,25 @@ def _sweep(labeled: pl.DataFrame) -> list[dict]:
     rows = []
     false = labeled.filter(pl.col("false_negative"))
     clean = labeled.filter(~pl.col("false_negative"))
-    for rule, (column, option, _) in RULES.items():
+    for rule in R.threshold_rules():
+        column = rule.threshold_column
         if column not in labeled.columns or not false.height:
             continue
-        values = false[column].drop_nulls().drop_nans().sort(descending=not _LARGER_REMOVES_MORE[rule])
+        # the loosest setting first
+        values = false[column].drop_nulls().drop_nans().sort(descending=rule.stricter != "larger")
         if not values.len():
             continue
-        larger = _LARGER_REMOVES_MORE[rule]
         for share in (0.25, 0.5, 0.75, 1.0):
             # the loosest setting that removes at least `share` of the false negatives
             k = max(1, int(np.ceil(share * false.height)))
             if k > values.len():
                 break
             t = values[k - 1]
-            removes = (pl.col(column) <= t) if larger else (pl.col(column) >= t)
-            rows.append({"rule": rule, "option": option, "threshold": _readable(rule, t),
-                         "false_negatives_removed": false.filter(removes.fill_null(False)).height,
-                         "clean_negatives_removed": clean.filter(removes.fill_null(False)).height})
+            removes = rule.removes(t).fill_null(False)
+            rows.append({"rule": rule.name, "option": rule.flag, "threshold": rule.option_value(t),
+                         "false_negatives_removed": false.filter(removes).height,
+                         "clean_negatives_removed": clean.filter(removes).height})
     return rows
-
-
-def _readable(rule: str, value: float) -> float:
-    """The option value to pass: rank_min is an integer, a ceiling must sit just under the value it removes."""
-    if rule == "rank_window":
-        return int(value)
-    if rule in ("max_probability", "max_score"):
-        return float(np.nextafter(np.float32(value), np.float32(-np.inf)))
-    return round(float(value), 6)
 
 
 def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path | None = None) -> AuditResult:
@@ -174,7 +143,7 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
     dropped_path = wd.stage_input("dropped")
     if dropped_path.exists():
         dropped = pl.from_arrow(read_table(dropped_path, [schema.QUERY_ID, schema.DOC_ID, schema.DROPPED_BY]))
-        likely = dropped.filter(pl.col(schema.DROPPED_BY) == "likely_positive")
+        likely = dropped.filter(pl.col(schema.DROPPED_BY) == R.LIKELY_POSITIVE.name)
         if likely.height:
             hits = sum((q, d) in relevant or (q, hash_of[d]) in relevant_text
                        for q, d in zip(likely[schema.QUERY_ID], likely[schema.DOC_ID]))
@@ -184,7 +153,7 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
     out = Path(output) if output else wd.audit
     out.mkdir(parents=True, exist_ok=True)
     keep = [c for c in (schema.QUERY_ID, schema.DOC_ID, schema.RANK, schema.NEGATIVE_RANK, "padded", "false_negative",
-                        *(column for column, _, _ in RULES.values())) if c in labeled.columns]
+                        *(rule.threshold_column for rule in R.threshold_rules())) if c in labeled.columns]
     outputs = {"negatives": out / "negatives.parquet", "queries": out / "queries.parquet", "summary": out / "audit.json"}
     with atomic_path(outputs["negatives"]) as tmp:
         labeled.select(keep).write_parquet(tmp)

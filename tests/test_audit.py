@@ -63,8 +63,9 @@ def test_audit_counts_false_negatives_like_an_independent_count(hidden_positives
 
 def test_each_threshold_named_for_a_false_negative_really_drops_it(hidden_positives, tmp_path):
     from hnmine.audit import audit
+    from hnmine.filtering.runner import filter_candidates
+    from hnmine.filtering.similarity import FilterContext
     from hnmine.retrievers.embedding_store import load_embeddings
-    from hnmine.stages.filter import FilterContext, filter_candidates
 
     workdir, full_qrels = hidden_positives
     audit(workdir, full_qrels, output=tmp_path)

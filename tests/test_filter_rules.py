@@ -9,7 +9,7 @@ import pytest
 from hnmine import schema
 from hnmine.config import FilterParams
 from hnmine.errors import HnmineError
-from hnmine.stages.filter import filter_candidates
+from hnmine.filtering.runner import filter_candidates
 
 
 def scored_rows(seed: int = 0, queries: int = 40, candidates: int = 20) -> pl.DataFrame:

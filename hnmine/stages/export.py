@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 from hnmine import schema
 from hnmine.config import ExportParams
 from hnmine.errors import HnmineError
+from hnmine.filtering.rules import LIKELY_POSITIVE, SCORE_PREFERENCE, pick_score_column
 from hnmine.io.files import atomic_path, read_table
-from hnmine.stages.filter import SCORE_PREFERENCE, pick_score_column
 from hnmine.workdir import (
     JSONL_FORMATS,
     Done,
@@ -123,7 +123,7 @@ def likely_positives(workdir: Path | WorkDir) -> pl.DataFrame:
                           path=source, fix="rerun `hnmine filter --likely-positive 0.9` (with your other options), "
                                            "or drop --extra-positives")
     dropped = pl.from_arrow(read_table(wd.stage_input("dropped")))
-    return dropped.filter(pl.col(schema.DROPPED_BY) == "likely_positive").select(schema.QUERY_ID, schema.DOC_ID)
+    return dropped.filter(pl.col(schema.DROPPED_BY) == LIKELY_POSITIVE.name).select(schema.QUERY_ID, schema.DOC_ID)
 
 
 def _labels(params: ExportParams, n: int | None = None) -> list[pl.Expr]:
