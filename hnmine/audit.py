@@ -25,7 +25,7 @@ from hnmine.errors import HnmineError
 from hnmine.filtering import rules as R
 from hnmine.filtering.similarity import FilterContext, max_cosine_to_positives
 from hnmine.io.files import atomic_path, read_table
-from hnmine.io.readers import read_qrels
+from hnmine.io.qrels import read_qrels
 from hnmine.retrievers.embedding_store import load_embeddings
 from hnmine.workdir import WorkDir, output_params
 

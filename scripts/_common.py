@@ -114,7 +114,8 @@ def load_beir(name: str | Path, split: str = "test", *, min_relevance: float = 1
     """A data set of the shared data folder by name (or a BEIR folder by path), read through hnmine.io.
 
     `doc_prefix` is put before every doc id (to concatenate corpora without collisions)."""
-    from hnmine.io.readers import beir_file, beir_qrels, read_corpus, read_qrels, read_queries
+    from hnmine.io.qrels import read_qrels
+    from hnmine.io.readers import beir_file, beir_qrels, read_corpus, read_queries
     from hnmine.text import document_text
 
     folder = Path(name) if Path(name).is_dir() else DATA / str(name)

@@ -8,6 +8,7 @@ from conftest import write_beir, write_jsonl
 from hnmine.config import DataParams, FilterParams, IndexParams, MineParams, ScoreParams
 from hnmine.errors import HnmineError
 from hnmine.io import readers
+from hnmine.io.qrels import read_qrels
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index
 from hnmine.stages.mine import mine
@@ -35,7 +36,7 @@ def test_reads_real_beir_folder(adi):
     corpus, stats = readers.read_corpus(adi / "corpus.jsonl.gz")
     assert corpus.num_rows == 82 and stats["corpus_skipped_empty_text"] == 0
     queries, _ = readers.read_queries(adi / "queries.jsonl.gz")
-    qrels, qstats = readers.read_qrels(adi / "qrels" / "test.tsv", set(queries["query_id"].to_pylist()),
+    qrels, qstats = read_qrels(adi / "qrels" / "test.tsv", set(queries["query_id"].to_pylist()),
                                        set(corpus["doc_id"].to_pylist()))
     assert qrels.num_rows == 170 and qstats["qrels_lines"] == 170
 
@@ -198,9 +199,9 @@ def test_a_headerless_qrels_whose_first_score_is_not_a_number_is_an_error(tmp_pa
     path = tmp_path / "qrels.tsv"
     path.write_text("\n".join([lines[0].rsplit("\t", 1)[0] + "\tyes", *lines[1:]]) + "\n")
     with pytest.raises(HnmineError, match=r"qrels.tsv row 1: score 'yes' is not a number"):
-        readers.read_qrels(path, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
+        read_qrels(path, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
     path.write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")  # a real header is still a header
-    table, _ = readers.read_qrels(path, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
+    table, _ = read_qrels(path, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
     assert table.num_rows == len(qrels)
 
 
@@ -209,14 +210,14 @@ def test_qrels_table_errors_name_real_columns_and_bad_scores(tmp_path, adi_rows)
     qids, dids = {q["_id"] for q in queries}, {d["_id"] for d in corpus}
     path = write_jsonl(tmp_path / "qrels.jsonl", [{"qid": q, "corpus-id": d, "score": s} for q, d, s in qrels])
     with pytest.raises(HnmineError) as error:
-        readers.read_qrels(path, qids, dids)
+        read_qrels(path, qids, dids)
     assert "no column 'query-id'" in str(error.value) and "--qrels-query-column" not in str(error.value)
     assert "rename" in str(error.value)
     rows = [{"query-id": q, "corpus-id": d, "score": s} for q, d, s in qrels]
     rows[2]["score"] = "relevant"
     path = write_jsonl(tmp_path / "qrels.jsonl", rows)
     with pytest.raises(HnmineError, match=r"qrels.jsonl row 3: score 'relevant' is not a number"):
-        readers.read_qrels(path, qids, dids)
+        read_qrels(path, qids, dids)
 
 
 def test_near_duplicate_checks_without_a_dense_index_warn_or_fail(tmp_path, adi_rows):

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from hnmine import schema
 from hnmine.config import DataParams
 from hnmine.io import readers
+from hnmine.io.qrels import qrels_rows, read_qrels
 
 
 def corpus_files(data: DataParams) -> dict[str, Path]:
@@ -84,7 +85,7 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
     else:
         queries, stats = readers.read_queries(files["queries"], data.query_id_column, data.query_text_column)
         skipped_query_ids = set(stats.pop("skipped_ids"))
-        qrels, qrel_stats = readers.read_qrels(
+        qrels, qrel_stats = read_qrels(
             files["qrels"],
             query_ids=set(queries.column(schema.QUERY_ID).to_pylist()),
             doc_ids=_corpus_ids_named_in(files["qrels"], corpus.column(schema.DOC_ID)),
@@ -105,7 +106,7 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
 def _corpus_ids_named_in(qrels_path: Path, corpus_ids: pa.ChunkedArray | pa.Array) -> set[str]:
     """The document ids the qrels name that the corpus has: a set the size of the qrels, not of the
     corpus, found by one vectorized lookup."""
-    named = list({doc_id for _, _, doc_id, _ in readers.qrels_rows(qrels_path)})
+    named = list({doc_id for _, _, doc_id, _ in qrels_rows(qrels_path)})
     if not named:
         return set()
     named_array = pa.array(named, pa.string())

@@ -25,7 +25,6 @@ from hnmine.errors import HnmineError
 from hnmine.text import document_text, text_id
 
 # the third field of a BEIR qrels header line ("query-id corpus-id score"); any other word on line 1 is bad data
-QRELS_SCORE_HEADERS = ("score", "relevance", "rel", "label")
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
 
@@ -42,7 +41,7 @@ class Rows:
     keys_vary: bool = False
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
@@ -57,7 +56,7 @@ def require_file(path: Path, what: str) -> Path:
 
 def _jsonl_rows(path: Path) -> Rows:
     def records() -> Iterator[tuple[int, dict]]:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -77,7 +76,7 @@ def _jsonl_rows(path: Path) -> Rows:
 
 def _delimited_rows(path: Path) -> Rows:
     delimiter = "\t" if ".tsv" in path.name else ","
-    handle = _open_text(path)
+    handle = open_text(path)
     reader = csv.reader(handle, delimiter=delimiter)
     header = next(reader, None) or []
 
@@ -122,7 +121,7 @@ def table_rows(path: Path, what: str) -> Rows:
     raise HnmineError(f"unknown {what} file type", path=path, fix=f"use one of {', '.join(TABLE_SUFFIXES)}")
 
 
-def _require_columns(rows: Rows, wanted: dict[str, str]) -> None:
+def require_columns(rows: Rows, wanted: dict[str, str]) -> None:
     for option, column in wanted.items():
         if column not in rows.columns:
             found = ", ".join(rows.columns) or "none"
@@ -131,7 +130,7 @@ def _require_columns(rows: Rows, wanted: dict[str, str]) -> None:
             )
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
@@ -169,7 +168,7 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
     wanted = {"text-column": text_column}
     if not hash_ids:
         wanted["id-column"] = id_column
-    _require_columns(rows, wanted)
+    require_columns(rows, wanted)
     has_title = bool(title_column) and (title_column in rows.columns or rows.keys_vary)
     ids, titles, texts = [], [], []
     seen = _UniqueIds(rows.path, rows.unit)
@@ -183,14 +182,14 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
 
     for row, raw_id, raw_title, raw_text in _corpus_fields(rows, id_column, title_column if has_title else None,
                                                            text_column):
-        title = _as_text(raw_title)
-        text = _as_text(raw_text)
+        title = as_text(raw_title)
+        text = as_text(raw_text)
         joined = document_text(title, text)
         if not joined:
-            skipped.append(_as_text(raw_id).strip() if not hash_ids else f"{rows.unit} {row}")
+            skipped.append(as_text(raw_id).strip() if not hash_ids else f"{rows.unit} {row}")
             stats["corpus_skipped_empty_text"] += 1
             continue
-        doc_id = text_id(joined, "d") if hash_ids else _as_text(raw_id).strip()
+        doc_id = text_id(joined, "d") if hash_ids else as_text(raw_id).strip()
         if not doc_id:
             raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
         if hash_ids:
@@ -240,16 +239,16 @@ def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
 def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") -> tuple[pa.Table, dict]:
     """Queries file -> QUERIES table. Queries with empty text are skipped and counted."""
     rows = table_rows(path, "queries")
-    _require_columns(rows, {"query-id-column": id_column, "query-text-column": text_column})
+    require_columns(rows, {"query-id-column": id_column, "query-text-column": text_column})
     ids, texts = [], []
     seen = _UniqueIds(rows.path, rows.unit)
     skipped: list[str] = []
     for row, record in rows.records:
-        query_id = _as_text(record.get(id_column)).strip()
+        query_id = as_text(record.get(id_column)).strip()
         if not query_id:
             raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
         seen.add(query_id, row)
-        text = _as_text(record.get(text_column)).strip()
+        text = as_text(record.get(text_column)).strip()
         if not text:
             skipped.append(query_id)
             continue
@@ -257,95 +256,6 @@ def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") 
         texts.append(text)
     table = pa.table({schema.QUERY_ID: ids, schema.TEXT: texts}, schema=schema.QUERIES)
     return table, {"queries_skipped_empty_text": len(skipped), "skipped_ids": skipped}
-
-
-def qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
-    """BEIR qrels (TSV with a `query-id corpus-id score` header, or headerless 3/4-column TREC-like)."""
-    path = require_file(path, "qrels")
-    name = path.name.lower()
-    if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
-        with _open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
-                fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
-                if not fields or not line.strip():
-                    continue
-                if len(fields) == 4:  # TREC: qid iter docid rel
-                    fields = [fields[0], fields[2], fields[3]]
-                if len(fields) != 3:
-                    raise HnmineError(f"expected 3 fields (query-id, corpus-id, score), found {len(fields)}",
-                                      path=path, row=line_no)
-                try:
-                    score = float(fields[2])
-                except ValueError:
-                    if line_no == 1 and fields[2].strip().lower() in QRELS_SCORE_HEADERS:
-                        continue  # header
-                    raise HnmineError(f"score '{fields[2]}' is not a number", path=path, row=line_no,
-                                      fix="give every line a numeric score; a header line's third field is 'score'"
-                                      ) from None
-                yield line_no, fields[0].strip(), fields[1].strip(), score
-        return
-    rows = table_rows(path, "qrels")
-    for column in ("query-id", "corpus-id"):
-        if column not in rows.columns:
-            raise HnmineError(f"no column '{column}' (columns: {', '.join(rows.columns) or 'none'})", path=rows.path,
-                              fix="rename the qrels columns to query-id, corpus-id and score (optional, default 1)")
-    for row, record in rows.records:
-        raw = record.get("score", 1)
-        try:
-            score = float(raw)
-        except (TypeError, ValueError):
-            raise HnmineError(f"score '{raw}' is not a number", path=rows.path, row=row,
-                              fix="give every row a numeric score, or leave the score column out (every row is 1)") from None
-        yield row, _as_text(record["query-id"]).strip(), _as_text(record["corpus-id"]).strip(), score
-
-
-def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_relevance: float = 1.0,
-               on_unknown: str = "error", skipped_query_ids: set[str] | None = None,
-               skipped_doc_ids: set[str] | None = None) -> tuple[pa.Table, dict]:
-    """Qrels -> QRELS table of positives (relevance >= min_relevance) for the given queries and docs.
-
-    Lines naming a query or document that the readers skipped for empty text are dropped and
-    counted; lines naming ids that exist nowhere are an error (or counted, with on_unknown="skip").
-    """
-    qids, dids, rels = [], [], []
-    stats = {"qrels_lines": 0, "qrels_below_min_relevance": 0, "qrels_unknown_query": 0, "qrels_unknown_doc": 0,
-             "qrels_query_skipped_empty": 0, "qrels_doc_skipped_empty": 0, "qrels_duplicate_lines": 0}
-    seen: set[tuple[str, str]] = set()
-    judged_queries: set[str] = set()
-    for row, qid, did, score in qrels_rows(path):
-        stats["qrels_lines"] += 1
-        if qid not in query_ids:
-            if skipped_query_ids and qid in skipped_query_ids:
-                stats["qrels_query_skipped_empty"] += 1
-                continue
-            if on_unknown == "error":
-                raise HnmineError(f"query id '{qid}' is not in the queries file", path=path, row=row,
-                                  fix="fix the id, or pass --on-unknown-ids skip to drop such lines (counted)")
-            stats["qrels_unknown_query"] += 1
-            continue
-        judged_queries.add(qid)
-        if did not in doc_ids:
-            if skipped_doc_ids and did in skipped_doc_ids:
-                stats["qrels_doc_skipped_empty"] += 1
-                continue
-            if on_unknown == "error":
-                raise HnmineError(f"document id '{did}' is not in the corpus", path=path, row=row,
-                                  fix="fix the id, or pass --on-unknown-ids skip to drop such lines (counted)")
-            stats["qrels_unknown_doc"] += 1
-            continue
-        if score < min_relevance:
-            stats["qrels_below_min_relevance"] += 1
-            continue
-        if (qid, did) in seen:
-            stats["qrels_duplicate_lines"] += 1
-            continue
-        seen.add((qid, did))
-        qids.append(qid)
-        dids.append(did)
-        rels.append(score)
-    stats["queries_without_positives"] = len(judged_queries - set(qids))
-    table = pa.table({schema.QUERY_ID: qids, schema.DOC_ID: dids, schema.RELEVANCE: rels}, schema=schema.QRELS)
-    return table, stats
 
 
 def read_pairs(path: Path, query_column: str = "query", positive_columns: list[str] | None = None
@@ -357,16 +267,16 @@ def read_pairs(path: Path, query_column: str = "query", positive_columns: list[s
     """
     positive_columns = positive_columns or ["positive"]
     rows = table_rows(path, "pairs")
-    _require_columns(rows, {"query-column": query_column})
+    require_columns(rows, {"query-column": query_column})
     for column in positive_columns:
-        _require_columns(rows, {"positive-columns": column})
+        require_columns(rows, {"positive-columns": column})
     queries: dict[str, str] = {}
     docs: dict[str, str] = {}
     qrels: dict[tuple[str, str], None] = {}
     stats = {"pairs_rows": 0, "pairs_skipped_empty_query": 0, "pairs_rows_without_positive": 0}
     for _row, record in rows.records:
         stats["pairs_rows"] += 1
-        query = _as_text(record.get(query_column)).strip()
+        query = as_text(record.get(query_column)).strip()
         if not query:
             stats["pairs_skipped_empty_query"] += 1
             continue
@@ -374,7 +284,7 @@ def read_pairs(path: Path, query_column: str = "query", positive_columns: list[s
         for column in positive_columns:
             value = record.get(column)
             values = value if isinstance(value, list) else [value]
-            positives.extend(_as_text(v).strip() for v in values if _as_text(v).strip())
+            positives.extend(as_text(v).strip() for v in values if as_text(v).strip())
         if not positives:
             stats["pairs_rows_without_positive"] += 1
             continue
