@@ -26,6 +26,8 @@ from hnmine.io.manifest import (
     read_manifest,
     write_manifest,
 )
+from hnmine.retrievers.embedding_store import CHUNKS_DIR, EMBEDDINGS_FILE
+from hnmine.retrievers.faiss_index import FAISS_FILE
 
 ARROW = ".arrow"
 JSONL_FORMATS = ("flagembedding", "tevatron")
@@ -89,15 +91,15 @@ class WorkDir:
 
     @property
     def dense_embeddings(self) -> Path:
-        return self.dense / "embeddings.npy"
+        return self.dense / EMBEDDINGS_FILE
 
     @property
     def dense_chunks(self) -> Path:
-        return self.dense / "chunks"
+        return self.dense / CHUNKS_DIR
 
     @property
     def faiss_index(self) -> Path:
-        return self.dense / "faiss.index"
+        return self.dense / FAISS_FILE
 
     @property
     def bm25(self) -> Path:

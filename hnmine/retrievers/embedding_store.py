@@ -22,6 +22,11 @@ from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
 from hnmine.retrievers.encoders import Encoder
 
+# the store's files inside a dense index folder (hnmine.workdir.WorkDir names the folder)
+EMBEDDINGS_FILE = "embeddings.npy"
+CHUNKS_DIR = "chunks"
+PLAN_FILE = "plan.json"
+
 
 def _plan_digest(plan: dict) -> str:
     return hashlib.blake2b(json.dumps(plan, sort_keys=True).encode(), digest_size=16).hexdigest()
@@ -47,13 +52,13 @@ def encode_corpus(
     assembling: n workers (Ray tasks) share the encoding, and a last call with no part assembles.
     """
     out_dir = Path(out_dir)
-    chunks_dir = out_dir / "chunks"
+    chunks_dir = out_dir / CHUNKS_DIR
     order = np.argsort([-len(t) for t in texts], kind="stable")
     text_digest = hashlib.blake2b(digest_size=16)
     for text in texts:
         text_digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
     plan = {"identity": identity, "texts": text_digest.hexdigest(), "count": len(texts), "chunk_size": chunk_size}
-    plan_file = out_dir / "plan.json"
+    plan_file = out_dir / PLAN_FILE
     if plan_file.exists() and json.loads(plan_file.read_text()).get("digest") != _plan_digest(plan):
         shutil.rmtree(chunks_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,7 @@ def encode_corpus(
 
     if part is not None:
         return None, {"docs_encoded": encoded, "docs_resumed": resumed}
-    embeddings_file = out_dir / "embeddings.npy"
+    embeddings_file = out_dir / EMBEDDINGS_FILE
     for c in range(n_chunks):
         vectors = np.load(chunks_dir / f"{c:05d}.npy", mmap_mode="r")
         if dim is None:
@@ -104,7 +109,7 @@ def encode_corpus(
 
 
 def load_embeddings(out_dir: Path) -> np.ndarray:
-    path = Path(out_dir) / "embeddings.npy"
+    path = Path(out_dir) / EMBEDDINGS_FILE
     if not path.exists():
         raise HnmineError("no dense embeddings", path=path, fix="run `hnmine index --retrievers dense` first")
     return np.load(path, mmap_mode="r")

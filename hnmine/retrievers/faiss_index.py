@@ -12,6 +12,8 @@ from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
 from hnmine.retrievers.exact_search import BlockExactSearch, TorchExactSearch, rescore_exact
 
+FAISS_FILE = "faiss.index"  # beside the embeddings in a dense index folder
+
 ADD_BLOCK = 65536
 
 
@@ -59,7 +61,7 @@ def load_faiss(out_dir: Path, factory: str, embeddings: np.ndarray):
 
     if factory == "Flat":
         return build_faiss(embeddings, factory)
-    return faiss.read_index(str(Path(out_dir) / "faiss.index"))
+    return faiss.read_index(str(Path(out_dir) / FAISS_FILE))
 
 
 def set_search_parameters(index, *, nprobe: int, ef_search: int) -> None:
