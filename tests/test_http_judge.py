@@ -155,7 +155,8 @@ def test_a_malformed_200_is_one_error_and_the_answers_before_it_stay_cached(serv
 @pytest.mark.parametrize("body", [b'{"object": "error", "message": "overloaded"}', b'{"choices": []}',
                                   b'{"choices": [{"logprobs": {"content": [{"top_logprobs": [{"token": 1}]}]}}]}'])
 def test_a_200_without_a_chat_completion_in_it_is_an_error_naming_the_endpoint(body):
-    from hnmine.scorers.judge import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE, HttpJudge
+    from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
+    from hnmine.scorers.judge import HttpJudge
 
     judge = HttpJudge("http://127.0.0.1:9/v1", "m", system=DEFAULT_SYSTEM, template=DEFAULT_TEMPLATE,
                       instruction=DEFAULT_INSTRUCTION)
