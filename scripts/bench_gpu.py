@@ -125,6 +125,7 @@ def main() -> None:
     from hnmine.config import DataParams, IndexParams, MineParams
     from hnmine.stages import index as index_stage
     from hnmine.stages import mine as mine_stage
+    from hnmine.workdir import WorkDir
 
     work = args.workdir / "hnmine"
     inp = args.workdir / "input"
@@ -135,7 +136,7 @@ def main() -> None:
     save("hnmine_ingest", {"seconds": round(time.perf_counter() - t, 1)})
     if args.encode_processes:
         for count in args.encode_processes:
-            shutil.rmtree(index_stage.dense_dir(work), ignore_errors=True)  # else build_dense reuses it (same vectors)
+            shutil.rmtree(WorkDir(work).dense, ignore_errors=True)  # else build_dense reuses it (same vectors)
             t = time.perf_counter()
             result = index_stage.build_dense(work, index_params.model_copy(update={"devices": [args.device] * count}),
                                              progress=False)

@@ -57,9 +57,10 @@ def main() -> None:
 
     from hnmine.io.files import read_table
     from hnmine.retrievers.encoders import Encoder
-    from hnmine.stages.index import corpus_path, doc_texts
+    from hnmine.stages.index import doc_texts
+    from hnmine.workdir import WorkDir
 
-    sample = doc_texts(read_table(corpus_path(args.root / "fp32")))[:args.speed_docs]
+    sample = doc_texts(read_table(WorkDir(args.root / "fp32").corpus))[:args.speed_docs]
     for precision in ("fp32", "int8"):
         encoder = Encoder("all-MiniLM-L6-v2", "cpu", precision=precision)
         encoder.encode(sample[:32])

@@ -28,8 +28,7 @@ from hnmine import schema
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table
 from hnmine.io.manifest import manifest_path, read_manifest
-from hnmine.stages.common import stage_input
-from hnmine.stages.index import corpus_path
+from hnmine.workdir import WorkDir
 
 # every score column a stage may write, in the order the report shows them
 SCORE_COLUMNS = (schema.score_column("dense"), schema.score_column("bm25"), schema.FUSED_SCORE,
@@ -75,7 +74,7 @@ class QuerySample:
 
 def _require(workdir: Path, name: str, command: str) -> Path:
     """The whole-run file or shard folder of `name`, or a one-line error naming the command that writes it."""
-    path = stage_input(workdir, name)
+    path = WorkDir(workdir).stage_input(name)
     if not path.exists():
         raise HnmineError("not found (the report reads it)", path=workdir / f"{name}.arrow",
                           fix=f"run `hnmine {command} --workdir {workdir}` first")
@@ -145,8 +144,8 @@ def load_run(workdir: Path) -> RunData:
     dropped_source = _require(workdir, "dropped", "filter")
     scored_source = _require(workdir, "scored", "score")
     queries_source = _require(workdir, "queries", "mine")
-    if not corpus_path(workdir).exists():
-        raise HnmineError("not found (the report reads the document texts from it)", path=corpus_path(workdir),
+    if not WorkDir(workdir).corpus.exists():
+        raise HnmineError("not found (the report reads the document texts from it)", path=WorkDir(workdir).corpus,
                           fix=f"run `hnmine index --workdir {workdir}` first")
     scored = pl.from_arrow(read_table(scored_source))
     kept = pl.from_arrow(read_table(negatives_source))
@@ -203,7 +202,7 @@ def sample_queries(run: RunData, n: int, seed: int) -> list[str]:
 def _doc_texts(workdir: Path, doc_ids: Iterable[str]) -> dict[str, str]:
     """The texts of the sampled documents only: the corpus stays memory-mapped and only the matching
     rows are copied (converting the whole corpus would copy every text: 3.5 GB at 8.8M passages)."""
-    table = read_table(corpus_path(workdir), [schema.DOC_ID, schema.TITLE, schema.TEXT])
+    table = read_table(WorkDir(workdir).corpus, [schema.DOC_ID, schema.TITLE, schema.TEXT])
     wanted = pa.array(sorted(set(doc_ids)), type=table.schema.field(schema.DOC_ID).type)
     corpus = pl.from_arrow(table.filter(pc.is_in(table[schema.DOC_ID], value_set=wanted)))
     joined = pl.concat_str([pl.col(schema.TITLE).fill_null(""), pl.col(schema.TEXT).fill_null("")], separator=" ")

@@ -1,16 +1,10 @@
-"""What every stage returns, and the small helpers they share (the lifecycle is `hnmine.workdir`)."""
+"""What the stages share beyond the lifecycle (`hnmine.workdir`): the identity of their data inputs and the query slice of a shard."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
 from hnmine.config import DataParams, parse_shard
-from hnmine.workdir import StageResult, WorkDir
-
-__all__ = ["StageResult", "corpus_identity", "query_identity", "shard_slice", "stage_input"]
-
 
 # Data fields that only say where a file is: its content hash stands in the manifest's inputs.
 _PATH_FIELDS = {"beir", "corpus", "queries", "qrels", "pairs"}
@@ -35,8 +29,3 @@ def shard_slice(count: int, shard: str | None) -> slice:
     k, n = parse_shard(shard)
     bounds = np.linspace(0, count, n + 1).round().astype(int)
     return slice(int(bounds[k]), int(bounds[k + 1]))
-
-
-def stage_input(workdir: Path, name: str) -> Path:
-    """The whole-run file if there is one, else the folder of shards (WorkDir.stage_input)."""
-    return WorkDir(workdir).stage_input(name)

@@ -30,18 +30,6 @@ from hnmine.text import document_text, text_hash
 from hnmine.workdir import Done, Stage, StageResult, WorkDir, is_stage_current, run_stage
 
 
-def corpus_path(workdir: Path) -> Path:
-    return WorkDir(workdir).corpus
-
-
-def dense_dir(workdir: Path) -> Path:
-    return WorkDir(workdir).dense
-
-
-def bm25_dir(workdir: Path) -> Path:
-    return WorkDir(workdir).bm25
-
-
 def dense_identity(params: IndexParams) -> dict:
     keys = ["model", "query_prompt", "document_prompt", "max_length", "normalize", "faiss_factory", "backend", "precision",
             "storage"]
