@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hnmine.config import parse_shard
 from hnmine.errors import HnmineError
+from hnmine.io.files import shard_name
 from hnmine.io.manifest import (
     MANIFEST,
     MANIFEST_SUFFIX,
@@ -40,11 +41,6 @@ def ids_path(output: Path) -> Path:
     output = Path(output)
     stem = output.name.removesuffix(".parquet") if output.name.endswith(".parquet") else output.name
     return output.with_name(stem + ".ids.parquet")
-
-
-def shard_name(k: int, n: int) -> str:
-    """Shard k (1-based) of n: `shard-0000k-of-0000n.arrow`."""
-    return f"shard-{k:05d}-of-{n:05d}{ARROW}"
 
 
 def is_shard_of(path: Path, n: int) -> bool:

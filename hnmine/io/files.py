@@ -77,13 +77,21 @@ class BatchWriter:
             self.abort()
 
 
+SHARD_PATTERN = r"shard-(\d+)-of-(\d+)\.arrow"
+
+
+def shard_name(k: int, n: int) -> str:
+    """Shard k (1-based) of n: `shard-0000k-of-0000n.arrow` (the name SHARD_PATTERN reads back)."""
+    return f"shard-{k:05d}-of-{n:05d}.arrow"
+
+
 def _check_shard_set(folder: Path, files: list[Path]) -> None:
     """Shards `shard-K-of-N.arrow` of one run only, and all N of them: never a silent mix or a gap."""
     import re
 
     found: dict[int, set[int]] = {}
     for file in files:
-        match = re.fullmatch(r"shard-(\d+)-of-(\d+)\.arrow", file.name)
+        match = re.fullmatch(SHARD_PATTERN, file.name)
         if match:
             found.setdefault(int(match[2]), set()).add(int(match[1]))
     if len(found) > 1:
