@@ -930,6 +930,12 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, pro
         lines.append(f"| {arm}: {NF_WHAT.get(arm, arm)} | {rows} | {fn} | {rank} | {seeds} | "
                      f"{mean_sd(values) if arm != 'base' else f'{statistics.mean(values.values()):.4f}'} | {versus_st} | "
                      f"{versus_none} | {recall:.4f} | {statistics.mean(sci.values()):.4f} | {sci_versus} |")
+    for arm in [a for a in NF_ARMS if a not in by_arm and a in profile]:  # mined, not trained yet
+        p = profile[arm]
+        fn = "" if p.get("fn_rate") is None else f"{100 * p['fn_rate']:.1f} %"
+        rank = "" if p.get("median_rank") is None else f"{p['median_rank']:.0f}"
+        extra = f" ({p['extra']} extra positives, {100 * p['extra_labeled']:.0f} % labeled)" if p.get("extra") else ""
+        lines.append(f"| {arm}: {NF_WHAT.get(arm, arm)} | {p['rows']}{extra} | {fn} | {rank} | 0 | not trained yet | | | | | |")
     if {"oracle", "st-default"} <= set(by_arm):
         gap = paired_lead(series("oracle", nf), reference)[0]
         closes = [f"{arm} {100 * paired_lead(series(arm, nf), reference)[0] / gap:.0f} %" for arm in trained
