@@ -1,4 +1,4 @@
-"""int8 against fp32 encoding on the CPU (issue 6): docs/s, and how many of each query's mined top 10
+"""int8 against fp32 encoding on the CPU: docs/s, and how many of each query's mined top 10
 stay the same (recall@10 agreement of the candidates) on nfcorpus test.
 
 Both runs go through `hnmine index` + `hnmine mine --top-k 10` with ONNX Runtime; only `--precision`

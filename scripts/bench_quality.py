@@ -1,6 +1,6 @@
 """False negatives of hnmine's filter recipes on nfcorpus test, for docs/quality.md.
 
-The protocol of issue 4 and of scripts/bench_vs_st.py: nfcorpus test (about 38 graded positives per
+The protocol of scripts/bench_vs_st.py: nfcorpus test (about 38 graded positives per
 query), all-MiniLM-L6-v2, one positive per query visible (its first qrels line), the others hidden;
 5 negatives per query. For each recipe: the false-negative rate (kept negatives that are labeled
 positives of their query, by id or by identical text), the share of queries that keep all 5, and
@@ -256,7 +256,7 @@ def main() -> None:
         export(workdir, ExportParams(format="n-tuple"), progress=False)
         seconds = time.perf_counter() - t
         measured = measure(workdir, labeled)
-        # `hnmine audit` with the full labels must give the same count (issue 5: the audit reproduces this table)
+        # `hnmine audit` with the full labels must give the same count (the audit reproduces this table)
         audited = audit(workdir, full_qrels, output=root / "audit" / name).summary
         assert audited["false_negatives"] == measured["false_negatives"], (audited, measured)
         if audited.get("likely_positives"):

@@ -1,6 +1,14 @@
-"""Do hnmine's negatives train a better retriever? Fine-tune all-MiniLM-L6-v2 on scifact train with
-MultipleNegativesRankingLoss, once per source of negatives, with identical hyper-parameters and seed,
-then nDCG@10 and Recall@100 on scifact test (issue 5).
+"""Do hnmine's negatives train a better retriever? Fine-tune all-MiniLM-L6-v2 with
+MultipleNegativesRankingLoss once per source of negatives, with identical hyper-parameters, rows and
+batches per seed, then nDCG@10 and Recall@100. Two protocols:
+
+--protocol nfcorpus (default): nfcorpus train with one visible positive per query (the other labeled
+train positives hidden from every arm; they count each arm's false negatives), evaluated on nfcorpus
+test and scifact test; arms in NF_ARMS, table `train_eval:nfcorpus` of docs/quality.md:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR --train-queries 300 --seeds-per-arm 5
+
+--protocol scifact: scifact train -> scifact test, the arms below.
 
 Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, positive) pair):
   base          no fine-tuning (the starting point)
@@ -18,7 +26,7 @@ The two best fine-tuned arms are trained again with a second seed to show the no
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
 files), so an interrupted run resumes:
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root /tmp/train-eval [--negatives 3]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --protocol scifact --root /tmp/train-eval [--negatives 3]
 
 Writes docs/quality.md between `<!-- BEGIN train_eval -->` and `<!-- END train_eval -->`.
 """
@@ -194,7 +202,7 @@ def fixed_batches(rows: list[dict], seed: int, batch_size: int) -> list[list[int
     """Shuffled batches in which no query and no positive text occurs twice, decided from the
     (anchor, positive) pairs alone, so every arm of a paired run trains on the same batches.
     (sentence-transformers' NO_DUPLICATES sampler also looks at the negatives, which moves rows
-    between batches differently for each arm: in session 4 that alone moved nDCG@10 by up to 0.009.)"""
+    between batches differently for each arm, which alone moves nDCG@10 measurably.)"""
     import random
 
     order = list(range(len(rows)))
