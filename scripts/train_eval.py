@@ -246,32 +246,8 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
     result_file = root / "results" / f"{tag}{arm}-seed{seed}.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-
-    torch.manual_seed(seed)
-    model = SentenceTransformer(model_path(), device=DEVICE)
-    model.float()  # a folder saved in fp16 still trains in fp32
-    model.max_seq_length = args.max_seq_length
     began = time.perf_counter()
-    if arm != "base":
-        output = root / "checkpoints" / f"{arm}-seed{seed}"
-        training_args = SentenceTransformerTrainingArguments(
-            output_dir=str(output), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-            learning_rate=args.lr, warmup_ratio=0.1, seed=seed, data_seed=seed,
-            batch_sampler=BatchSamplers.NO_DUPLICATES if batches is None else fixed_batch_sampler(batches),
-            save_strategy="no", logging_steps=10, report_to=[], use_cpu=DEVICE == "cpu", dataloader_num_workers=0)
-        trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows),
-                                             loss=MultipleNegativesRankingLoss(model))
-        trainer.train()
-        shutil.rmtree(output, ignore_errors=True)
+    model = fine_tune(rows if arm != "base" else [], seed, args, batches)
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     metrics = evaluate(model, corpus, queries, test)
