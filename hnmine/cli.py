@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
@@ -77,13 +79,27 @@ def fail(message: str, code: int = 2) -> typing.NoReturn:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds as Ctrl-C does: temporaries removed,
+    finished chunks kept, one line said."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def guarded(function):
-    """Turn user errors into one line on stderr and a non-zero exit code."""
+    """Turn user errors into one line on stderr and a non-zero exit code; SIGTERM ends a command
+    as Ctrl-C does."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+            else None
         try:
             return function(*args, **kwargs)
+        except Terminated:
+            fail("terminated (SIGTERM); finished chunks are kept and a rerun resumes", 143)
         except HnmineError as exc:
             fail(str(exc))
         except ValidationError as exc:
@@ -92,6 +108,9 @@ def guarded(function):
             fail(f"{where}: {first['msg']}")
         except KeyboardInterrupt:
             fail("interrupted; finished chunks are kept and a rerun resumes", 130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

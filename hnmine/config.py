@@ -265,4 +265,10 @@ def load_config(path: Path) -> RunConfig:
         config.workdir = (base / config.workdir).resolve()
     for section in (config.data, config.index, config.mine, config.score, config.filter, config.export):
         _resolve_paths(section, base)
+    # a model is a name or a path: a relative one that is there beside the config (or starts with
+    # ".") is that path, as every other path in a config is
+    for section, name in ((config.index, "model"), (config.score, "model"), (config.score, "judge_model")):
+        value = getattr(section, name)
+        if value and not Path(value).expanduser().is_absolute() and (value.startswith(".") or (base / value).exists()):
+            setattr(section, name, str((base / value).resolve()))
     return config

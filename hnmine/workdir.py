@@ -9,6 +9,7 @@ also writes the folder manifest once the shard set is complete.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from hnmine.config import parse_shard
 from hnmine.errors import HnmineError
-from hnmine.io.files import shard_name
+from hnmine.io.files import SHARD_PATTERN, shard_name, sweep_temporaries
+from hnmine.io.lock import workdir_lock
 from hnmine.io.manifest import (
     MANIFEST,
     MANIFEST_SUFFIX,
+    changed_files,
     identity_fingerprint,
     input_fingerprint,
     is_current,
@@ -179,7 +182,12 @@ class Done:
 @dataclass
 class Stage:
     """One stage run: its name in the manifest, its output (the file the manifest describes), the
-    parameters and input files that identify it, the other files a reuse needs, and its shard."""
+    parameters and input files that identify it, the other files a reuse needs, and its shard.
+
+    `root` is the work dir: an input inside it is another stage's output, and must have a manifest
+    that still describes its bytes and agrees with the other inputs on what they descend from.
+    `sidecars` are files the stage writes beside its output that other stages read, each with a
+    manifest of its own (mine's queries and qrels, filter's dropped candidates)."""
 
     name: str
     output: Path
@@ -188,39 +196,142 @@ class Stage:
     outputs: dict[str, Path]
     needs: tuple[Path, ...] = ()
     shard: str | None = None
+    root: Path | None = None
+    sidecars: tuple[Path, ...] = ()
 
 
-def _fingerprints(stage: Stage) -> dict[str, str]:
-    return {name: input_fingerprint(path) for name, path in stage.inputs.items()}
+# which command writes each work-dir output (by its first path part), for the fix of an error
+_WRITERS = {"corpus": "hnmine index", "index": "hnmine index", "queries": "hnmine mine", "qrels": "hnmine mine",
+            "candidates": "hnmine mine", "scored": "hnmine score", "negatives": "hnmine filter",
+            "dropped": "hnmine filter"}
+
+
+def _key(path: Path, root: Path) -> str:
+    """A work-dir output's name in a lineage: its path inside the work dir."""
+    return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        _key(path, root)
+        return True
+    except ValueError:
+        return False
+
+
+def _writer(key: str) -> str:
+    return _WRITERS.get(key.split("/")[0].removesuffix(ARROW), "the stage that writes it")
+
+
+def verified_manifest(path: Path, root: Path) -> dict:
+    """The manifest of a work-dir output another stage is about to read: it must exist (a stage
+    that did not finish leaves none) and still describe the output's bytes."""
+    key = _key(path, root)
+    manifest_file = manifest_path(path)
+    if not Path(path).exists() or not manifest_file.exists():
+        raise HnmineError("has no manifest: the stage that writes it did not finish (killed, or failed)", path=path,
+                          fix=f"rerun `{_writer(key)}` (or `hnmine run`)")
+    manifest = read_manifest(manifest_file)
+    changed = changed_files(path, manifest)
+    if changed:
+        raise HnmineError(f"is not the file its manifest describes ({', '.join(changed[:3])}: cut short or replaced "
+                          "since it was written)", path=path, fix=f"rerun `{_writer(key)}` (or `hnmine run`)")
+    return manifest
+
+
+def _upstream(stage: Stage) -> tuple[dict[str, str], dict[str, str]]:
+    """The fingerprints of the stage's inputs, and the lineage they carry: every work-dir output
+    they descend from, by fingerprint. Two inputs made from different versions of one output (a
+    killed or newer upstream run between them) are an error, never a silent mix."""
+    fingerprints: dict[str, str] = {}
+    lineage: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for name, path in stage.inputs.items():
+        if stage.root is None or not _inside(path, stage.root):
+            fingerprints[name] = input_fingerprint(path)
+            continue
+        manifest = verified_manifest(path, stage.root)
+        fingerprints[name] = manifest["fingerprint"]
+        carried = {**manifest.get("lineage", {}), _key(path, stage.root): manifest["fingerprint"]}
+        for key, fingerprint in carried.items():
+            if lineage.setdefault(key, fingerprint) != fingerprint:
+                raise HnmineError(f"was made from another version of {key} than {origin[key]} was (an earlier stage "
+                                  "reran, or was killed, since one of them was written)", path=path,
+                                  fix=f"rerun the stages after `{_writer(key)}`, or `hnmine run`")
+            origin.setdefault(key, Path(path).name)
+    return fingerprints, lineage
+
+
+def _sidecar_fingerprint(stage: Stage, sidecar: Path, inputs: dict[str, str]) -> str:
+    """A sidecar's identity: the stage's, less the shard, plus its place (mine's shards all write
+    the same queries.arrow; a sidecar of one shard has the shard in its path)."""
+    return identity_fingerprint(f"{stage.name}:{_key(sidecar, stage.root)}", _without_shard(stage.params), inputs)
+
+
+def _sidecars_current(stage: Stage, inputs: dict[str, str]) -> bool:
+    for sidecar in stage.sidecars:
+        try:
+            manifest = read_manifest(manifest_path(sidecar))
+        except (OSError, HnmineError):
+            return False
+        if manifest.get("fingerprint") != _sidecar_fingerprint(stage, sidecar, inputs) or \
+                not Path(sidecar).exists() or changed_files(sidecar, manifest):
+            return False
+    return True
 
 
 def is_stage_current(stage: Stage) -> bool:
     """True when the stage's output and the files a reuse needs exist, and its manifest matches."""
-    return is_current(stage.output, stage.name, stage.params, _fingerprints(stage)) and \
-        all(Path(p).exists() for p in stage.needs)
+    inputs, _ = _upstream(stage)
+    return is_current(stage.output, stage.name, stage.params, inputs) and \
+        all(Path(p).exists() for p in stage.needs) and _sidecars_current(stage, inputs)
 
 
 def run_stage(stage: Stage, transform: Callable[[], Done]) -> StageResult:
-    """Reuse `stage.output` when its manifest matches; else drop the stale manifest (and the shard
-    folder's), run `transform` under a timer, write the manifest, and complete the shard set."""
-    inputs = _fingerprints(stage)
-    if is_current(stage.output, stage.name, stage.params, inputs) and all(Path(p).exists() for p in stage.needs):
+    """Under the work dir's lock: reuse `stage.output` when its manifest matches; else drop the
+    stale manifests (the shard folder's and the sidecars' too), sweep dead runs' temporaries, run
+    `transform` under a timer, write the manifests, and complete the shard set."""
+    if stage.root is None:
+        raise ValueError(f"stage {stage.name} names no work dir")
+    with workdir_lock(stage.root, shared=bool(stage.shard)):
+        return _run_locked(stage, transform)
+
+
+def _run_locked(stage: Stage, transform: Callable[[], Done]) -> StageResult:
+    inputs, lineage = _upstream(stage)
+    if is_current(stage.output, stage.name, stage.params, inputs) and all(Path(p).exists() for p in stage.needs) \
+            and _sidecars_current(stage, inputs):
         if stage.shard:
-            complete_shard_set(stage.output, stage.name, stage.params)
+            _complete_shard_sets(stage)
         return StageResult(stage.name, dict(stage.outputs), read_manifest(manifest_path(stage.output))["stats"],
                            reused=True)
-    manifest_path(stage.output).unlink(missing_ok=True)
-    if stage.shard:
-        manifest_path(Path(stage.output).parent).unlink(missing_ok=True)
+    for path in (stage.output, *stage.sidecars):
+        manifest_path(path).unlink(missing_ok=True)
+        if stage.shard:
+            manifest_path(Path(path).parent).unlink(missing_ok=True)
+    sweep_temporaries(stage.root)
     start = time.perf_counter()
     done = transform()
     seconds = time.perf_counter() - start
+    sidecar_fingerprints = {}
+    for sidecar in stage.sidecars:
+        fingerprint = _sidecar_fingerprint(stage, sidecar, inputs)
+        write_manifest(sidecar, stage=stage.name, params=stage.params, inputs=inputs, outputs={}, stats={}, seconds=0.0,
+                       lineage=lineage, fingerprint=fingerprint)
+        sidecar_fingerprints[_key(sidecar, stage.root)] = fingerprint
     write_manifest(stage.output, stage=stage.name, params=stage.params, inputs=inputs, outputs=done.rows,
-                   stats=done.stats, seconds=seconds)
+                   stats=done.stats, seconds=seconds, lineage=lineage | sidecar_fingerprints, also=stage.needs)
     if stage.shard:
-        complete_shard_set(stage.output, stage.name, stage.params)
+        _complete_shard_sets(stage)
     return StageResult(stage.name, {**stage.outputs, **done.outputs}, done.stats, seconds=seconds,
                        warnings=done.warnings)
+
+
+def _complete_shard_sets(stage: Stage) -> None:
+    """The shard folders this shard belongs to: its output's, and its per-shard sidecars'."""
+    for path in (stage.output, *stage.sidecars):
+        if re.fullmatch(SHARD_PATTERN, Path(path).name):
+            complete_shard_set(path, stage.name, stage.params)
 
 
 def output_params(output: Path, command: str) -> dict:
@@ -277,7 +388,7 @@ def complete_shard_set(out: Path, stage: str, params: dict) -> None:
             return
         try:
             manifest = read_manifest(manifest_path(shard))
-        except (OSError, ValueError):
+        except (OSError, HnmineError):
             return
         if manifest.get("stage") != stage or _without_shard(manifest.get("params")) != same:
             return
@@ -289,8 +400,12 @@ def complete_shard_set(out: Path, stage: str, params: dict) -> None:
         try:
             if read_manifest(current).get("fingerprint") == identity_fingerprint(stage, folder_params, inputs):
                 return
-        except (OSError, ValueError):
+        except (OSError, HnmineError):
             pass
+    lineage: dict = {}
+    for manifest in manifests:
+        for key, fingerprint in manifest.get("lineage", {}).items():
+            lineage.setdefault(key, fingerprint)
     outputs: dict = {}
     for manifest in manifests:
         for name, figures in manifest.get("outputs", {}).items():
@@ -298,4 +413,4 @@ def complete_shard_set(out: Path, stage: str, params: dict) -> None:
             entry["rows"] += figures.get("rows", 0)
     write_manifest(folder, stage=stage, params=folder_params, inputs=inputs, outputs=outputs,
                    stats=merge_shard_stats([m.get("stats", {}) for m in manifests]),
-                   seconds=sum(m.get("seconds", 0.0) for m in manifests))
+                   seconds=sum(m.get("seconds", 0.0) for m in manifests), lineage=lineage)

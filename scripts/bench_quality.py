@@ -130,9 +130,10 @@ class CachedCrossEncoder:
 
     def __init__(self, workdir: Path, params):
         from hnmine.scorers.cache import ScoreCache
+        from hnmine.stages.score import scorer_key
 
         self.params = params
-        self.cache = ScoreCache(workdir / "cache" / "scores", params.scorer_identity(), ["ce_logit"])
+        self.cache = ScoreCache(workdir / "cache" / "scores", scorer_key(params), ["ce_logit"])
         self.scorer = None
         self.scored_now = 0
 

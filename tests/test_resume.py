@@ -41,13 +41,13 @@ def test_killed_index_resumes_to_the_same_result(tmp_path, adi):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if chunks.is_dir() and len(list(chunks.glob("*.npy"))) >= 3:
+        if chunks.is_dir() and len(list(chunks.rglob("*.npy"))) >= 3:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "index finished before it could be killed"
-    saved = len(list(chunks.glob("*.npy")))
+    saved = len(list(chunks.rglob("*.npy")))
     assert 3 <= saved < 21
     # nothing that looks finished: no embeddings, no manifest
     assert not (killed / "index" / "dense" / "embeddings.npy").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,40 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_TEMPORARY = re.compile(r".+\.tmp-(\d+)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temporaries(root: Path) -> int:
+    """Delete the temporaries (`NAME.tmp-PID`) that killed processes left under `root`; a live
+    process's are kept. Returns how many were deleted."""
+    swept = 0
+    for path in Path(root).rglob("*.tmp-*"):
+        match = _TEMPORARY.fullmatch(path.name)
+        if not match or int(match[1]) == os.getpid() or _alive(int(match[1])):
+            continue
+        try:
+            if path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            swept += 1
+        except FileNotFoundError:
+            pass
+    return swept
 
 
 def write_table(table: pa.Table, path: Path) -> Path:
@@ -87,8 +122,6 @@ def shard_name(k: int, n: int) -> str:
 
 def _check_shard_set(folder: Path, files: list[Path]) -> None:
     """Shards `shard-K-of-N.arrow` of one run only, and all N of them: never a silent mix or a gap."""
-    import re
-
     found: dict[int, set[int]] = {}
     for file in files:
         match = re.fullmatch(SHARD_PATTERN, file.name)

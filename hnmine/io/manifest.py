@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from importlib import metadata
@@ -34,6 +35,59 @@ def manifest_path(output: Path) -> Path:
     if output.suffix == "" or output.is_dir():
         return output / MANIFEST
     return output.with_name(output.name.removesuffix(".arrow") + MANIFEST_SUFFIX)
+
+
+_SAMPLE = 1 << 16
+
+
+def file_signature(path: Path) -> dict:
+    """What a manifest records of each file it describes: the size, and a hash of its first and last
+    64 KiB, so a truncated or replaced file is caught without reading a large one whole."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_SAMPLE))
+        if size > _SAMPLE:
+            handle.seek(max(_SAMPLE, size - _SAMPLE))
+            digest.update(handle.read(_SAMPLE))
+    return {"size": size, "sample": digest.hexdigest()}
+
+
+def _described_files(output: Path) -> list[Path]:
+    """The files a manifest of `output` vouches for: the file, or every file under the folder but
+    manifests, locks and temporaries."""
+    output = Path(output)
+    if not output.is_dir():
+        return [output]
+    return sorted(p for p in output.rglob("*") if p.is_file() and not p.name.endswith(MANIFEST_SUFFIX)
+                  and p.name != MANIFEST and ".tmp-" not in p.name and not p.name.startswith("."))
+
+
+def signatures(output: Path, also: tuple[Path, ...] = ()) -> dict[str, dict]:
+    """Signatures of `output`'s files and of `also` (files written with it, such as an export's ids),
+    by path relative to the manifest's folder."""
+    base = Path(output) if Path(output).is_dir() else Path(output).parent
+    files = _described_files(output) + [Path(p) for p in also if Path(p).is_file()]
+    return {os.path.relpath(p, base): file_signature(p) for p in files}
+
+
+def changed_files(output: Path, manifest: dict) -> list[str]:
+    """The files of `output` that are not what its manifest recorded (missing, other size or bytes).
+    A manifest that recorded none (written by an earlier hnmine) vouches for nothing to compare."""
+    recorded = manifest.get("files")
+    if recorded is None:
+        return []
+    base = Path(output) if Path(output).is_dir() else Path(output).parent
+    changed = []
+    for name, signature in recorded.items():
+        path = base / name
+        try:
+            if file_signature(path) != signature:
+                changed.append(name)
+        except OSError:
+            changed.append(name)
+    return changed
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -89,12 +143,19 @@ def write_manifest(
     outputs: dict[str, Any],
     stats: dict[str, Any],
     seconds: float,
+    lineage: dict[str, str] | None = None,
+    fingerprint: str | None = None,
+    also: tuple[Path, ...] = (),
 ) -> dict:
+    """Describe `output`: what made it (the fingerprint), its files' signatures, and its lineage
+    (the fingerprint of every work-dir output it descends from, by path in the work dir)."""
     manifest = {
         "stage": stage,
-        "fingerprint": identity_fingerprint(stage, params, inputs),
+        "fingerprint": fingerprint or identity_fingerprint(stage, params, inputs),
         "params": params,
         "inputs": inputs,
+        "lineage": lineage or {},
+        "files": signatures(output, also),
         "outputs": outputs,
         "stats": stats,
         "seconds": round(seconds, 3),
@@ -108,17 +169,26 @@ def write_manifest(
 
 
 def read_manifest(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A manifest's content; a file that is not one is the one-line error naming it."""
+    try:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or "fingerprint" not in manifest:
+        raise HnmineError("is not a valid manifest (cut short or edited)", path=path,
+                          fix="delete it and rerun the stage that writes it")
+    return manifest
 
 
 def is_current(output: Path, stage: str, params: dict, inputs: dict[str, str]) -> bool:
-    """True when `output` exists and its manifest was made by the same stage, params and inputs."""
+    """True when `output` exists, its manifest was made by the same stage, params and inputs, and its
+    files are the ones the manifest recorded (a truncated or replaced output is rerun, never reused)."""
     output = Path(output)
     path = manifest_path(output)
     if not output.exists() or not path.exists():
         return False
     try:
         manifest = read_manifest(path)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, HnmineError):
         return False
-    return manifest.get("fingerprint") == identity_fingerprint(stage, params, inputs)
+    return manifest.get("fingerprint") == identity_fingerprint(stage, params, inputs) and not changed_files(output, manifest)

@@ -12,7 +12,6 @@ stage's manifest. The sections (`SECTIONS`) each renderer writes:
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterable
@@ -105,7 +104,7 @@ def find_manifests(workdir: Path) -> list[tuple[Path, dict]]:
     for path in paths:
         try:
             manifest = read_manifest(path)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, HnmineError):
             continue
         if isinstance(manifest, dict) and "stage" in manifest:
             found.append((path, manifest))

@@ -2,7 +2,8 @@
 
 Layout of `WORKDIR/index/dense/`:
   plan.json        what the chunks belong to (model, texts, chunking); a changed plan discards them
-  chunks/NNNNN.npy embeddings of the NNNNN-th slice of the length-sorted corpus, written atomically
+  chunks/PLAN/NNNNN.npy embeddings of the NNNNN-th slice of the length-sorted corpus, written
+                   atomically, in a folder named by the plan's digest
   embeddings.npy   float32 [docs x dim] in corpus order, read memory-mapped
   faiss.index      only for non-Flat factory strings (Flat is searched straight from the memmap;
                    see `faiss_index`)
@@ -52,19 +53,22 @@ def encode_corpus(
     assembling: n workers (Ray tasks) share the encoding, and a last call with no part assembles.
     """
     out_dir = Path(out_dir)
-    chunks_dir = out_dir / CHUNKS_DIR
     order = np.argsort([-len(t) for t in texts], kind="stable")
     text_digest = hashlib.blake2b(digest_size=16)
     for text in texts:
         text_digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
     plan = {"identity": identity, "texts": text_digest.hexdigest(), "count": len(texts), "chunk_size": chunk_size}
     plan_file = out_dir / PLAN_FILE
-    if plan_file.exists() and json.loads(plan_file.read_text()).get("digest") != _plan_digest(plan):
-        shutil.rmtree(chunks_dir, ignore_errors=True)
+    # chunks live in a folder named by their plan: no run ever resumes from another plan's chunks
+    chunks_dir = out_dir / CHUNKS_DIR / _plan_digest(plan)
+    if part is None and (out_dir / CHUNKS_DIR).is_dir():
+        for other in (out_dir / CHUNKS_DIR).iterdir():
+            if other != chunks_dir:
+                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(plan_file) as tmp:
         tmp.write_text(json.dumps({"digest": _plan_digest(plan), **plan}, indent=2))
-    chunks_dir.mkdir(exist_ok=True)
+    chunks_dir.mkdir(parents=True, exist_ok=True)
 
     n_chunks = (len(texts) + chunk_size - 1) // chunk_size
     resumed = encoded = 0
@@ -104,7 +108,7 @@ def encode_corpus(
             break
     if dim is None:
         raise HnmineError("corpus is empty: nothing to encode", fix="check the corpus file")
-    shutil.rmtree(chunks_dir, ignore_errors=True)
+    shutil.rmtree(out_dir / CHUNKS_DIR, ignore_errors=True)
     return np.load(embeddings_file, mmap_mode="r"), {"docs_encoded": encoded, "docs_resumed": resumed, "dim": dim}
 
 

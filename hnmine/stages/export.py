@@ -242,6 +242,11 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
             written = ids if ids is not None and schema.QUERY_ID in ids.columns else per_query
             stats["extra_positives"] = rows.filter(
                 ~pl.col(LABELED) & pl.col(schema.QUERY_ID).is_in(written[schema.QUERY_ID].unique().implode())).height
+        # one unit: the old training file goes first and the new one comes last, so a training file
+        # is only ever beside its own ids (a kill in between leaves no training file, never a mismatch)
+        output.unlink(missing_ok=True)
+        if sidecar is not None:
+            sidecar.unlink(missing_ok=True)
         if ids is not None and sidecar is not None:
             with atomic_path(sidecar) as tmp:
                 pq.write_table(ids.to_arrow(), tmp)
@@ -259,5 +264,5 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         return Done(stats, {"train": {"rows": train.height, "path": str(output)}}, warnings)
 
     stage = Stage("export", output, params.identity() | {"output": str(output)}, needed, outputs,
-                  needs=(sidecar,) if sidecar else ())
+                  needs=(sidecar,) if sidecar else (), root=wd.root)
     return run_stage(stage, transform)

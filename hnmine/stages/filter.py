@@ -75,5 +75,5 @@ def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> 
         return Done(stats, {"negatives": {"rows": kept.height}, "dropped": {"rows": dropped.height}}, warnings)
 
     stage = Stage("filter", out, params.identity(), needed, {"negatives": out, "dropped": dropped_out},
-                  needs=(dropped_out,), shard=params.shard)
+                  shard=params.shard, root=wd.root, sidecars=(dropped_out,))
     return run_stage(stage, transform)

@@ -21,6 +21,7 @@ from hnmine.errors import HnmineError
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import input_fingerprint
+from hnmine.packaged.fingerprint import model_fingerprint
 from hnmine.packaged.resolve import resolve_model
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
@@ -37,7 +38,9 @@ def dense_identity(params: IndexParams) -> dict:
         # max_length, backend and precision still shape the query encoder that mine builds from this manifest
         keys = ["model", "query_prompt", "max_length", "normalize", "faiss_factory", "backend", "precision", "storage",
                 "embeddings_id_column", "embeddings_column"]
-    return {k: params.identity()[k] for k in keys} | {"imported": params.embeddings is not None}
+    # the model by content too: one saved again under its path is another model
+    return {k: params.identity()[k] for k in keys} | {"imported": params.embeddings is not None,
+                                                      "model_content": model_fingerprint(params.model)}
 
 
 def bm25_identity(params: IndexParams) -> dict:
@@ -52,7 +55,8 @@ def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> Sta
     """corpus.arrow from the user's corpus, streamed batch by batch: memory holds one batch of
     documents and the ids seen so far, not the corpus."""
     wd = WorkDir(workdir)
-    stage = Stage("corpus", wd.corpus, corpus_identity(data), inputs.corpus_files(data), {"corpus": wd.corpus})
+    stage = Stage("corpus", wd.corpus, corpus_identity(data), inputs.corpus_files(data), {"corpus": wd.corpus}, root=wd.root,
+                  sidecars=(wd.corpus_skipped,))
 
     def transform() -> Done:
         stats: dict = {}
@@ -84,7 +88,8 @@ def encoder_factory(params: IndexParams):
 
 def _dense_stage(wd: WorkDir, params: IndexParams) -> Stage:
     inputs = {"corpus": wd.corpus} | ({"embeddings": params.embeddings} if params.embeddings else {})
-    return Stage("dense", wd.dense, dense_identity(params), inputs, {"dense": wd.dense}, needs=(wd.dense_embeddings,))
+    return Stage("dense", wd.dense, dense_identity(params), inputs, {"dense": wd.dense}, needs=(wd.dense_embeddings,),
+                 root=wd.root)
 
 
 def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
@@ -216,7 +221,7 @@ def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], ba
         shown = 0
         while not pending.ready():
             pending.wait(1.0)
-            done = min(bar.total, len(list(chunks_dir.glob("*.npy"))) * params.chunk_size) if chunks_dir.exists() else 0
+            done = min(bar.total, len(list(chunks_dir.rglob("*.npy"))) * params.chunk_size) if chunks_dir.exists() else 0
             if done > shown:
                 bar.update(done - shown)
                 shown = done
@@ -233,7 +238,7 @@ def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], ba
 def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
     wd = WorkDir(workdir)
     out = wd.bm25
-    stage = Stage("bm25", out, bm25_identity(params), {"corpus": wd.corpus}, {"bm25": out})
+    stage = Stage("bm25", out, bm25_identity(params), {"corpus": wd.corpus}, {"bm25": out}, root=wd.root)
 
     def transform() -> Done:
         corpus = read_table(wd.corpus)

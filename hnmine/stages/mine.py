@@ -101,7 +101,7 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
     identity = {"data": query_identity(data), "mine": params.identity()}
     queries_out, qrels_out = wd.queries, wd.qrels
     stage = Stage("mine", out, identity, {**_required_indexes(wd, params.retriever), **inputs.query_files(data)},
-                  {"candidates": out}, needs=(queries_out, qrels_out), shard=params.shard)
+                  {"candidates": out}, shard=params.shard, root=wd.root, sidecars=(queries_out, qrels_out))
     return run_stage(stage, lambda: _mine(wd, data, params, progress))
 
 

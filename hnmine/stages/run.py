@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hnmine.config import IndexParams, RunConfig
+from hnmine.io.lock import workdir_lock
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index
@@ -21,8 +22,14 @@ def index_params(config: RunConfig) -> IndexParams:
 
 
 def run(config: RunConfig, progress: bool = True) -> list[StageResult]:
+    """All stages under one hold of the work dir's lock, so another run never slips in between."""
     workdir = config.workdir
     index_params_ = index_params(config)
+    with workdir_lock(workdir):
+        return _stages(config, workdir, index_params_, progress)
+
+
+def _stages(config: RunConfig, workdir, index_params_: IndexParams, progress: bool) -> list[StageResult]:
     return [
         index(workdir, config.data, index_params_, progress=progress),
         mine(workdir, config.data, config.mine, progress=progress),

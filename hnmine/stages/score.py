@@ -20,6 +20,7 @@ from hnmine import schema
 from hnmine.config import ScoreParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import BatchWriter, read_table, shard_files, write_table
+from hnmine.packaged.fingerprint import model_fingerprint
 from hnmine.scorers.cache import ScoreCache, pair_keys
 from hnmine.scorers.judge import PartialScores
 from hnmine.stages.index import doc_texts
@@ -47,6 +48,13 @@ def build_scorer(params: ScoreParams):
                                **prompt)
     return judge.LocalJudge(params.judge_model, batch_size=params.batch_size, max_length=params.max_length,
                             device=params.device, mode=params.judge_mode, **prompt)
+
+
+def scorer_key(params: ScoreParams) -> dict:
+    """What determines a score: the scorer's parameters and the content of its model (a model saved
+    again under the same path is another scorer), the score cache's key."""
+    model = {"cross-encoder": params.model, "judge": params.judge_model if params.judge_backend == "local" else None}
+    return params.scorer_identity() | {"model_content": model_fingerprint(model.get(params.scorer))}
 
 
 def score_columns(params: ScoreParams) -> list[str]:
@@ -84,7 +92,8 @@ def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageRes
                 if stats["pairs_scored_now"] else None
         return Done(stats, {"scored": {"rows": stats["rows"]}})
 
-    return run_stage(Stage("score", out, params.identity(), names, {"scored": out}, shard=params.shard), transform)
+    identity = params.identity() | ({"model_content": scorer_key(params)["model_content"]} if params.scorer != "none" else {})
+    return run_stage(Stage("score", out, identity, names, {"scored": out}, shard=params.shard, root=wd.root), transform)
 
 
 def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progress: bool) -> dict:
@@ -108,7 +117,7 @@ def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progr
     pair_docs = [doc_text[dids[i]] for i in rows]
 
     columns = score_columns(params)
-    cache = ScoreCache(wd.score_cache, params.scorer_identity(), columns[:1])
+    cache = ScoreCache(wd.score_cache, scorer_key(params), columns[:1])
     keys = pair_keys(cache.digest, pair_queries, pair_docs)
     # Longest pairs first, so each model batch holds pairs of about one length (little padding)
     # and an out-of-memory error shows in the first chunk, not the last.

@@ -1,0 +1,112 @@
+"""A model is its content, not its path: one saved again in place is a new model for every stage
+that uses it, and a relative model path in a config is relative to the config's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from conftest import MODEL
+
+from hnmine.packaged.cross_encoder import prepare_cross_encoder
+from hnmine.packaged.resolve import resolve_model
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _run(config: Path, cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "hnmine.cli", "run", str(config)], capture_output=True, text=True,
+                          timeout=900, env=ENV, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _ran(done: subprocess.CompletedProcess) -> list[str]:
+    """The stages `hnmine run` says it ran (its last line: `run: ran A, B; reused C; ...`)."""
+    line = [x for x in done.stdout.splitlines() if x.startswith("run: ran ")][-1]
+    return line.removeprefix("run: ran ").split(";")[0].split(", ")
+
+
+def _scored_now(workdir: Path) -> int:
+    return json.loads((workdir / "scored.manifest.json").read_text())["stats"]["pairs_scored_now"]
+
+
+def _config(folder: Path, adi: Path, model: str, scorer: str = "none", ce: str = "") -> Path:
+    config = folder / "run.toml"
+    config.write_text(textwrap.dedent(f"""
+        workdir = "work"
+        [data]
+        beir = "{adi}"
+        split = "test"
+        [index]
+        retrievers = ["dense"]
+        model = "{model}"
+        [mine]
+        retriever = "dense"
+        top_k = 10
+        [score]
+        scorer = "{scorer}"
+        {f'model = "{ce}"' if ce else ''}
+        {'max_length = 128' if ce else ''}
+        top = 5
+        [filter]
+        num_negatives = 3
+    """))
+    return config
+
+
+def _fine_tune_in_place(folder: Path) -> None:
+    """What a training step does to the model folder: new weights under the same path."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    embeddings = model[0].auto_model.embeddings.word_embeddings.weight
+    with __import__("torch").no_grad():
+        embeddings.mul_(0.5)
+    model.save(str(folder))
+
+
+def test_a_model_saved_again_in_place_is_a_new_index(tmp_path, adi):
+    """mine -> train -> re-mine with the model saved where it was: the rerun encodes the corpus
+    again (never searches old vectors with the new query encoder) and matches a clean run. The model
+    path is relative to the config, and the run starts from another directory."""
+    project = tmp_path / "project"
+    shutil.copytree(resolve_model(MODEL), project / "model")
+    config = _config(project, adi, "model")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _run(config, cwd=elsewhere)
+    before = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
+    _fine_tune_in_place(project / "model")
+    assert "index" in _ran(_run(config, cwd=elsewhere))
+    after = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
+    assert not np.allclose(before, after)
+
+    clean = tmp_path / "clean"
+    shutil.copytree(project / "model", clean / "model")
+    _run(_config(clean, adi, "model"), cwd=elsewhere)
+    np.testing.assert_allclose(after, np.load(clean / "work" / "index" / "dense" / "embeddings.npy"), atol=1e-6)
+    assert pl.read_ipc(project / "work" / "candidates.arrow").equals(pl.read_ipc(clean / "work" / "candidates.arrow"))
+
+
+def test_a_cross_encoder_saved_again_is_scored_again(tmp_path, adi):
+    """The score cache is keyed by the model's content: a changed cross-encoder folder under the
+    same path never answers from the scores the old one cached."""
+    project = tmp_path / "project"
+    shutil.copytree(prepare_cross_encoder(), project / "ce")
+    config = _config(project, adi, MODEL, scorer="cross-encoder", ce="ce")
+    _run(config, cwd=tmp_path)
+    pairs = _scored_now(project / "work")
+    assert pairs > 0
+    assert _ran(_run(config, cwd=tmp_path)) == ["nothing"]
+    settings = project / "ce" / "config.json"
+    settings.write_text(settings.read_text() + "\n")  # any change to its files is another model
+    assert "score" in _ran(_run(config, cwd=tmp_path))
+    assert _scored_now(project / "work") == pairs
