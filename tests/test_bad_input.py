@@ -142,6 +142,17 @@ def test_non_utf8_bytes_are_one_line_naming_the_line(tmp_path, adi_rows):
     _one_line_error(_index(tmp_path, path), "corpus.jsonl row 4: not UTF-8 text", "fix:")
 
 
+def test_parquet_bytes_and_invalid_utf8_strings_are_errors_without_a_made_up_line(tmp_path):
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"_id": ["1", "2"], "text": pa.array([b"ok", b"cafe"], pa.binary())}), path)
+    with pytest.raises(HnmineError, match=r"corpus\.parquet row 1: column 'text' holds bytes, not text"):
+        readers.read_corpus(path)
+    invalid = pa.array([b"ok", b"caf\xe9"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"_id": ["1", "2"], "text": invalid}), path)
+    with pytest.raises(HnmineError, match=r"corpus\.parquet: not UTF-8 text \(byte 0xe9\)"):
+        readers.read_corpus(path)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_a_truncated_or_corrupt_gzip_is_one_line_not_aborted(tmp_path, adi_rows, damage):
     data = bytearray(gzip.compress("".join(json.dumps(d) + "\n" for d in adi_rows[0]).encode()))

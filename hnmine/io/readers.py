@@ -155,8 +155,9 @@ def cell_text(value: Any, path: Path, row: int, column: str | None) -> str:
         return value
     for kinds, name in _NOT_TEXT:
         if isinstance(value, kinds):
-            raise HnmineError(f"column '{column}' holds {name}, not text", path=path, row=row,
-                              fix="make every cell of the column one string (join a list's parts yourself)")
+            fix = "store the column as strings" if name == "bytes" else \
+                "make every cell of the column one string (join a list's parts yourself)"
+            raise HnmineError(f"column '{column}' holds {name}, not text", path=path, row=row, fix=fix)
     return str(value)
 
 

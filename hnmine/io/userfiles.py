@@ -66,7 +66,8 @@ def reading(path: Path, line: Callable[[], int | None] = lambda: None) -> Iterat
     except HnmineError:
         raise
     except UnicodeDecodeError as exc:
-        found = first_undecodable_line(path)
+        # a text file's lines are counted again to find the line; Parquet has no lines
+        found = None if path.name.lower().endswith(".parquet") else first_undecodable_line(path)
         byte = f"byte 0x{found[1]:02x}" if found else f"byte 0x{exc.object[exc.start]:02x}"
         raise HnmineError(f"not UTF-8 text ({byte})", path=path, row=found[0] if found else None,
                           fix="save the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
