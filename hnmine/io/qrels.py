@@ -1,8 +1,11 @@
-"""Qrels: BEIR TSV (with a `query-id corpus-id score` header, or headerless TREC-like lines) or a
-JSONL / Parquet / CSV table, read with row-level validation into `hnmine.schema.QRELS`."""
+"""Qrels: BEIR TSV (with a `query-id corpus-id score` header, or headerless), TREC lines
+(`query-id iteration corpus-id score`), or a JSONL / Parquet / CSV table, read with row-level
+validation into `hnmine.schema.QRELS`."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,35 +13,75 @@ import pyarrow as pa
 
 from hnmine import schema
 from hnmine.errors import HnmineError
-from hnmine.io.readers import as_text, open_text, require_file, table_rows
+from hnmine.io.readers import cell_text, empty_file, require_file, table_rows
+from hnmine.io.userfiles import open_text, reading
 
+# A first line is a header when its fields are these names (lowercase, without '-', '_' and
+# spaces); any other line must hold a numeric score, so a headerless file never loses line 1.
+QRELS_QUERY_HEADERS = ("queryid", "query", "qid", "qryid", "topic", "topicid")
+QRELS_DOC_HEADERS = ("corpusid", "docid", "documentid", "doc", "document", "docno", "did", "pid", "passageid",
+                     "passage")
 QRELS_SCORE_HEADERS = ("score", "relevance", "rel", "label")
+TSV_FORMATS = {3: "query-id, corpus-id, score", 4: "TREC: query-id, iteration, corpus-id, score"}
+
+
+def _header_word(field: str) -> str:
+    return re.sub(r"[-_\s]", "", field.lower())
+
+
+def _is_header(fields: list[str]) -> bool:
+    return (_header_word(fields[0]) in QRELS_QUERY_HEADERS and _header_word(fields[1]) in QRELS_DOC_HEADERS
+            and _header_word(fields[2]) in QRELS_SCORE_HEADERS)
+
+
+def _score(raw: object, path: Path, row: int, fix: str) -> float:
+    """A finite float: nan or inf would pass (or fail) every relevance threshold silently."""
+    try:
+        score = float(raw)  # type: ignore[arg-type]
+    except OverflowError:
+        score = math.inf
+    except (TypeError, ValueError):
+        raise HnmineError(f"score '{raw}' is not a number", path=path, row=row, fix=fix) from None
+    if not math.isfinite(score):
+        raise HnmineError(f"score '{raw}' is not a finite number", path=path, row=row, fix=fix)
+    return score
+
+
+def _tsv_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
+    """The first line decides the format, BEIR (3 fields) or TREC (4), and whether it is a header;
+    every other line must have as many fields."""
+    width = first = None
+    with reading(path), open_text(path) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+            if width is None:
+                if len(fields) not in TSV_FORMATS:
+                    raise HnmineError(f"expected 3 fields (query-id, corpus-id, score) or 4 (TREC), found {len(fields)}",
+                                      path=path, row=line_no, fix="write query-id, corpus-id and score on each line")
+                width, first = len(fields), line_no
+            elif len(fields) != width:
+                raise HnmineError(f"{len(fields)} fields where line {first} has {width} ({TSV_FORMATS[width]})",
+                                  path=path, row=line_no,
+                                  fix="one format per file: every line BEIR (3 fields) or every line TREC (4)")
+            if width == 4:
+                fields = [fields[0], fields[2], fields[3]]
+            if line_no == first and _is_header(fields):
+                continue
+            score = _score(fields[2], path, line_no,
+                           fix="give every line a numeric score; a header line is query-id, corpus-id, score")
+            yield line_no, fields[0].strip(), fields[1].strip(), score
+    if width is None:
+        raise empty_file(path)
 
 
 def qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
-    """BEIR qrels (TSV with a `query-id corpus-id score` header, or headerless 3/4-column TREC-like)."""
+    """(line or row, query id, document id, score) of every qrels line."""
     path = require_file(path, "qrels")
     name = path.name.lower()
     if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
-        with open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
-                fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
-                if not fields or not line.strip():
-                    continue
-                if len(fields) == 4:  # TREC: qid iter docid rel
-                    fields = [fields[0], fields[2], fields[3]]
-                if len(fields) != 3:
-                    raise HnmineError(f"expected 3 fields (query-id, corpus-id, score), found {len(fields)}",
-                                      path=path, row=line_no)
-                try:
-                    score = float(fields[2])
-                except ValueError:
-                    if line_no == 1 and fields[2].strip().lower() in QRELS_SCORE_HEADERS:
-                        continue  # header
-                    raise HnmineError(f"score '{fields[2]}' is not a number", path=path, row=line_no,
-                                      fix="give every line a numeric score; a header line's third field is 'score'"
-                                      ) from None
-                yield line_no, fields[0].strip(), fields[1].strip(), score
+        yield from _tsv_rows(path)
         return
     rows = table_rows(path, "qrels")
     for column in ("query-id", "corpus-id"):
@@ -46,13 +89,14 @@ def qrels_rows(path: Path) -> Iterator[tuple[int, str, str, float]]:
             raise HnmineError(f"no column '{column}' (columns: {', '.join(rows.columns) or 'none'})", path=rows.path,
                               fix="rename the qrels columns to query-id, corpus-id and score (optional, default 1)")
     for row, record in rows.records:
-        raw = record.get("score", 1)
-        try:
-            score = float(raw)
-        except (TypeError, ValueError):
-            raise HnmineError(f"score '{raw}' is not a number", path=rows.path, row=row,
-                              fix="give every row a numeric score, or leave the score column out (every row is 1)") from None
-        yield row, as_text(record["query-id"]).strip(), as_text(record["corpus-id"]).strip(), score
+        ids = []
+        for column in ("query-id", "corpus-id"):
+            if record.get(column) is None:
+                raise HnmineError(f"no '{column}' in this row", path=rows.path, row=row, fix=f"give every row a {column}")
+            ids.append(cell_text(record[column], rows.path, row, column).strip())
+        score = _score(record.get("score", 1), rows.path, row,
+                       fix="give every row a numeric score, or leave the score column out (every row is 1)")
+        yield row, ids[0], ids[1], score
 
 
 def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, min_relevance: float = 1.0,

@@ -1,16 +1,14 @@
 """Readers for the corpus, queries, qrels and pairs, with row-level validation.
 
 Every reader returns Arrow tables in the schemas of `hnmine.schema` plus a stats dict counting every
-row it skipped. Problems a user must fix (missing file or column, duplicate ids, qrels naming
-unknown ids) raise `HnmineError` naming the file and row; rows that are useless but harmless
-(empty text) are skipped and counted.
+row it skipped. Problems a user must fix (missing, empty or unreadable file, missing column,
+duplicate ids, a cell that is not text, qrels naming unknown ids) raise `HnmineError` naming the
+file and row (for text formats, the line); rows that are useless but harmless (empty text) are
+skipped and counted.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,9 +20,9 @@ import pyarrow.parquet as pq
 
 from hnmine import schema
 from hnmine.errors import HnmineError
+from hnmine.io.userfiles import csv_reader, is_empty, open_text, reading
 from hnmine.text import document_text, text_id
 
-# the third field of a BEIR qrels header line ("query-id corpus-id score"); any other word on line 1 is bad data
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
 
@@ -41,12 +39,6 @@ class Rows:
     keys_vary: bool = False
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def require_file(path: Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -54,35 +46,52 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def empty_file(path: Path) -> HnmineError:
+    return HnmineError("the file is empty", path=path, fix="check the path; the file needs its rows")
+
+
+def _json_record(line: str, path: Path, line_no: int) -> dict:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer of over 4300 digits
+        raise HnmineError(f"invalid JSON ({getattr(exc, 'msg', exc)})", path=path, row=line_no,
+                          fix="repair the line") from None
+    if not isinstance(record, dict):
+        raise HnmineError("expected a JSON object per line", path=path, row=line_no)
+    return record
+
+
 def _jsonl_rows(path: Path) -> Rows:
     def records() -> Iterator[tuple[int, dict]]:
-        with open_text(path) as handle:
+        with reading(path), open_text(path) as handle:
             for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise HnmineError(f"invalid JSON ({exc.msg})", path=path, row=line_no, fix="repair the line") from None
-                if not isinstance(record, dict):
-                    raise HnmineError("expected a JSON object per line", path=path, row=line_no)
-                yield line_no, record
+                if line.strip():
+                    yield line_no, _json_record(line, path, line_no)
 
     # JSON lines have no header: the required columns are checked against the first record.
     first = next(records(), None)
-    columns = list(first[1].keys()) if first else []
-    return Rows(path, columns, "line", records(), keys_vary=True)
+    if first is None:
+        raise empty_file(path)
+    return Rows(path, list(first[1].keys()), "line", records(), keys_vary=True)
 
 
 def _delimited_rows(path: Path) -> Rows:
     delimiter = "\t" if ".tsv" in path.name else ","
-    handle = open_text(path)
-    reader = csv.reader(handle, delimiter=delimiter)
-    header = next(reader, None) or []
+    with reading(path):
+        handle = open_text(path)
+        reader = csv_reader(handle, delimiter)
+        header = next(reader, None)
+    if header is None:
+        handle.close()
+        raise empty_file(path)
 
     def records() -> Iterator[tuple[int, dict]]:
-        with handle:
-            for line_no, values in enumerate(reader, start=2):
+        # reader.line_num counts the lines read so far: a record starts on the line after the last
+        # one, and a record may span several lines (a quoted newline).
+        with reading(path, lambda: reader.line_num), handle:
+            start = reader.line_num + 1
+            for values in reader:
+                line_no, start = start, reader.line_num + 1
                 if not values:
                     continue
                 if len(values) != len(header):
@@ -96,21 +105,25 @@ def _delimited_rows(path: Path) -> Rows:
 
 
 def _parquet_rows(path: Path) -> Rows:
-    file = pq.ParquetFile(path)
+    with reading(path):
+        file = pq.ParquetFile(path)
     columns = file.schema_arrow.names
 
     def records() -> Iterator[tuple[int, dict]]:
         row = 0
-        for batch in file.iter_batches(batch_size=65536):
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
+        with reading(path):
+            for batch in file.iter_batches(batch_size=65536):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
 
     return Rows(path, columns, "row", records())
 
 
 def table_rows(path: Path, what: str) -> Rows:
     path = require_file(path, what)
+    if is_empty(path):
+        raise empty_file(path)
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".json.gz")):
         return _jsonl_rows(path)
@@ -130,10 +143,22 @@ def require_columns(rows: Rows, wanted: dict[str, str]) -> None:
             )
 
 
-def as_text(value: Any) -> str:
+_NOT_TEXT = ((list, "a list"), (tuple, "a list"), (dict, "an object"), ((bytes, bytearray), "bytes"))
+
+
+def cell_text(value: Any, path: Path, row: int, column: str | None) -> str:
+    """A cell as text: a string as it is, a number as its digits, None as "". A list, an object or
+    bytes is an error, never its Python repr in the training text."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    for kinds, name in _NOT_TEXT:
+        if isinstance(value, kinds):
+            fix = "store the column as strings" if name == "bytes" else \
+                "make every cell of the column one string (join a list's parts yourself)"
+            raise HnmineError(f"column '{column}' holds {name}, not text", path=path, row=row, fix=fix)
+    return str(value)
 
 
 class _UniqueIds:
@@ -182,14 +207,15 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
 
     for row, raw_id, raw_title, raw_text in _corpus_fields(rows, id_column, title_column if has_title else None,
                                                            text_column):
-        title = as_text(raw_title)
-        text = as_text(raw_text)
+        title = cell_text(raw_title, rows.path, row, title_column)
+        text = cell_text(raw_text, rows.path, row, text_column)
         joined = document_text(title, text)
         if not joined:
-            skipped.append(as_text(raw_id).strip() if not hash_ids else f"{rows.unit} {row}")
+            skipped.append(cell_text(raw_id, rows.path, row, id_column).strip() if not hash_ids
+                           else f"{rows.unit} {row}")
             stats["corpus_skipped_empty_text"] += 1
             continue
-        doc_id = text_id(joined, "d") if hash_ids else as_text(raw_id).strip()
+        doc_id = text_id(joined, "d") if hash_ids else cell_text(raw_id, rows.path, row, id_column).strip()
         if not doc_id:
             raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
         if hash_ids:
@@ -216,16 +242,17 @@ def _corpus_fields(rows: Rows, id_column: str, title_column: str | None, text_co
         for row, record in rows.records:
             yield row, record.get(id_column), record.get(title_column) if title_column else None, record.get(text_column)
         return
-    file = pq.ParquetFile(rows.path)
     columns = [c for c in dict.fromkeys([id_column, title_column, text_column]) if c and c in rows.columns]
     row = 0
-    for batch in file.iter_batches(batch_size=CORPUS_BATCH_ROWS, columns=columns):
-        values = {name: batch.column(name).to_pylist() for name in columns}
-        nothing = [None] * batch.num_rows
-        for raw_id, raw_title, raw_text in zip(values.get(id_column, nothing), values.get(title_column, nothing),
-                                               values[text_column]):
-            row += 1
-            yield row, raw_id, raw_title, raw_text
+    with reading(rows.path):
+        file = pq.ParquetFile(rows.path)
+        for batch in file.iter_batches(batch_size=CORPUS_BATCH_ROWS, columns=columns):
+            values = {name: batch.column(name).to_pylist() for name in columns}
+            nothing = [None] * batch.num_rows
+            for raw_id, raw_title, raw_text in zip(values.get(id_column, nothing), values.get(title_column, nothing),
+                                                   values[text_column]):
+                row += 1
+                yield row, raw_id, raw_title, raw_text
 
 
 def read_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
@@ -244,11 +271,11 @@ def read_queries(path: Path, id_column: str = "_id", text_column: str = "text") 
     seen = _UniqueIds(rows.path, rows.unit)
     skipped: list[str] = []
     for row, record in rows.records:
-        query_id = as_text(record.get(id_column)).strip()
+        query_id = cell_text(record.get(id_column), rows.path, row, id_column).strip()
         if not query_id:
             raise HnmineError(f"empty id in column '{id_column}'", path=rows.path, row=row, fix="give every row an id")
         seen.add(query_id, row)
-        text = as_text(record.get(text_column)).strip()
+        text = cell_text(record.get(text_column), rows.path, row, text_column).strip()
         if not text:
             skipped.append(query_id)
             continue
@@ -274,17 +301,18 @@ def read_pairs(path: Path, query_column: str = "query", positive_columns: list[s
     docs: dict[str, str] = {}
     qrels: dict[tuple[str, str], None] = {}
     stats = {"pairs_rows": 0, "pairs_skipped_empty_query": 0, "pairs_rows_without_positive": 0}
-    for _row, record in rows.records:
+    for row, record in rows.records:
         stats["pairs_rows"] += 1
-        query = as_text(record.get(query_column)).strip()
+        query = cell_text(record.get(query_column), rows.path, row, query_column).strip()
         if not query:
             stats["pairs_skipped_empty_query"] += 1
             continue
         positives = []
         for column in positive_columns:
             value = record.get(column)
-            values = value if isinstance(value, list) else [value]
-            positives.extend(as_text(v).strip() for v in values if as_text(v).strip())
+            values = value if isinstance(value, list) else [value]  # a list holds several positives
+            texts = (cell_text(v, rows.path, row, column).strip() for v in values)
+            positives.extend(text for text in texts if text)
         if not positives:
             stats["pairs_rows_without_positive"] += 1
             continue
