@@ -20,7 +20,15 @@ from typing import Any, Literal, Optional
 import typer
 from pydantic import BaseModel, ValidationError
 
-from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, ScoreParams
+from hnmine.config import (
+    DataParams,
+    ExportParams,
+    FilterParams,
+    IndexParams,
+    MineParams,
+    ScoreParams,
+    validation_message,
+)
 from hnmine.errors import HnmineError
 from hnmine.workdir import StageResult
 
@@ -104,8 +112,8 @@ def guarded(function):
             fail(str(exc))
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
-            fail(f"{where}: {first['msg']}")
+            where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-") + ": " if first["loc"] else ""
+            fail(where + validation_message(first))
         except KeyboardInterrupt:
             fail("interrupted; finished chunks are kept and a rerun resumes", 130)
         finally:

@@ -2,6 +2,10 @@
 
 Fields listed in a model's `execution_only` change how fast a stage runs, not what it writes, so
 they are left out of the manifest fingerprint: a rerun with a bigger batch size reuses the output.
+
+Values are checked strictly: `top_k = true` or `top_k = "5"` in a config is an error naming the
+key, not 1 or 5; only an int for a float field is taken as is. Paths may be given as strings and
+lists as tuples (`strict=False` on those fields), conversions that cannot change a value's meaning.
 """
 
 from __future__ import annotations
@@ -10,14 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hnmine.errors import HnmineError
 from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
 
 
 class StageParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     execution_only: ClassVar[frozenset[str]] = frozenset()
 
     def identity(self) -> dict:
@@ -41,19 +45,19 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 class DataParams(StageParams):
     """Where the corpus, queries and labels come from: a BEIR folder, separate files, or pairs."""
 
-    beir: Path | None = Field(None, description="BEIR folder (corpus.jsonl[.gz], queries.jsonl[.gz], qrels/SPLIT.tsv)")
+    beir: Path | None = Field(None, strict=False, description="BEIR folder (corpus.jsonl[.gz], queries.jsonl[.gz], qrels/SPLIT.tsv)")
     split: str = Field("test", description="qrels split of the BEIR folder")
-    corpus: Path | None = Field(None, description="corpus file (jsonl/parquet/csv/tsv); with --pairs, extra documents")
-    queries: Path | None = Field(None, description="queries file (jsonl/parquet/csv/tsv)")
-    qrels: Path | None = Field(None, description="qrels file (TSV query-id, corpus-id, score; or TREC)")
-    pairs: Path | None = Field(None, description="pairs file: a query column and one or more positive columns")
+    corpus: Path | None = Field(None, strict=False, description="corpus file (jsonl/parquet/csv/tsv); with --pairs, extra documents")
+    queries: Path | None = Field(None, strict=False, description="queries file (jsonl/parquet/csv/tsv)")
+    qrels: Path | None = Field(None, strict=False, description="qrels file (TSV query-id, corpus-id, score; or TREC)")
+    pairs: Path | None = Field(None, strict=False, description="pairs file: a query column and one or more positive columns")
     id_column: str = Field("_id", description="corpus id column")
     text_column: str = Field("text", description="corpus text column")
     title_column: str = Field("title", description="corpus title column (skipped when absent)")
     query_id_column: str = Field("_id", description="queries id column")
     query_text_column: str = Field("text", description="queries text column")
     query_column: str = Field("query", description="pairs: query column")
-    positive_columns: list[str] = Field(["positive"], description="pairs: positive column(s); a list cell is several positives")
+    positive_columns: list[str] = Field(["positive"], strict=False, description="pairs: positive column(s); a list cell is several positives")
     min_relevance: float = Field(1.0, description="qrels score at or above which a document is a positive")
     on_unknown_ids: Literal["error", "skip"] = Field("error", description="qrels naming unknown ids: error, or skip (counted)")
 
@@ -72,7 +76,7 @@ class DataParams(StageParams):
 class IndexParams(StageParams):
     execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "chunk_size", "device", "devices"})
 
-    retrievers: list[Literal["dense", "bm25"]] = Field(["dense"], description="indexes to build: dense, bm25 (repeat for both)")
+    retrievers: list[Literal["dense", "bm25"]] = Field(["dense"], strict=False, description="indexes to build: dense, bm25 (repeat for both)")
     model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model: local path or hub name")
     query_prompt: str = Field("", description="text put before every query when encoding")
     document_prompt: str = Field("", description="text put before every document when encoding")
@@ -81,7 +85,7 @@ class IndexParams(StageParams):
     chunk_size: int = Field(2048, ge=1, description="documents per saved chunk (the resume granularity)")
     device: str | None = Field(None, description="torch device: cpu, cuda, cuda:1 (default: cuda when present)")
     devices: list[str] | None = Field(
-        None, description="encode the corpus on several devices at once, one process each (cuda:0 cuda:1 ...); "
+        None, strict=False, description="encode the corpus on several devices at once, one process each (cuda:0 cuda:1 ...); "
                           "default: every visible GPU when there are several and --device is not given")
     normalize: bool = Field(True, description="L2-normalise embeddings (inner product = cosine)")
     backend: Literal["auto", "torch", "onnx"] = Field(
@@ -97,7 +101,7 @@ class IndexParams(StageParams):
         "float32", description="dtype of the saved embeddings: float16 halves disk and page cache (search converts "
                                "blocks to float32)")
     embeddings: Path | None = Field(
-        None, description="precomputed corpus embeddings instead of encoding: a .npy (one row per corpus document, in "
+        None, strict=False, description="precomputed corpus embeddings instead of encoding: a .npy (one row per corpus document, in "
                           "corpus order) or a Parquet file with an id column and a vector column (--model still "
                           "encodes the queries: use the model that made them)")
     embeddings_id_column: str = Field("_id", description="Parquet embeddings: the document id column")
@@ -210,12 +214,19 @@ class FilterParams(StageParams):
     seed: int = Field(42, description="seed for random sampling")
     shard: str | None = Field(None, description="K/N: filter only the K-th of N query shards")
 
+    @model_validator(mode="after")
+    def _rank_window_is_not_empty(self) -> FilterParams:
+        if self.rank_max is not None and self.rank_min > self.rank_max:
+            raise ValueError(f"rank_min {self.rank_min} is more than rank_max {self.rank_max}, so no candidate is "
+                             "in the rank window (fix: make rank_min at most rank_max)")
+        return self
+
 
 class ExportParams(StageParams):
     format: Literal["triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding", "tevatron", "ids"] = Field(
         "n-tuple", description="triplet, n-tuple, labeled-pair, labeled-list (sentence-transformers Parquet); "
                                "flagembedding, tevatron (JSONL); ids (Parquet of ids only)")
-    output: Path | None = Field(None, description="file to write (default: WORKDIR/export/train.parquet, .jsonl for JSONL)")
+    output: Path | None = Field(None, strict=False, description="file to write (default: WORKDIR/export/train.parquet, .jsonl for JSONL)")
     labels: Literal["none", "margin", "scores"] = Field(
         "none", description="distillation labels: margin (positive - negative score, for MarginMSE) or scores "
                             "(the positive's and each negative's, for KL); labeled-* take the scores as labels")
@@ -245,6 +256,11 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
             setattr(model, name, (base / value).resolve())
 
 
+def validation_message(error: dict) -> str:
+    """A pydantic error's message, without the "Value error, " that pydantic puts before a validator's own."""
+    return error["msg"].removeprefix("Value error, ")
+
+
 def load_config(path: Path) -> RunConfig:
     """Read a TOML run config. Relative paths in it are relative to the config file's folder."""
     path = Path(path)
@@ -259,7 +275,7 @@ def load_config(path: Path) -> RunConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise HnmineError(f"{where}: {first['msg']} ({len(exc.errors())} problem(s))", path=path) from None
+        raise HnmineError(f"{where}: {validation_message(first)} ({len(exc.errors())} problem(s))", path=path) from None
     base = path.parent.resolve()
     if not config.workdir.is_absolute():
         config.workdir = (base / config.workdir).resolve()

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from hnmine import schema
 from hnmine.config import DataParams
+from hnmine.errors import HnmineError
 from hnmine.io import readers
 from hnmine.io.qrels import qrels_rows, read_qrels
 
@@ -100,7 +101,36 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
     queries = queries.filter(with_positives)
     stats["queries"] = queries.num_rows
     stats["positives"] = qrels.num_rows
+    if not queries.num_rows:
+        raise _no_queries(data, files, stats)
     return queries, qrels, stats
+
+
+def _no_queries(data: DataParams, files: dict[str, Path], stats: dict) -> HnmineError:
+    """The error for labels that leave no query with a positive, naming the likely cause with its counts."""
+    if data.pairs is not None:
+        return HnmineError(f"no pair has both a query and a positive ({stats['pairs_rows']} rows: "
+                           f"{stats['pairs_skipped_empty_query']} with an empty query, "
+                           f"{stats['pairs_rows_without_positive']} without a positive)", path=files["pairs"],
+                           fix="check --query-column and --positive-columns")
+    lines = stats["qrels_lines"]
+    if not stats["queries_in_file"]:
+        return HnmineError(f"no query with text ({stats['queries_skipped_empty_text']} skipped for empty text)",
+                           path=files["queries"], fix="check the queries file and --query-text-column")
+    if not lines:
+        return HnmineError("no qrels lines (the file is empty or holds only a header): no query has a positive",
+                           path=files["qrels"], fix="point --qrels (or --beir and --split) at the labels of these queries")
+    if stats["qrels_unknown_query"] == lines:
+        return HnmineError(f"none of the {lines} qrels lines names a query of the queries file: all were skipped by "
+                           "--on-unknown-ids skip", path=files["qrels"],
+                           fix="check that the qrels and the queries belong together (the same ids, the right split)")
+    causes = {"qrels_unknown_query": "name an unknown query", "qrels_unknown_doc": "name an unknown document",
+              "qrels_query_skipped_empty": "name a query skipped for empty text",
+              "qrels_doc_skipped_empty": "name a document skipped for empty text",
+              "qrels_below_min_relevance": f"score below --min-relevance {data.min_relevance:g}"}
+    counted = ", ".join(f"{stats[key]} {what}" for key, what in causes.items() if stats[key])
+    return HnmineError(f"no query has a positive: of the {lines} qrels lines, {counted}", path=files["qrels"],
+                       fix="check --min-relevance and that the qrels, queries and corpus belong together")
 
 
 def _corpus_ids_named_in(qrels_path: Path, corpus_ids: pa.ChunkedArray | pa.Array) -> set[str]:

@@ -6,7 +6,8 @@ Two backends share one prompt template:
 - `HttpJudge`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, Ollama,
   OpenAI) asked for one token with `logprobs`; bounded concurrency, timeouts, and retries with
   backoff on 429, 5xx and dropped connections. The API key is read from an environment variable
-  at request time and is never part of an identity, a log line or a manifest.
+  at request time and is never part of an identity, a log line or a manifest. Redirects are
+  refused, never followed: following one would send the key to wherever the Location points.
 """
 
 from __future__ import annotations
@@ -147,6 +148,17 @@ class RetryableError(Exception):
     pass
 
 
+class _NotSent(Exception):
+    """A pair skipped because another pair already failed for good."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Answer no redirect with a new request: urllib then raises the 3xx reply as an HTTPError."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class HttpJudge:
     def __init__(self, base_url: str, model: str, *, system: str, template: str, instruction: str,
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, timeout: float = 60.0,
@@ -159,6 +171,7 @@ class HttpJudge:
         self.max_retries, self.backoff, self.top_logprobs = max_retries, backoff, top_logprobs
         self.stats = {"requests": 0, "retries": 0, "no_yes_no_token": 0}
         self._lock = threading.Lock()
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -181,9 +194,14 @@ class HttpJudge:
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=self._headers(), method="POST")
         self._count("requests")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                location = str(exc.headers.get("Location") or "no Location")[:200]
+                raise HnmineError(f"judge endpoint {self.url} answered HTTP {exc.code}, a redirect to {location}; "
+                                  "redirects are not followed, so the API key is never sent elsewhere",
+                                  fix="set base_url to the address that serves /chat/completions itself") from None
             if exc.code == 429 or exc.code >= 500:
                 raise RetryableError(f"HTTP {exc.code}", exc.headers.get("Retry-After")) from None
             detail = exc.read()[:200].decode("utf-8", "replace")
@@ -203,8 +221,8 @@ class HttpJudge:
             what = "not JSON" if isinstance(exc, json.JSONDecodeError) else f"{type(exc).__name__}: {exc}"
             raise HnmineError(f"judge endpoint {self.url} answered 200 with no chat completion ({what}): "
                               f"{raw[:120].decode('utf-8', 'replace')!r}",
-                              fix="check that base_url is an OpenAI-compatible /v1 endpoint serving this model; "
-                                  "answers received so far are cached") from None
+                              fix="check that base_url is an OpenAI-compatible /v1 endpoint serving this model"
+                              ) from None
 
     def _parse(self, payload: dict) -> float:
         choice = payload["choices"][0]
@@ -222,12 +240,22 @@ class HttpJudge:
             score = 1.0 if text.startswith("yes") else 0.0 if text.startswith("no") else float("nan")
         return score
 
-    def _with_retries(self, pair: tuple[str, str]) -> float:
+    def _with_retries(self, pair: tuple[str, str], stop: threading.Event | None = None) -> float:
+        """One pair's score. A set `stop` (another pair failed for good) ends it before the next
+        send, as `_NotSent`; a pair that fails for good sets it."""
         for attempt in range(self.max_retries + 1):
+            if stop is not None and stop.is_set():
+                raise _NotSent
             try:
                 return self._request(*pair)
+            except HnmineError:
+                if stop is not None:
+                    stop.set()
+                raise
             except RetryableError as exc:
                 if attempt == self.max_retries:
+                    if stop is not None:
+                        stop.set()
                     raise HnmineError(f"judge endpoint {self.url} failed {attempt + 1} times ({exc.args[0]})",
                                       fix="check that the server is up; scores done so far are cached and a rerun resumes") from None
                 self._count("retries")
@@ -238,34 +266,40 @@ class HttpJudge:
         raise AssertionError("unreachable")
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """Scores in input order. If a pair fails for good, the pairs still queued are cancelled,
-        those in flight finish, and `PartialScores` carries every answer received so far, so the
-        caller can save them: each answered pair is paid for once."""
+        """Scores in input order. The first pair that fails for good (an error reply, a malformed
+        200, retries used up) stops the sending: no pair is sent after it, so at most the requests
+        already in flight (`concurrency`) fail with it. `PartialScores` then carries every answer
+        received and the count of failed pairs, so the caller can save the answers: each answered
+        pair is paid for once."""
         values = np.full(len(pairs), np.nan, dtype=np.float32)
         done = np.zeros(len(pairs), dtype=bool)
         failure: HnmineError | None = None
+        failed = 0
+        stop = threading.Event()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(self._with_retries, pair): i for i, pair in enumerate(pairs)}
+            futures = {pool.submit(self._with_retries, pair, stop): i for i, pair in enumerate(pairs)}
             for future in as_completed(futures):
                 i = futures[future]
                 try:
                     values[i] = future.result()
                     done[i] = True
-                except CancelledError:
+                except (CancelledError, _NotSent):
                     continue
                 except HnmineError as exc:
+                    failed += 1
                     if failure is None:
                         failure = exc
                         for other in futures:
                             other.cancel()
         if failure is not None:
-            raise PartialScores(done, values.reshape(-1, 1), failure)
+            raise PartialScores(done, values.reshape(-1, 1), failure, failed)
         return values.reshape(-1, 1)
 
 
 class PartialScores(Exception):  # noqa: N818 (a result, not only an error)
-    """A scorer failed part-way: `values[done]` are real answers to keep, `error` says what broke."""
+    """A scorer failed part-way: `values[done]` are real answers to keep, `error` says what broke
+    first, `failed` counts the pairs that failed (the rest were not sent)."""
 
-    def __init__(self, done: np.ndarray, values: np.ndarray, error: HnmineError):
+    def __init__(self, done: np.ndarray, values: np.ndarray, error: HnmineError, failed: int = 1):
         super().__init__(str(error))
-        self.done, self.values, self.error = done, values, error
+        self.done, self.values, self.error, self.failed = done, values, error, failed

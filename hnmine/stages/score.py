@@ -136,9 +136,11 @@ def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progr
                     kept = np.flatnonzero(partial.done)
                     if len(kept):
                         cache.add([keys[chunk[j]] for j in kept], partial.values[kept, :1])
-                    raise HnmineError(f"{partial.error.detail}; {start + len(kept)} of the {len(missing)} pairs to "
-                                      "score are done and cached",
-                                      fix="fix the cause and rerun: cached pairs are not asked again") from None
+                    failed = f"{partial.failed} pair{'s' if partial.failed != 1 else ''} failed"
+                    raise HnmineError(f"{partial.error.detail}; {failed}, {start + len(kept)} of the {len(missing)} "
+                                      "pairs to score are done and cached",
+                                      fix=f"{partial.error.fix or 'fix the cause'}, then rerun: cached pairs are not "
+                                          "asked again") from None
                 model_seconds += time.perf_counter() - began
                 cache.add([keys[i] for i in chunk], values)
                 bar.update(len(chunk))
