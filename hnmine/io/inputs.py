@@ -13,6 +13,7 @@ from hnmine.config import DataParams
 from hnmine.errors import HnmineError
 from hnmine.io import readers
 from hnmine.io.qrels import qrels_rows, read_qrels
+from hnmine.text import text_hash
 
 
 def corpus_files(data: DataParams) -> dict[str, Path]:
@@ -99,11 +100,38 @@ def load_queries(data: DataParams, corpus: pa.Table, skipped_doc_ids: set[str] |
     with_positives = pc.is_in(queries.column(schema.QUERY_ID), value_set=pa.array(pc.unique(qrels.column(schema.QUERY_ID))))
     stats["queries_in_file"] = queries.num_rows
     queries = queries.filter(with_positives)
+    queries, qrels, stats["queries_merged_same_text"] = merge_same_text(queries, qrels)
     stats["queries"] = queries.num_rows
     stats["positives"] = qrels.num_rows
     if not queries.num_rows:
         raise _no_queries(data, files, stats)
     return queries, qrels, stats
+
+
+def merge_same_text(queries: pa.Table, qrels: pa.Table) -> tuple[pa.Table, pa.Table, int]:
+    """Queries whose normalized texts are equal are one query: the first id in file order, with the
+    positives of all of them (the highest relevance where two label one document). Kept apart, one's
+    positive would be mined as the other's negative, and a trainer that sees one anchor twice takes
+    that document as both. Returns the tables and how many queries were merged into another."""
+    texts = queries.column(schema.TEXT).to_pylist()
+    ids = queries.column(schema.QUERY_ID).to_pylist()
+    first: dict[int, str] = {}
+    into: dict[str, str] = {}
+    for query_id, text in zip(ids, texts, strict=True):
+        kept = first.setdefault(text_hash(text), query_id)
+        if kept != query_id:
+            into[query_id] = kept
+    if not into:
+        return queries, qrels, 0
+    queries = queries.filter(pc.invert(pc.is_in(queries.column(schema.QUERY_ID), value_set=pa.array(list(into)))))
+    best: dict[tuple[str, str], float] = {}
+    for query_id, doc_id, relevance in zip(qrels.column(schema.QUERY_ID).to_pylist(), qrels.column(schema.DOC_ID).to_pylist(),
+                                           qrels.column(schema.RELEVANCE).to_pylist(), strict=True):
+        key = (into.get(query_id, query_id), doc_id)
+        best[key] = max(best.get(key, relevance), relevance)
+    merged = pa.table({schema.QUERY_ID: [q for q, _ in best], schema.DOC_ID: [d for _, d in best],
+                       schema.RELEVANCE: list(best.values())}, schema=schema.QRELS)
+    return queries, merged, len(into)
 
 
 def _no_queries(data: DataParams, files: dict[str, Path], stats: dict) -> HnmineError:
