@@ -228,7 +228,10 @@ def verified_manifest(path: Path, root: Path) -> dict:
     that did not finish leaves none) and still describe the output's bytes."""
     key = _key(path, root)
     manifest_file = manifest_path(path)
-    if not Path(path).exists() or not manifest_file.exists():
+    if not Path(path).exists():
+        raise HnmineError("file not found", path=path,
+                          fix=f"run the stage that writes it first: `{_writer(key)}`, or `hnmine run`")
+    if not manifest_file.exists():
         raise HnmineError("has no manifest: the stage that writes it did not finish (killed, or failed)", path=path,
                           fix=f"rerun `{_writer(key)}` (or `hnmine run`)")
     manifest = read_manifest(manifest_file)
