@@ -18,7 +18,8 @@ from pathlib import Path
 
 from hnmine.config import RunConfig
 from hnmine.errors import HnmineError
-from hnmine.workdir import StageResult, WorkDir, merge_shard_stats
+from hnmine.io.shard_sets import merge_shard_stats
+from hnmine.workdir import StageResult, WorkDir
 
 
 def _ray():
