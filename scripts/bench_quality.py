@@ -314,8 +314,8 @@ def main() -> None:
 def dev_sets(args) -> None:
     """The shipped recipe (configs/recommended.toml's filter) against top-5 on every development set,
     each with one visible positive per query: false negatives, queries full, median rank. Each set's
-    work dir is kept in ROOT/SET-SPLIT, so a rerun (or an added set) reuses what is done; the table is
-    rewritten after every set."""
+    work dir and its measured row are kept in ROOT/SET-SPLIT (result.json), so a rerun, an added set
+    or a run split over sessions reuses what is done; the table is rewritten after every set."""
     from train_eval import recipe_options
 
     from hnmine.config import DataParams, FilterParams, IndexParams, MineParams, ScoreParams
@@ -331,6 +331,13 @@ def dev_sets(args) -> None:
         name, _, split = spec.partition(":")
         split = split or "test"
         folder = root / f"{name}-{split}"
+        cached = folder / "result.json"
+        settings = {"recipe": recommended, "ce_top": args.ce_top, "queries": args.queries}
+        if cached.exists() and json.loads(cached.read_text()).get("settings") == settings:
+            results.append(tuple(json.loads(cached.read_text())["row"]))
+            print(name, split, "(measured earlier in this root)", flush=True)
+            _write_dev_sets(results, args, recommended)
+            continue
         beir, labeled = prepare(folder, args.queries, DATA / name, split)
         workdir = folder / "work"
         data = DataParams(beir=beir, split=split)
@@ -345,6 +352,7 @@ def dev_sets(args) -> None:
         hidden = sum(map(len, labeled.values())) - len(labeled)
         results.append((name, split, len(labeled), hidden, scored.stats.get("pairs"), measured,
                         time.perf_counter() - began))
+        cached.write_text(json.dumps({"settings": settings, "row": results[-1]}, indent=1))
         print(name, split, measured, flush=True)
         _write_dev_sets(results, args, recommended)
 

