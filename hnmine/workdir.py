@@ -313,7 +313,8 @@ def _run_locked(stage: Stage, transform: Callable[[], Done]) -> StageResult:
         manifest_path(path).unlink(missing_ok=True)
         if stage.shard:
             manifest_path(Path(path).parent).unlink(missing_ok=True)
-    sweep_temporaries(stage.root)
+    if not stage.shard:  # a shard's siblings may be writing on other hosts, whose pids mean nothing here
+        sweep_temporaries(stage.root)
     start = time.perf_counter()
     done = transform()
     seconds = time.perf_counter() - start
