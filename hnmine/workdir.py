@@ -9,6 +9,7 @@ also writes the folder manifest once the shard set is complete.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -221,7 +222,12 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _writer(key: str) -> str:
-    return _WRITERS.get(key.split("/")[0].removesuffix(ARROW), "the stage that writes it")
+    return _WRITERS.get(key.split("/")[0].removesuffix(ARROW), "the stage that wrote it")
+
+
+def _is_output(path: Path, root: Path) -> bool:
+    """A stage output of this work dir (a user file that happens to sit inside it is not one)."""
+    return _inside(path, root) and _key(path, root).split("/")[0].removesuffix(ARROW) in _WRITERS
 
 
 def verified_manifest(path: Path, root: Path) -> dict:
@@ -251,7 +257,7 @@ def _upstream(stage: Stage) -> tuple[dict[str, str], dict[str, str]]:
     lineage: dict[str, str] = {}
     origin: dict[str, str] = {}
     for name, path in stage.inputs.items():
-        if stage.root is None or not _inside(path, stage.root):
+        if stage.root is None or not _is_output(path, stage.root):
             fingerprints[name] = input_fingerprint(path)
             continue
         manifest = verified_manifest(path, stage.root)
@@ -291,10 +297,24 @@ def is_stage_current(stage: Stage) -> bool:
         all(Path(p).exists() for p in stage.needs) and _sidecars_current(stage, inputs)
 
 
+def holding_lock(function):
+    """For a stage's entry function: hold the work dir's lock (shared for a shard) from its first
+    look at the work dir to its last write, so its checks and its run see one state of it."""
+
+    @functools.wraps(function)
+    def wrapper(workdir, *args, **kwargs):
+        shard = next((getattr(a, "shard", None) for a in (*args, *kwargs.values()) if getattr(a, "shard", None)), None)
+        with workdir_lock(workdir, shared=bool(shard)):
+            return function(workdir, *args, **kwargs)
+
+    return wrapper
+
+
 def run_stage(stage: Stage, transform: Callable[[], Done]) -> StageResult:
     """Under the work dir's lock: reuse `stage.output` when its manifest matches; else drop the
-    stale manifests (the shard folder's and the sidecars' too), sweep dead runs' temporaries, run
-    `transform` under a timer, write the manifests, and complete the shard set."""
+    stale manifests (the shard folder's and the sidecars' too), sweep dead runs' temporaries (a
+    whole-run stage only), run `transform` under a timer, write the manifests, and complete the
+    shard set."""
     if stage.root is None:
         raise ValueError(f"stage {stage.name} names no work dir")
     with workdir_lock(stage.root, shared=bool(stage.shard)):
@@ -310,8 +330,11 @@ def _run_locked(stage: Stage, transform: Callable[[], Done]) -> StageResult:
         return StageResult(stage.name, dict(stage.outputs), read_manifest(manifest_path(stage.output))["stats"],
                            reused=True)
     for path in (stage.output, *stage.sidecars):
+        per_shard = re.fullmatch(SHARD_PATTERN, Path(path).name) is not None
+        if stage.shard and not per_shard:
+            continue  # a whole-run sidecar every shard writes alike: the others' later stages may be reading it
         manifest_path(path).unlink(missing_ok=True)
-        if stage.shard:
+        if per_shard:
             manifest_path(Path(path).parent).unlink(missing_ok=True)
     if not stage.shard:  # a shard's siblings may be writing on other hosts, whose pids mean nothing here
         sweep_temporaries(stage.root)

@@ -4,6 +4,7 @@ stages, truncated files, litter of dead processes, SIGTERM. Real processes, real
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,26 +96,54 @@ def _config(path: Path, workdir: Path, beir: Path, prompt: str) -> Path:
 
 
 def test_two_runs_on_one_work_dir_take_turns(tmp_path, adi):
-    """Two `hnmine run`s that differ only in document_prompt, started together: the second waits
-    for the first (and says so), so the index is wholly the second's, as a run of it alone."""
+    """Two `hnmine run`s that differ only in document_prompt, started while a third holder has the
+    work dir: each waits (and says so), then they run one after the other, so the index and the
+    training file are wholly the last one's, as a run of it alone."""
+    from hnmine.io.lock import workdir_lock
+
     shared = tmp_path / "shared"
-    first = _config(tmp_path / "a.toml", shared, adi, "")
-    second = _config(tmp_path / "b.toml", shared, adi, "passage: ")
+    configs = {"": _config(tmp_path / "a.toml", shared, adi, ""),
+               "passage: ": _config(tmp_path / "b.toml", shared, adi, "passage: ")}
     command = [sys.executable, "-m", "hnmine.cli", "run"]
-    a = subprocess.Popen([*command, str(first)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.time() + 120
-    while not (shared / ".hnmine.lock").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    b = subprocess.Popen([*command, str(second)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    (_, a_err), (_, b_err) = a.communicate(timeout=600), b.communicate(timeout=600)
-    assert a.returncode == 0 and b.returncode == 0, (a_err, b_err)
-    assert "waiting for another run" in b_err
+    with workdir_lock(shared):
+        runs = [subprocess.Popen([*command, str(c)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                for c in configs.values()]
+        time.sleep(8)  # both start and reach the lock while it is held here
+        assert all(run.poll() is None for run in runs)
+    errors = [run.communicate(timeout=600)[1] for run in runs]
+    assert all(run.returncode == 0 for run in runs), errors
+    assert all("waiting for another run" in err for err in errors), errors
+    import json
+
+    last = json.loads((shared / "index" / "dense" / "manifest.json").read_text())["params"]["document_prompt"]
     alone = tmp_path / "alone"
-    done = _hnmine("run", str(_config(tmp_path / "c.toml", alone, adi, "passage: ")))
+    done = _hnmine("run", str(_config(tmp_path / "c.toml", alone, adi, last)))
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(np.load(shared / "index" / "dense" / "embeddings.npy"),
                                   np.load(alone / "index" / "dense" / "embeddings.npy"))
     assert pl.read_parquet(shared / "export" / "train.parquet").equals(pl.read_parquet(alone / "export" / "train.parquet"))
+
+
+def test_a_mine_shard_never_unsettles_the_files_other_shards_read(tmp_path, adi_workdir, adi):
+    """mine --shard 1/2 and score --shard 1/2 done; mine --shard 2/2 killed after it rewrote the
+    shared queries.arrow (the same bytes): shard 1's score still runs, and the set completes."""
+    base = ["--workdir", str(adi_workdir), "-q"]
+    mine_args = ["mine", *base, "--beir", str(adi), "--split", "test", "--top-k", "10"]
+    assert _hnmine(*mine_args, "--shard", "1/2").returncode == 0
+    _killed_at("hnmine.stages.mine:write_table", 1, *mine_args, "--shard", "2/2")
+    first = _hnmine("score", *base, "--scorer", "none", "--shard", "1/2")
+    assert first.returncode == 0, first.stderr
+    assert _hnmine(*mine_args, "--shard", "2/2").returncode == 0
+    assert _hnmine("score", *base, "--scorer", "none", "--shard", "2/2").returncode == 0
+    assert (adi_workdir / "scored" / "manifest.json").exists()
+
+
+def test_a_user_file_inside_the_work_dir_is_read_as_a_user_file(tmp_path, adi):
+    """A BEIR folder kept inside the work dir is input, not a stage output without a manifest."""
+    workdir = tmp_path / "work"
+    shutil.copytree(adi, workdir / "data")
+    done = _hnmine("index", "--workdir", str(workdir), "--beir", str(workdir / "data"), "--retrievers", "bm25", "-q")
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_killed_mine_never_lets_a_positive_become_a_negative(tmp_path, adi_workdir, adi_rows):
@@ -139,10 +168,11 @@ def test_a_killed_export_never_leaves_a_training_file_beside_other_ids(tmp_path,
     train, ids = adi_workdir / "export" / "train.parquet", adi_workdir / "export" / "train.ids.parquet"
     if train.exists():
         rows, sidecar = pl.read_parquet(train), pl.read_parquet(ids)
-        assert rows.height == sidecar.height and rows.width == sidecar.width - 1
+        assert rows.height == sidecar.height and rows.width == sidecar.width
     done = _hnmine("export", "--workdir", str(adi_workdir), "-q")
     assert done.returncode == 0, done.stderr
-    assert pl.read_parquet(train).width == 4
+    rows, sidecar = pl.read_parquet(train), pl.read_parquet(ids)
+    assert rows.width == 4 and rows.height == sidecar.height and rows.width == sidecar.width
 
 
 @pytest.mark.parametrize("name", ["corpus.arrow", "candidates.arrow", "index/dense/embeddings.npy"])
@@ -211,12 +241,13 @@ def test_temporaries_of_dead_processes_are_swept(tmp_path, adi_workdir, adi):
 def test_sigterm_ends_a_stage_like_ctrl_c(tmp_path, adi):
     workdir = tmp_path / "work"
     process = subprocess.Popen([sys.executable, "-m", "hnmine.cli", "index", "--workdir", str(workdir), "--beir",
-                                str(adi), "--model", MODEL, "-q", "--chunk-size", "4", "--batch-size", "4"],
+                                str(adi), "--model", MODEL, "-q", "--chunk-size", "1", "--batch-size", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     chunks = workdir / "index" / "dense" / "chunks"
     deadline = time.time() + 240
     while time.time() < deadline and not (chunks.is_dir() and list(chunks.rglob("*.npy"))):
         time.sleep(0.02)
+    assert process.poll() is None, "index finished before it could be signalled"  # 82 one-document chunks to go
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err

@@ -1,9 +1,11 @@
 """One run at a time per work directory: an advisory lock on `WORKDIR/.hnmine.lock`.
 
-A stage holds the lock exclusively while it reads its inputs and writes its outputs, so two runs
-on one work dir never interleave their writes (and one never reads a file the other is replacing).
-The shards of one stage (`--shard K/N`, Ray tasks) are meant to run side by side: they take the
-lock shared, which waits for an exclusive holder and lets other shards in. A second run waits for
+A stage holds the lock exclusively while it reads its inputs and writes its outputs, so two
+whole-run stages on one work dir never interleave their writes (and one never reads a file the
+other is replacing). Shard stages (`--shard K/N`, Ray tasks) are meant to run side by side: they
+take the lock shared, which waits for an exclusive holder and lets other shards in; shards of two
+differently configured runs are not kept apart by it (the shard-set manifest is: a folder whose
+shards disagree gets none). A file system without `flock` runs unlocked, with a warning. A second run waits for
 the first and says once that it is waiting, naming the holder's pid and command. The lock is
 re-entrant inside a process (`hnmine run` holds it across its stages, and each stage takes it
 again), and the kernel drops it when the holder dies, so a killed run never leaves it held.
@@ -24,6 +26,7 @@ LOCK_FILE = ".hnmine.lock"
 
 # root -> [file descriptor, depth, exclusive]: the locks this process holds
 _held: dict[Path, list] = {}
+_warned: set[Path] = set()
 
 
 def _open(root: Path) -> int:
@@ -69,11 +72,15 @@ def workdir_lock(root: Path, *, shared: bool = False) -> Iterator[None]:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"hnmine: waiting for another run on {root} ({_holder(fd)}) to finish", file=sys.stderr, flush=True)
+            print(f"hnmine: waiting for another run on {root} (last started: {_holder(fd)}) to finish",
+                  file=sys.stderr, flush=True)
             fcntl.flock(fd, mode)
-        if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".encode(), 0)
+        except OSError as exc:  # no flock on this file system (some Lustre, FUSE and NFS mounts)
+            if root not in _warned:
+                _warned.add(root)
+                print(f"hnmine: cannot lock {root / LOCK_FILE} ({exc.strerror}): runs on this work dir are not kept "
+                      "from each other", file=sys.stderr, flush=True)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".ljust(320).encode(), 0)
         _held[root] = [fd, 1, not shared]
         try:
             yield

@@ -40,6 +40,7 @@ from hnmine.workdir import (
     Stage,
     StageResult,
     WorkDir,
+    holding_lock,
     ids_path,
     output_params,
     run_stage,
@@ -220,6 +221,7 @@ def _write(table: pl.DataFrame, output: Path, fmt: str) -> None:
             pq.write_table(table.to_arrow(), tmp)
 
 
+@holding_lock
 def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageResult:
     wd = WorkDir(workdir)
     source = wd.stage_input("negatives")

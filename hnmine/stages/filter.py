@@ -20,7 +20,7 @@ from hnmine.filtering.runner import filter_candidates
 from hnmine.filtering.similarity import FilterContext
 from hnmine.io.files import read_table, write_table
 from hnmine.retrievers.embedding_store import load_embeddings
-from hnmine.workdir import Done, Stage, StageResult, WorkDir, manifest_path, run_stage
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, manifest_path, run_stage
 
 # the options of the rules that compare embeddings (near_duplicate, duplicate_negatives)
 _EMBEDDING_OPTIONS = tuple(option for rule in RULES if rule.needs_embeddings for option in rule.options)
@@ -39,6 +39,7 @@ def _no_dense_index(wd: WorkDir, params: FilterParams) -> str:
             "build one with `hnmine index --retrievers dense`, or set both to 0 to silence this")
 
 
+@holding_lock
 def filter_stage(workdir: Path, params: FilterParams, progress: bool = True) -> StageResult:
     wd = WorkDir(workdir)
     source = wd.shard_input("scored", params.shard)

@@ -28,7 +28,7 @@ from hnmine.retrievers.bm25 import BM25Index
 from hnmine.retrievers.imported import import_embeddings, recall_at_k
 from hnmine.stages.common import corpus_identity
 from hnmine.text import document_text, text_hash
-from hnmine.workdir import Done, Stage, StageResult, WorkDir, is_stage_current, run_stage
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, is_stage_current, run_stage
 
 
 def dense_identity(params: IndexParams) -> dict:
@@ -257,6 +257,7 @@ def build_bm25(workdir: Path, params: IndexParams) -> StageResult:
     return run_stage(stage, transform)
 
 
+@holding_lock
 def index(workdir: Path, data: DataParams, params: IndexParams, progress: bool = True) -> StageResult:
     """Ingest the corpus and build every index in `params.retrievers`; reuse whatever is current."""
     workdir = Path(workdir)

@@ -27,7 +27,7 @@ from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.stages.common import query_identity, shard_slice
 from hnmine.text import text_hash
-from hnmine.workdir import Done, Stage, StageResult, WorkDir, manifest_path, run_stage
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, manifest_path, run_stage
 
 
 @dataclass
@@ -95,6 +95,7 @@ def _required_indexes(wd: WorkDir, retriever: str) -> dict[str, Path]:
     return needed
 
 
+@holding_lock
 def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = True) -> StageResult:
     wd = WorkDir(workdir)
     out = wd.output("candidates", params.shard)

@@ -24,7 +24,7 @@ from hnmine.packaged.fingerprint import model_fingerprint
 from hnmine.scorers.cache import ScoreCache, pair_keys
 from hnmine.scorers.judge import PartialScores
 from hnmine.stages.index import doc_texts
-from hnmine.workdir import Done, Stage, StageResult, WorkDir, run_stage
+from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, run_stage
 
 
 def build_scorer(params: ScoreParams):
@@ -74,6 +74,7 @@ def _copy(source: Path, out: Path) -> int:
     return writer.rows
 
 
+@holding_lock
 def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageResult:
     wd = WorkDir(workdir)
     source = wd.shard_input("candidates", params.shard)
