@@ -28,6 +28,7 @@ from hnmine.io.manifest import (
     input_fingerprint,
     is_current,
     manifest_path,
+    matches,
     read_manifest,
     write_manifest,
 )
@@ -196,9 +197,9 @@ class Stage:
     params: dict
     inputs: dict[str, Path]
     outputs: dict[str, Path]
+    root: Path
     needs: tuple[Path, ...] = ()
     shard: str | None = None
-    root: Path | None = None
     sidecars: tuple[Path, ...] = ()
 
 
@@ -257,7 +258,7 @@ def _upstream(stage: Stage) -> tuple[dict[str, str], dict[str, str]]:
     lineage: dict[str, str] = {}
     origin: dict[str, str] = {}
     for name, path in stage.inputs.items():
-        if stage.root is None or not _is_output(path, stage.root):
+        if not _is_output(path, stage.root):
             fingerprints[name] = input_fingerprint(path)
             continue
         manifest = verified_manifest(path, stage.root)
@@ -278,23 +279,17 @@ def _sidecar_fingerprint(stage: Stage, sidecar: Path, inputs: dict[str, str]) ->
     return identity_fingerprint(f"{stage.name}:{_key(sidecar, stage.root)}", without_shard(stage.params), inputs)
 
 
-def _sidecars_current(stage: Stage, inputs: dict[str, str]) -> bool:
-    for sidecar in stage.sidecars:
-        try:
-            manifest = read_manifest(manifest_path(sidecar))
-        except (OSError, HnmineError):
-            return False
-        if manifest.get("fingerprint") != _sidecar_fingerprint(stage, sidecar, inputs) or \
-                not Path(sidecar).exists() or changed_files(sidecar, manifest):
-            return False
-    return True
+def _is_current(stage: Stage, inputs: dict[str, str]) -> bool:
+    """The stage's output and its sidecars match what this run would write, and the files a reuse
+    needs are there."""
+    return is_current(stage.output, stage.name, stage.params, inputs) and \
+        all(Path(p).exists() for p in stage.needs) and \
+        all(matches(sidecar, _sidecar_fingerprint(stage, sidecar, inputs)) for sidecar in stage.sidecars)
 
 
 def is_stage_current(stage: Stage) -> bool:
-    """True when the stage's output and the files a reuse needs exist, and its manifest matches."""
-    inputs, _ = _upstream(stage)
-    return is_current(stage.output, stage.name, stage.params, inputs) and \
-        all(Path(p).exists() for p in stage.needs) and _sidecars_current(stage, inputs)
+    """True when the stage would reuse its output (see `_is_current`)."""
+    return _is_current(stage, _upstream(stage)[0])
 
 
 def holding_lock(function):
@@ -315,16 +310,13 @@ def run_stage(stage: Stage, transform: Callable[[], Done]) -> StageResult:
     stale manifests (the shard folder's and the sidecars' too), sweep dead runs' temporaries (a
     whole-run stage only), run `transform` under a timer, write the manifests, and complete the
     shard set."""
-    if stage.root is None:
-        raise ValueError(f"stage {stage.name} names no work dir")
     with workdir_lock(stage.root, shared=bool(stage.shard)):
         return _run_locked(stage, transform)
 
 
 def _run_locked(stage: Stage, transform: Callable[[], Done]) -> StageResult:
     inputs, lineage = _upstream(stage)
-    if is_current(stage.output, stage.name, stage.params, inputs) and all(Path(p).exists() for p in stage.needs) \
-            and _sidecars_current(stage, inputs):
+    if _is_current(stage, inputs):
         if stage.shard:
             _complete_shard_sets(stage)
         return StageResult(stage.name, dict(stage.outputs), read_manifest(manifest_path(stage.output))["stats"],

@@ -2,13 +2,14 @@
 
 A stage holds the lock exclusively while it reads its inputs and writes its outputs, so two
 whole-run stages on one work dir never interleave their writes (and one never reads a file the
-other is replacing). Shard stages (`--shard K/N`, Ray tasks) are meant to run side by side: they
-take the lock shared, which waits for an exclusive holder and lets other shards in; shards of two
-differently configured runs are not kept apart by it (the shard-set manifest is: a folder whose
-shards disagree gets none). A file system without `flock` runs unlocked, with a warning. A second run waits for
-the first and says once that it is waiting, naming the holder's pid and command. The lock is
-re-entrant inside a process (`hnmine run` holds it across its stages, and each stage takes it
-again), and the kernel drops it when the holder dies, so a killed run never leaves it held.
+other is replacing). A second run waits for the first and says once that it is waiting, naming
+the last holder's pid and command. Shard stages (`--shard K/N`, Ray tasks) are meant to run side
+by side: they take the lock shared, which waits for an exclusive holder and lets other shards in;
+shards of two differently configured runs are not kept apart by it (the shard-set manifest is: a
+folder whose shards disagree gets none). The lock is re-entrant inside a process (`hnmine run`
+holds it across its stages, and each stage takes it again), and the kernel drops it when the
+holder dies, so a killed run never leaves it held. A file system without `flock` runs unlocked,
+with a warning.
 """
 
 from __future__ import annotations

@@ -180,9 +180,9 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def is_current(output: Path, stage: str, params: dict, inputs: dict[str, str]) -> bool:
-    """True when `output` exists, its manifest was made by the same stage, params and inputs, and its
-    files are the ones the manifest recorded (a truncated or replaced output is rerun, never reused)."""
+def matches(output: Path, fingerprint: str) -> bool:
+    """True when `output` exists, its manifest has this fingerprint, and its files are the ones the
+    manifest recorded (a truncated or replaced output is rerun, never reused)."""
     output = Path(output)
     path = manifest_path(output)
     if not output.exists() or not path.exists():
@@ -191,4 +191,9 @@ def is_current(output: Path, stage: str, params: dict, inputs: dict[str, str]) -
         manifest = read_manifest(path)
     except (OSError, HnmineError):
         return False
-    return manifest.get("fingerprint") == identity_fingerprint(stage, params, inputs) and not changed_files(output, manifest)
+    return manifest.get("fingerprint") == fingerprint and not changed_files(output, manifest)
+
+
+def is_current(output: Path, stage: str, params: dict, inputs: dict[str, str]) -> bool:
+    """True when `output` matches the manifest the same stage, params and inputs would write."""
+    return matches(output, identity_fingerprint(stage, params, inputs))

@@ -80,7 +80,6 @@ def complete_shard_set(out: Path, stage: str, params: dict) -> None:
         for key, fingerprint in manifest.get("lineage", {}).items():
             if lineage.setdefault(key, fingerprint) != fingerprint:
                 return  # shards made from different versions of an upstream output are no set
-
     outputs: dict = {}
     for manifest in manifests:
         for name, figures in manifest.get("outputs", {}).items():

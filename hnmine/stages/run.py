@@ -26,14 +26,10 @@ def run(config: RunConfig, progress: bool = True) -> list[StageResult]:
     workdir = config.workdir
     index_params_ = index_params(config)
     with workdir_lock(workdir):
-        return _stages(config, workdir, index_params_, progress)
-
-
-def _stages(config: RunConfig, workdir, index_params_: IndexParams, progress: bool) -> list[StageResult]:
-    return [
-        index(workdir, config.data, index_params_, progress=progress),
-        mine(workdir, config.data, config.mine, progress=progress),
-        score(workdir, config.score, progress=progress),
-        filter_stage(workdir, config.filter, progress=progress),
-        export(workdir, config.export, progress=progress),
-    ]
+        return [
+            index(workdir, config.data, index_params_, progress=progress),
+            mine(workdir, config.data, config.mine, progress=progress),
+            score(workdir, config.score, progress=progress),
+            filter_stage(workdir, config.filter, progress=progress),
+            export(workdir, config.export, progress=progress),
+        ]
