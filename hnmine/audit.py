@@ -25,6 +25,7 @@ from hnmine.errors import HnmineError
 from hnmine.filtering import rules as R
 from hnmine.filtering.similarity import FilterContext, max_cosine_to_positives
 from hnmine.io.files import atomic_path, read_table
+from hnmine.io.manifest import manifest_path, read_manifest
 from hnmine.io.qrels import read_qrels
 from hnmine.retrievers.embedding_store import load_embeddings
 from hnmine.workdir import WorkDir, output_params
@@ -128,6 +129,8 @@ def audit(workdir: Path, qrels: Path, min_relevance: float = 1.0, output: Path |
     false = int(labeled["false_negative"].sum())
     summary = {
         "qrels": str(qrels), "min_relevance": min_relevance,
+        # which negatives were audited: an export's dataset card quotes the audit only for its own
+        "negatives_fingerprint": read_manifest(manifest_path(negatives_path))["fingerprint"],
         "kept_negatives": labeled.height, "false_negatives": false,
         "false_negative_rate": false / labeled.height if labeled.height else None,
         "queries": per_query.height,

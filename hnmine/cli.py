@@ -211,7 +211,8 @@ stage_command("mine", [DataParams, MineParams], _mine,
               "Retrieve top-k candidates per query, known positives excluded by id and by text, and repeated texts kept once.")
 stage_command("score", [ScoreParams], _score, "Score candidates and positives (none: keep retriever scores).")
 stage_command("filter", [FilterParams], _filter, "Choose each query's negatives; every dropped candidate keeps its reason.")
-stage_command("export", [ExportParams], _export, "Write the training file (Parquet) and its ids sidecar.")
+stage_command("export", [ExportParams], _export,
+              "Write a trainer's file (its ids beside it) and the folder's dataset card.")
 
 
 @app.command("report")

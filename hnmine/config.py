@@ -222,20 +222,40 @@ class FilterParams(StageParams):
         return self
 
 
+# the distillation labels each export format can carry (a value it cannot is refused, never ignored)
+EXPORT_LABELS = {"triplet": ("margin", "scores"), "n-tuple": ("margin", "scores"), "labeled-pair": ("scores",),
+                 "labeled-list": ("scores",), "flagembedding": ("scores",), "tevatron": ("scores",),
+                 "tevatron-ids": (), "ids": ("scores",)}
+
+
 class ExportParams(StageParams):
-    format: Literal["triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding", "tevatron", "ids"] = Field(
+    format: Literal["triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding", "tevatron", "tevatron-ids",
+                    "ids"] = Field(
         "n-tuple", description="triplet, n-tuple, labeled-pair, labeled-list (sentence-transformers Parquet); "
-                               "flagembedding, tevatron (JSONL); ids (Parquet of ids only)")
-    output: Path | None = Field(None, strict=False, description="file to write (default: WORKDIR/export/train.parquet, .jsonl for JSONL)")
+                               "flagembedding, tevatron (JSONL with texts); tevatron-ids (JSONL of ids plus a corpus "
+                               "file); ids (Parquet of ids only)")
+    output: Path | None = Field(None, strict=False, description="file to write (default: WORKDIR/export/FORMAT.parquet, "
+                                                                 ".jsonl for the JSONL formats)")
     labels: Literal["none", "margin", "scores"] = Field(
-        "none", description="distillation labels: margin (positive - negative score, for MarginMSE) or scores "
-                            "(the positive's and each negative's, for KL); labeled-* take the scores as labels")
+        "none", description="distillation labels: margin (positive - negative score, for MarginMSE; triplet, n-tuple) "
+                            "or scores (the positive's and each negative's, for KL); labeled-* take the scores as "
+                            "labels, tevatron writes each passage's `score`")
     score: str = Field("auto", description="score column the labels come from: auto (ce_logit, judge_score, "
                                            "dense_score, bm25_score: the first present) or a column name")
     prompt: str = Field("", description="flagembedding: the query instruction written into each row's `prompt`")
     extra_positives: bool = Field(
         False, description="add the candidates `filter --likely-positive` marked as extra positives of their query "
                            "(RocketQA's denoised positives); the ids files say which positives came from labels")
+
+    @model_validator(mode="after")
+    def _format_carries_labels(self) -> ExportParams:
+        carried = EXPORT_LABELS[self.format]
+        if self.labels != "none" and self.labels not in carried:
+            fix = (f"use --labels {carried[0]}" if carried else
+                   "drop --labels (Tevatron's id format reads scores from the corpus, one per document, not per query)"
+                   + ("; --format tevatron carries per-passage scores" if self.format == "tevatron-ids" else ""))
+            raise ValueError(f"--format {self.format} cannot carry --labels {self.labels} (fix: {fix})")
+        return self
 
 
 class RunConfig(BaseModel):

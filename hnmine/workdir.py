@@ -37,13 +37,13 @@ from hnmine.retrievers.embedding_store import CHUNKS_DIR, EMBEDDINGS_FILE
 from hnmine.retrievers.faiss_index import FAISS_FILE
 
 ARROW = ".arrow"
-JSONL_FORMATS = ("flagembedding", "tevatron")
+JSONL_FORMATS = ("flagembedding", "tevatron", "tevatron-ids")
 
 
 def ids_path(output: Path) -> Path:
-    """An export's row-aligned ids: `train.parquet` -> `train.ids.parquet`; any other name keeps its
-    suffix (`train.jsonl` -> `train.jsonl.ids.parquet`), so two exports that share a stem never share
-    a sidecar."""
+    """An export's row-aligned ids: `n-tuple.parquet` -> `n-tuple.ids.parquet`; any other name keeps
+    its suffix (`flagembedding.jsonl` -> `flagembedding.jsonl.ids.parquet`), so two exports that
+    share a stem never share a sidecar."""
     output = Path(output)
     stem = output.name.removesuffix(".parquet") if output.name.endswith(".parquet") else output.name
     return output.with_name(stem + ".ids.parquet")
@@ -113,7 +113,9 @@ class WorkDir:
 
     # exports and tools
     def export(self, fmt: str = "n-tuple") -> Path:
-        return self.root / "export" / ("train.jsonl" if fmt in JSONL_FORMATS else "train.parquet")
+        """`export/<format>.parquet` (`.jsonl` for the JSONL formats): each format its own file, so
+        exports of several formats share the folder (and its dataset card) without overwriting."""
+        return self.root / "export" / f"{fmt}{'.jsonl' if fmt in JSONL_FORMATS else '.parquet'}"
 
     @property
     def audit(self) -> Path:

@@ -222,7 +222,7 @@ def run_hnmine(ds: dict) -> dict:
     line = run_line(rerun["stdout"])
     reused = line.split("reused", 1)[1].split(";", 1)[0] if "reused" in line else ""
     rerun["reused_index_and_mine"] = "index" in reused and "mine" in reused
-    return {"cold": cold, "rerun": rerun, "train": saved / "train.parquet", "ids": saved / "train.ids.parquet"}
+    return {"cold": cold, "rerun": rerun, "train": saved / "n-tuple.parquet", "ids": saved / "n-tuple.ids.parquet"}
 
 
 # -------------------------------------------------------------------------------------------- ST

@@ -52,7 +52,7 @@ def test_relative_paths_in_a_config_are_relative_to_the_config(tmp_path, adi):
                                    '[mine]\nretriever = "bm25"\ntop_k = 5\n[filter]\nnum_negatives = 2\n')
     result = hnmine("run", "configs/c.toml", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "w" / "export" / "train.parquet").exists()
+    assert (tmp_path / "w" / "export" / "n-tuple.parquet").exists()
 
 
 @pytest.mark.parametrize(

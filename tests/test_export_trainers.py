@@ -115,7 +115,7 @@ def test_flagembedding_jsonl_has_lists_never_bare_strings(exported, adi_workdir)
 
     result = run_export(adi_workdir, ExportParams(format="flagembedding", labels="scores", prompt="Represent this query: "),
                         progress=False)
-    assert result.outputs["train"].name == "train.jsonl"
+    assert result.outputs["train"].name == "flagembedding.jsonl"
     lines = [json.loads(line) for line in result.outputs["train"].read_text().splitlines()]
     assert len(lines) == 35
     for row in lines:
@@ -189,7 +189,7 @@ def test_likely_positives_are_exported_as_extra_positives_and_flagged(exported, 
 
 
 def test_exports_that_share_a_stem_keep_their_own_ids_and_manifests(exported, adi_workdir):
-    """train.parquet and train.jsonl (or x.v1.parquet and x.v2.parquet) are two exports: neither
+    """n-tuple.parquet and flagembedding.jsonl (or x.v1.parquet and x.v2.parquet) are two exports: neither
     overwrites the other's row-aligned ids, and each stays reusable."""
     parquet = export(adi_workdir, ExportParams(format="n-tuple"), progress=False)
     jsonl = export(adi_workdir, ExportParams(format="flagembedding"), progress=False)

@@ -151,8 +151,8 @@ def test_sharded_stages_give_the_same_file_as_one_run(adi_workdir, adi, tmp_path
             filter_stage(workdir, FilterParams(num_negatives=4, sampling="random", seed=7, shard=shard), progress=False)
         export(workdir, ExportParams(), progress=False)
     assert (sharded / "negatives").is_dir() and len(list((sharded / "negatives").glob("*.arrow"))) == 3
-    one = pl.read_parquet(adi_workdir / "export" / "train.parquet")
-    many = pl.read_parquet(sharded / "export" / "train.parquet")
+    one = pl.read_parquet(adi_workdir / "export" / "n-tuple.parquet")
+    many = pl.read_parquet(sharded / "export" / "n-tuple.parquet")
     assert one.height == 170 and one.equals(many)
 
 

@@ -96,7 +96,7 @@ def test_a_sharded_ray_run_writes_the_local_runs_files(ray_cluster, adi, tmp_pat
     mine_local = pl.read_ipc(tmp_path / "local" / "candidates.arrow")
     mine_ray = pl.concat([pl.read_ipc(p) for p in sorted((work / "candidates").glob("*.arrow"))])
     assert mine_ray.equals(mine_local)
-    for name in ("train.parquet", "train.ids.parquet"):
+    for name in ("n-tuple.parquet", "n-tuple.ids.parquet"):
         assert pl.read_parquet(work / "export" / name).equals(pl.read_parquet(tmp_path / "local" / "export" / name))
 
     again = subprocess.run([hnmine, "run", str(ray_config), "-q", "--ray", ray_cluster, "--shards", "3"],

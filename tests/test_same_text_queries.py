@@ -43,7 +43,7 @@ def test_queries_with_one_text_are_one_query_with_all_their_positives(tmp_path):
     filter_stage(workdir, FilterParams(num_negatives=5), progress=False)
     ids = pl.read_parquet(export(workdir, ExportParams(), progress=False).outputs["ids"])
     text = queries.filter(pl.col("query_id") == "89")["text"][0]
-    train = pl.read_parquet(workdir / "export" / "train.parquet")
+    train = pl.read_parquet(workdir / "export" / "n-tuple.parquet")
     assert train.filter(pl.col("anchor") == text).height == 2  # one row per positive, one query
     ids = ids.filter(pl.col("query_id") == "89")
     negatives = {d for column in ids.columns if column.startswith("negative_") for d in ids[column].to_list()}

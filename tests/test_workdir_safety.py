@@ -121,7 +121,7 @@ def test_two_runs_on_one_work_dir_take_turns(tmp_path, adi):
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(np.load(shared / "index" / "dense" / "embeddings.npy"),
                                   np.load(alone / "index" / "dense" / "embeddings.npy"))
-    assert pl.read_parquet(shared / "export" / "train.parquet").equals(pl.read_parquet(alone / "export" / "train.parquet"))
+    assert pl.read_parquet(shared / "export" / "n-tuple.parquet").equals(pl.read_parquet(alone / "export" / "n-tuple.parquet"))
 
 
 def test_a_mine_shard_never_unsettles_the_files_other_shards_read(tmp_path, adi_workdir, adi):
@@ -165,7 +165,7 @@ def test_a_killed_export_never_leaves_a_training_file_beside_other_ids(tmp_path,
     _finished(adi_workdir, adi)
     filter_stage(adi_workdir, FilterParams(num_negatives=2), progress=False)
     _killed_at("os:replace", 1, "export", "--workdir", str(adi_workdir), "-q")  # right after the ids are in place
-    train, ids = adi_workdir / "export" / "train.parquet", adi_workdir / "export" / "train.ids.parquet"
+    train, ids = adi_workdir / "export" / "n-tuple.parquet", adi_workdir / "export" / "n-tuple.ids.parquet"
     if train.exists():
         rows, sidecar = pl.read_parquet(train), pl.read_parquet(ids)
         assert rows.height == sidecar.height and rows.width == sidecar.width

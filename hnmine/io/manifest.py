@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -27,14 +29,27 @@ MANIFEST = "manifest.json"
 MANIFEST_SUFFIX = ".manifest.json"
 
 
+HIDDEN_DIR = ".hnmine"
+
+
 def manifest_path(output: Path) -> Path:
-    """`candidates.arrow` -> `candidates.manifest.json`; any other file keeps its whole name
-    (`train.parquet.manifest.json`, `x.v1.parquet.manifest.json`), so two outputs that share a stem
-    never share a manifest; a folder keeps `manifest.json` inside."""
+    """`candidates.arrow` -> `candidates.manifest.json` beside it; a folder keeps `manifest.json`
+    inside. Any other file is a deliverable (an export) that trainers and `datasets` read by the
+    folder, so its manifest keeps out of their way in the folder's hidden `.hnmine/`, under the
+    file's whole name (`.hnmine/n-tuple.parquet.manifest.json`): two files that share a stem never
+    share a manifest."""
     output = Path(output)
     if output.suffix == "" or output.is_dir():
         return output / MANIFEST
-    return output.with_name(output.name.removesuffix(".arrow") + MANIFEST_SUFFIX)
+    if output.suffix == ".arrow":
+        return output.with_name(output.name.removesuffix(".arrow") + MANIFEST_SUFFIX)
+    return output.parent / HIDDEN_DIR / (output.name + MANIFEST_SUFFIX)
+
+
+def command_line() -> str:
+    """The command this process runs, as a shell would take it (`hnmine mine WORKDIR ...`)."""
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    return shlex.join(argv)
 
 
 _SAMPLE = 1 << 16
@@ -160,6 +175,7 @@ def write_manifest(
         "stats": stats,
         "seconds": round(seconds, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command_line(),
         "versions": package_versions(),
     }
     path = manifest_path(output)

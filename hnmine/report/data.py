@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from hnmine import schema
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table
-from hnmine.io.manifest import manifest_path, read_manifest
+from hnmine.io.manifest import HIDDEN_DIR, manifest_path, read_manifest
 from hnmine.workdir import WorkDir
 
 # every score column a stage may write, in the order the report shows them
@@ -98,7 +98,8 @@ def find_manifests(workdir: Path) -> list[tuple[Path, dict]]:
     """Every stage manifest in the work dir (shard and export folders included, the score cache not),
     in pipeline order."""
     paths: set[Path] = set()
-    for pattern in ("*.manifest.json", "*/manifest.json", "*/*.manifest.json", "*/*/manifest.json"):
+    for pattern in ("*.manifest.json", "*/manifest.json", "*/*.manifest.json", "*/*/manifest.json",
+                    f"*/{HIDDEN_DIR}/*.manifest.json"):
         paths.update(p for p in workdir.glob(pattern) if p.relative_to(workdir).parts[0] != "cache")
     found = []
     for path in paths:

@@ -17,7 +17,11 @@ lists for one-row-per-query formats): true for a positive from the qrels, false 
 
 Other trainers:
   flagembedding JSONL {query, pos: [..], neg: [..], prompt?, pos_scores?, neg_scores?}, one line per query
-  tevatron      JSONL {query_id, query, positive_passages: [{docid, title, text}], negative_passages: [..]}
+  tevatron      JSONL {query_id, query, positive_passages: [{docid, title, text}], negative_passages: [..]};
+                `--labels scores` adds each passage's `score` (Tevatron's distillation reads it)
+  tevatron-ids  JSONL {query_id, query_text, positive_document_ids, negative_document_ids} and
+                `<name>.corpus.jsonl` {docid, text (the title folded in)} of the documents it names:
+                current Tevatron's TrainDataset with `--corpus_name json --corpus_path` that file
   ids           Parquet query_id, positive_ids, negative_ids (+ positive_scores, negative_scores)
 """
 
@@ -32,8 +36,11 @@ import pyarrow.parquet as pq
 from hnmine import schema
 from hnmine.config import ExportParams
 from hnmine.errors import HnmineError
+from hnmine.exports.card import CARD, provenance, write_card
+from hnmine.exports.portable import features, portable_table
 from hnmine.filtering.rules import LIKELY_POSITIVE, SCORE_PREFERENCE, pick_score_column
 from hnmine.io.files import atomic_path, read_table
+from hnmine.io.manifest import MANIFEST_SUFFIX
 from hnmine.workdir import (
     JSONL_FORMATS,
     Done,
@@ -47,6 +54,9 @@ from hnmine.workdir import (
 )
 
 LABELED = "labeled"  # a positive from the qrels (true) or a likely positive the filter found (false)
+# the version of what export writes for the same options (file types, names, companions): a change
+# of it reruns exports an earlier layout wrote
+FILE_LAYOUT = 2
 SIDECAR_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding")
 
 
@@ -188,14 +198,24 @@ def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num
             columns.append(pl.lit(params.prompt).alias("prompt"))
         return (per_query.select(columns),
                 per_query.select(schema.QUERY_ID, pl.col("positive_ids"), pl.col("negative_ids"), *extra_lists), stats)
+    if fmt == "tevatron-ids":
+        train = per_query.select(schema.QUERY_ID, pl.col("query").alias("query_text"),
+                                 pl.col("positive_ids").alias("positive_document_ids"),
+                                 pl.col("negative_ids").alias("negative_document_ids"))
+        return train, None, stats
     if fmt == "tevatron":
-        def passages(prefix: str, ids: str) -> pl.Expr:
-            return pl.struct(docid=pl.col(ids), title=pl.col(f"{prefix}_titles"), text=pl.col(f"{prefix}_bodies"))
+        scored = params.labels != "none"  # Tevatron's distillation reads each passage's `score`
 
-        exploded_pos = per_query.select(schema.QUERY_ID, "positive_ids", "positive_titles", "positive_bodies").explode(
-            ["positive_ids", "positive_titles", "positive_bodies"])
-        exploded_neg = per_query.select(schema.QUERY_ID, "negative_ids", "negative_titles", "negative_bodies").explode(
-            ["negative_ids", "negative_titles", "negative_bodies"])
+        def passages(prefix: str, ids: str) -> pl.Expr:
+            fields = {"docid": pl.col(ids), "title": pl.col(f"{prefix}_titles"), "text": pl.col(f"{prefix}_bodies")}
+            return pl.struct(**fields, **({"score": pl.col(f"{prefix}_scores")} if scored else {}))
+
+        exploded_pos = per_query.select(schema.QUERY_ID, "positive_ids", "positive_titles", "positive_bodies",
+                                        "positive_scores").explode(
+            ["positive_ids", "positive_titles", "positive_bodies", "positive_scores"])
+        exploded_neg = per_query.select(schema.QUERY_ID, "negative_ids", "negative_titles", "negative_bodies",
+                                        "negative_scores").explode(
+            ["negative_ids", "negative_titles", "negative_bodies", "negative_scores"])
         pos = exploded_pos.group_by(schema.QUERY_ID, maintain_order=True).agg(
             passages("positive", "positive_ids").alias("positive_passages"))
         neg = exploded_neg.group_by(schema.QUERY_ID, maintain_order=True).agg(
@@ -210,15 +230,35 @@ def build(rows: pl.DataFrame, per_query: pl.DataFrame, params: ExportParams, num
     return per_query.select(columns), None, stats
 
 
-def _write(table: pl.DataFrame, output: Path, fmt: str) -> None:
+def tevatron_corpus(workdir: Path | WorkDir, train: pl.DataFrame) -> pl.DataFrame:
+    """The documents a tevatron-ids file names, as current Tevatron's TrainDataset reads its corpus:
+    `docid` and `text`, the title folded into the text."""
+    wd = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    named = pl.concat([train["positive_document_ids"].explode(), train["negative_document_ids"].explode()]).drop_nulls()
+    docs = _documents(wd, named)
+    order = named.unique(maintain_order=True).to_frame(schema.DOC_ID)
+    return order.join(docs, on=schema.DOC_ID, how="left", maintain_order="left").select(
+        pl.col(schema.DOC_ID).alias("docid"), pl.col("doc_text").alias("text"))
+
+
+def corpus_path(output: Path) -> Path:
+    """A tevatron-ids file's corpus: `tevatron-ids.jsonl` -> `tevatron-ids.corpus.jsonl`."""
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".jsonl") + ".corpus.jsonl")
+
+
+def _write(table: pl.DataFrame, output: Path, fmt: str) -> list[dict]:
+    """Write `table` (JSONL for the JSONL formats, else Parquet in portable types); its card features."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    arrow = portable_table(table.to_arrow())
     with atomic_path(output) as tmp:
         if fmt in JSONL_FORMATS:
             with open(tmp, "w", encoding="utf-8") as handle:
                 for row in table.iter_rows(named=True):
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            pq.write_table(table.to_arrow(), tmp)
+            pq.write_table(arrow, tmp)
+    return features(arrow.schema)
 
 
 @holding_lock
@@ -232,7 +272,10 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
     if params.extra_positives:
         needed["dropped"] = wd.stage_input("dropped")
     sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None
-    outputs = {"train": output} | ({"ids": sidecar} if sidecar else {})
+    corpus_file = corpus_path(output) if params.format == "tevatron-ids" else None
+    upstream = {"corpus": wd.corpus, "dense": wd.dense, "bm25": wd.bm25, "candidates": wd.stage_input("candidates"),
+                "scored": wd.stage_input("scored"), "negatives": source}
+    outputs = {"train": output} | ({"ids": sidecar} if sidecar else {}) | ({"corpus": corpus_file} if corpus_file else {})
 
     def transform() -> Done:
         negatives = pl.from_arrow(read_table(source))
@@ -247,12 +290,18 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         # one unit: the old training file goes first and the new one comes last, so a training file
         # is only ever beside its own ids (a kill in between leaves no training file, never a mismatch)
         output.unlink(missing_ok=True)
-        if sidecar is not None:
-            sidecar.unlink(missing_ok=True)
+        for companion in (sidecar, corpus_file):
+            if companion is not None:
+                companion.unlink(missing_ok=True)
+        described = {}
         if ids is not None and sidecar is not None:
-            with atomic_path(sidecar) as tmp:
-                pq.write_table(ids.to_arrow(), tmp)
-        _write(train, output, params.format)
+            described["ids"] = {"rows": ids.height, "path": str(sidecar), "features": _write(ids, sidecar, "ids")}
+        if corpus_file is not None:
+            documents = tevatron_corpus(wd, train)
+            described["corpus"] = {"rows": documents.height, "path": str(corpus_file),
+                                   "features": _write(documents, corpus_file, params.format)}
+        described["train"] = {"rows": train.height, "path": str(output), "features": _write(train, output, params.format)}
+        described["provenance"] = provenance(upstream, wd.audit / "audit.json")
         stats["rows"] = train.height
         stats["queries"] = train.select(pl.col(schema.QUERY_ID)).n_unique() if schema.QUERY_ID in train.columns else \
             (ids[schema.QUERY_ID].n_unique() if ids is not None else per_query.height)
@@ -263,8 +312,18 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         if stats.get("labels_missing_scores"):
             warnings.append(f"{stats['labels_missing_scores']} positives or negatives have no {stats['label_score']} "
                             "score: their labels are empty (score them with a wider --top, or pick another --score)")
-        return Done(stats, {"train": {"rows": train.height, "path": str(output)}}, warnings)
+        return Done(stats, described, warnings)
 
-    stage = Stage("export", output, params.identity() | {"output": str(output)}, needed, outputs,
-                  needs=(sidecar,) if sidecar else (), root=wd.root)
-    return run_stage(stage, transform)
+    companions = tuple(p for p in (sidecar, corpus_file) if p is not None)
+    stage = Stage("export", output, params.identity() | {"output": str(output), "file_layout": FILE_LAYOUT}, needed,
+                  outputs, needs=companions, root=wd.root)
+    result = run_stage(stage, transform)
+    # a manifest beside the file (where earlier versions wrote it) would be read as data by folder loaders
+    legacy = output.with_name(output.name + MANIFEST_SUFFIX)
+    if legacy.is_file():
+        legacy.unlink()
+    if write_card(output.parent, newest=output) is None:
+        result.warnings.append(f"{output.parent / CARD} is not hnmine's: no dataset card written, so load the file by "
+                               f"name (load_dataset(\"{'json' if params.format in JSONL_FORMATS else 'parquet'}\", "
+                               f"data_files=\"{output}\"))")
+    return result
