@@ -247,6 +247,31 @@ class ExportParams(StageParams):
         False, description="add the candidates `filter --likely-positive` marked as extra positives of their query "
                            "(RocketQA's denoised positives); the ids files say which positives came from labels")
 
+    batch_plan: Literal["none", "no-false-negatives", "clustered"] = Field(
+        "none", description="order the rows into batches of --batch-size for in-batch-negative losses (MNRL): "
+                            "no-false-negatives puts no row beside a row whose query one of its documents is a "
+                            "known or likely positive (or a near duplicate of one) of; clustered also draws each "
+                            "batch from one k-means cluster of similar positives (harder in-batch negatives). "
+                            "The ids file gets a `batch` column; hnmine.exports.sampler feeds the plan to the trainer")
+    batch_size: int | None = Field(None, ge=2, description="rows per planned batch (the trainer's batch size)")
+    batch_near_duplicate: float = Field(0.95, description="batch plans: a document at this cosine to a query's positive "
+                                                          "counts as a positive of it (needs the dense index; 0 = off)")
+    seed: int = Field(42, description="seed of the batch plan")
+
+    @model_validator(mode="after")
+    def _plan_has_what_it_needs(self) -> ExportParams:
+        if self.batch_plan != "none":
+            if self.format not in ("n-tuple", "triplet"):
+                raise ValueError(f"--batch-plan is for the in-batch-negative formats n-tuple and triplet, not "
+                                 f"{self.format} (fix: --format n-tuple)")
+            if self.batch_size is None:
+                raise ValueError("--batch-plan needs --batch-size (fix: give the trainer's batch size, e.g. "
+                                 "--batch-size 32)")
+        elif self.batch_size is not None:
+            raise ValueError("--batch-size only shapes a --batch-plan (fix: add --batch-plan no-false-negatives, or "
+                             "drop --batch-size)")
+        return self
+
     @model_validator(mode="after")
     def _format_carries_labels(self) -> ExportParams:
         carried = EXPORT_LABELS[self.format]

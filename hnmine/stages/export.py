@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from hnmine import schema
 from hnmine.config import ExportParams
 from hnmine.errors import HnmineError
+from hnmine.exports.batch_plan import plan_rows
 from hnmine.exports.card import CARD, provenance, write_card
 from hnmine.exports.portable import features, portable_table
 from hnmine.filtering.rules import LIKELY_POSITIVE, SCORE_PREFERENCE, pick_score_column
@@ -283,6 +284,12 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         rows, per_query, stats = gather(wd, negatives, params)
         train, ids, build_stats = build(rows, per_query, params, num_negatives)
         stats |= build_stats
+        if params.batch_plan != "none":  # rows in plan order; the ids say each row's batch
+            with_likely = output_params(source, "hnmine filter").get("likely_positive") is not None
+            batch, stats["batch_plan"] = plan_rows(wd, ids, params, likely_positives(wd) if with_likely else None)
+            order = pl.Series("_batch", batch)
+            train = train.with_columns(order).with_row_index("_row").sort("_batch", "_row").drop("_batch", "_row")
+            ids = (ids.with_columns(order.alias("batch")).with_row_index("_row").sort("batch", "_row").drop("_row"))
         if params.extra_positives:  # those of the queries written: a query left out takes its own along
             written = ids if ids is not None and schema.QUERY_ID in ids.columns else per_query
             stats["extra_positives"] = rows.filter(
@@ -309,6 +316,9 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         if stats.get("queries_left_out_fewer_negatives"):
             warnings.append(f"{stats['queries_left_out_fewer_negatives']} queries left out of the n-tuple file: "
                             f"fewer than {num_negatives} negatives")
+        if stats.get("batch_plan", {}).get("rows_in_short_batches", 0) > params.batch_size if params.batch_size else False:
+            warnings.append(f"{stats['batch_plan']['rows_in_short_batches']} rows are in batches short of "
+                            f"{params.batch_size}: their queries share positives with too many others to fill one")
         if stats.get("labels_missing_scores"):
             warnings.append(f"{stats['labels_missing_scores']} positives or negatives have no {stats['label_score']} "
                             "score: their labels are empty (score them with a wider --top, or pick another --score)")
