@@ -121,11 +121,26 @@ class MineParams(StageParams):
     rrf_k: int = Field(60, ge=1, description="hybrid: reciprocal-rank-fusion constant")
     nprobe: int = Field(16, ge=1, description="FAISS IVF indexes: lists searched per query")
     ef_search: int = Field(128, ge=1, description="FAISS HNSW indexes: search breadth")
+    exclude_qrels: Path | None = Field(
+        None, strict=False, description="evaluation qrels: their queries (by id or normalized text) never become "
+                                        "training queries, and their positives stay out of training (--exclude-documents)")
+    exclude_queries: Path | None = Field(
+        None, strict=False, description="the evaluation queries file, to match by text (default: the training queries "
+                                        "file's entries for the --exclude-qrels ids)")
+    exclude_documents: Literal["all", "negatives", "none"] = Field(
+        "all", description="evaluation positives: kept out of training negatives and positives (all), of negatives "
+                           "only, or kept (none)")
     batch_size: int = Field(256, ge=1, description="queries per search batch")
     device: str | None = Field(None, description="torch device for query encoding")
     shard: str | None = Field(None, description="K/N: mine only the K-th of N query shards")
 
     _check_shard = field_validator("shard")(lambda v: (parse_shard(v), v)[1])
+
+    @model_validator(mode="after")
+    def _queries_go_with_qrels(self) -> MineParams:
+        if self.exclude_queries is not None and self.exclude_qrels is None:
+            raise ValueError("--exclude-queries goes with --exclude-qrels (fix: add the evaluation qrels)")
+        return self
 
 
 class ScoreParams(StageParams):

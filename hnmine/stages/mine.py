@@ -21,6 +21,7 @@ from hnmine import schema
 from hnmine.config import DataParams, MineParams
 from hnmine.errors import HnmineError
 from hnmine.io import inputs
+from hnmine.io.exclusion import exclude, read_evaluation
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import read_manifest
 from hnmine.retrievers import embedding_store, encoders, faiss_index
@@ -101,7 +102,10 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
     out = wd.output("candidates", params.shard)
     identity = {"data": query_identity(data), "mine": params.identity()}
     queries_out, qrels_out = wd.queries, wd.qrels
-    stage = Stage("mine", out, identity, {**_required_indexes(wd, params.retriever), **inputs.query_files(data)},
+    evaluation_files = {name: getattr(params, name) for name in ("exclude_qrels", "exclude_queries")
+                        if getattr(params, name) is not None}
+    stage = Stage("mine", out, identity, {**_required_indexes(wd, params.retriever), **inputs.query_files(data),
+                                          **evaluation_files},
                   {"candidates": out}, shard=params.shard, root=wd.root, sidecars=(queries_out, qrels_out))
     return run_stage(stage, lambda: _mine(wd, data, params, progress))
 
@@ -113,6 +117,9 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
     skipped_docs = set(read_table(wd.corpus_skipped).column("skipped").to_pylist())
     queries, qrels, stats = inputs.load_queries(data, pa.table({schema.DOC_ID: corpus.ids}),
                                                 skipped_doc_ids=skipped_docs)
+    excluded_docs: frozenset[int] = frozenset()
+    if params.exclude_qrels is not None:
+        queries, qrels, excluded_docs = _exclude_evaluation(data, params, corpus, queries, qrels, stats)
     write_table(queries, queries_out)
     write_table(qrels, qrels_out)
     n_docs = len(corpus.ids)
@@ -132,13 +139,14 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
     retrievers = _Retrievers(workdir, params, n_docs)
     counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
                 "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
-                "excluded_duplicate_text": 0}
+                "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
     with BatchWriter(out, schema.CANDIDATES) as writer, \
             tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
         for start in range(0, len(query_ids), params.batch_size):
             batch_ids = query_ids[start:start + params.batch_size]
             batch_texts = query_texts[start:start + params.batch_size]
-            table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters)
+            table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters,
+                                excluded_docs)
             writer.write(table)
             bar.update(len(batch_ids))
     whole_run = sorted(set(stats) - set(counters))  # from the whole query and qrels files, and top_k
@@ -157,11 +165,38 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
                        ("qrels_unknown_query", "qrels lines naming unknown queries skipped"),
                        ("qrels_unknown_doc", "qrels lines naming unknown documents skipped"),
                        ("qrels_duplicate_lines", "duplicate qrels lines skipped"),
-                       ("pairs_skipped_empty_query", "pairs rows with an empty query skipped")):
+                       ("pairs_skipped_empty_query", "pairs rows with an empty query skipped"),
+                       ("queries_excluded_eval_id", "training queries left out: evaluation queries (by id)"),
+                       ("queries_excluded_eval_text", "training queries left out: evaluation queries (by text)"),
+                       ("positives_excluded_eval", "training positives left out: evaluation positives"),
+                       ("queries_excluded_no_positive_left", "training queries left out: only evaluation positives"),
+                       ("excluded_eval_positive", "candidates left out: evaluation positives"),
+                       ("exclude_positives_not_in_corpus", "evaluation positives not in the corpus (nothing to "
+                                                           "exclude for them)")):
         if stats.get(key):
             warnings.append(f"{stats[key]} {label}")
     return Done(stats, {"candidates": {"rows": writer.rows}, "queries": {"rows": counters["queries"]}}, warnings,
                 {"queries": queries_out, "qrels": qrels_out})
+
+
+def _exclude_evaluation(data: DataParams, params: MineParams, corpus: Corpus, queries: pa.Table, qrels: pa.Table,
+                        stats: dict) -> tuple[pa.Table, pa.Table, frozenset[int]]:
+    """The training queries and qrels without the evaluation set (hnmine.io.exclusion), with the
+    counts in `stats`; and the text hashes of evaluation positives the candidates must not include."""
+    files = inputs.query_files(data)
+    evaluation = read_evaluation(params.exclude_qrels, params.exclude_queries, files.get("queries"), corpus.ids,
+                                 corpus.hashes, min_relevance=data.min_relevance, id_column=data.query_id_column,
+                                 text_column=data.query_text_column)
+    stats.update(evaluation.stats)
+    doc_hash_of = dict(zip(corpus.ids.to_pylist(), corpus.hashes.tolist()))
+    queries, qrels, excluded = exclude(queries, qrels, evaluation, params.exclude_documents, doc_hash_of)
+    stats.update(excluded)
+    stats["queries"], stats["positives"] = queries.num_rows, qrels.num_rows
+    if not queries.num_rows:
+        raise HnmineError("every training query is an evaluation query, or has only evaluation positives",
+                          path=params.exclude_qrels, fix="check that --exclude-qrels is the evaluation split, not "
+                                                         "the training one (or use --exclude-documents negatives)")
+    return queries, qrels, evaluation.positive_hashes if params.exclude_documents != "none" else frozenset()
 
 
 def _ranked_lists(query_texts, query_vectors, retrievers: _Retrievers, k: int):
@@ -175,7 +210,7 @@ def _ranked_lists(query_texts, query_vectors, retrievers: _Retrievers, k: int):
 
 
 def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _Retrievers, params: MineParams,
-                top_k: int, counters: dict) -> pa.Table:
+                top_k: int, counters: dict, excluded: frozenset[int] = frozenset()) -> pa.Table:
     n_docs = len(corpus.ids)
     query_vectors = None
     if retrievers.encoder is not None:
@@ -188,7 +223,7 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
         k = max(depth.values())
         lists = _ranked_lists(batch_texts, query_vectors, retrievers, k)
         rows, short = _collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers,
-                               depth)
+                               depth, excluded)
         growable = [q for q in short if depth[q] < n_docs]
         if not growable or params.retriever == "bm25":
             break
@@ -204,7 +239,7 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
 
 
 def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
-             query_vectors, retrievers: _Retrievers, depth: dict[str, int]):
+             query_vectors, retrievers: _Retrievers, depth: dict[str, int], excluded: frozenset[int] = frozenset()):
     """The candidates.arrow columns for one batch of queries, and the queries short of top_k.
 
     The ranked lists arrive as numpy arrays for the whole batch; they become Python lists once, with
@@ -212,7 +247,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
     one at a time, a dict per list entry and a dot product per query were most of mine's time on a
     GPU machine."""
     counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
-              "excluded_duplicate_text": 0}
+              "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
     walked = {name: (positions.tolist(), scores.tolist(), corpus.hashes[np.maximum(positions, 0)].tolist())
               for name, (positions, scores) in lists.items()}
     hybrid = params.retriever == "hybrid"
@@ -250,6 +285,8 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
                 counts["excluded_positive_by_text"] += 1
             elif h == query_hash:
                 counts["excluded_query_text"] += 1
+            elif h in excluded:  # an evaluation query's positive (mine --exclude-qrels)
+                counts["excluded_eval_positive"] += 1
             elif h in kept_hashes:  # identical texts are one document: keep the best-ranked copy
                 counts["excluded_duplicate_text"] += 1
             else:
