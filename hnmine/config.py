@@ -240,15 +240,16 @@ class FilterParams(StageParams):
 # the distillation labels each export format can carry (a value it cannot is refused, never ignored)
 EXPORT_LABELS = {"triplet": ("margin", "scores"), "n-tuple": ("margin", "scores"), "labeled-pair": ("scores",),
                  "labeled-list": ("scores",), "flagembedding": ("scores",), "tevatron": ("scores",),
-                 "tevatron-ids": (), "ids": ("scores",)}
+                 "tevatron-ids": (), "ids": ("scores",), "beir-subset": ()}
 
 
 class ExportParams(StageParams):
     format: Literal["triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding", "tevatron", "tevatron-ids",
-                    "ids"] = Field(
+                    "ids", "beir-subset"] = Field(
         "n-tuple", description="triplet, n-tuple, labeled-pair, labeled-list (sentence-transformers Parquet); "
                                "flagembedding, tevatron (JSONL with texts); tevatron-ids (JSONL of ids plus a corpus "
-                               "file); ids (Parquet of ids only)")
+                               "file); ids (Parquet of ids only); beir-subset (a BEIR folder for fast evaluation: "
+                               "the queries, their positives and the pooled candidates)")
     output: Path | None = Field(None, strict=False, description="file to write (default: WORKDIR/export/FORMAT.parquet, "
                                                                  ".jsonl for the JSONL formats)")
     labels: Literal["none", "margin", "scores"] = Field(
@@ -271,7 +272,11 @@ class ExportParams(StageParams):
     batch_size: int | None = Field(None, ge=2, description="rows per planned batch (the trainer's batch size)")
     batch_near_duplicate: float = Field(0.95, description="batch plans: a document at this cosine to a query's positive "
                                                           "counts as a positive of it (needs the dense index; 0 = off)")
-    seed: int = Field(42, description="seed of the batch plan")
+    seed: int = Field(42, description="seed of the batch plan and of a beir-subset's random documents")
+    subset_depth: int | None = Field(None, ge=1, description="beir-subset: the candidates within this rank of any "
+                                                             "retriever (default: all that mine kept)")
+    subset_min_documents: int = Field(0, ge=0, description="beir-subset: seeded random corpus documents added until "
+                                                           "the subset holds this many")
 
     @model_validator(mode="after")
     def _plan_has_what_it_needs(self) -> ExportParams:

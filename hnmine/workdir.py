@@ -115,6 +115,8 @@ class WorkDir:
     def export(self, fmt: str = "n-tuple") -> Path:
         """`export/<format>.parquet` (`.jsonl` for the JSONL formats): each format its own file, so
         exports of several formats share the folder (and its dataset card) without overwriting."""
+        if fmt == "beir-subset":  # a folder
+            return self.root / "export" / fmt
         return self.root / "export" / f"{fmt}{'.jsonl' if fmt in JSONL_FORMATS else '.parquet'}"
 
     @property

@@ -23,6 +23,7 @@ Other trainers:
                 `<name>.corpus.jsonl` {docid, text (the title folded in)} of the documents it names:
                 current Tevatron's TrainDataset with `--corpus_name json --corpus_path` that file
   ids           Parquet query_id, positive_ids, negative_ids (+ positive_scores, negative_scores)
+  beir-subset   a BEIR folder of the queries, their positives and the pooled candidates (exports.beir_subset)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from hnmine import schema
 from hnmine.config import ExportParams
 from hnmine.errors import HnmineError
 from hnmine.exports.batch_plan import plan_rows
+from hnmine.exports.beir_subset import FILES as SUBSET_FILES
+from hnmine.exports.beir_subset import write_subset
 from hnmine.exports.card import CARD, provenance, write_card
 from hnmine.exports.portable import features, portable_table
 from hnmine.filtering.rules import LIKELY_POSITIVE, SCORE_PREFERENCE, pick_score_column
@@ -272,6 +275,8 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         needed["scored"] = wd.stage_input("scored")
     if params.extra_positives:
         needed["dropped"] = wd.stage_input("dropped")
+    if params.format == "beir-subset":
+        return _export_subset(wd, output, params)
     sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None
     corpus_file = corpus_path(output) if params.format == "tevatron-ids" else None
     upstream = {"corpus": wd.corpus, "dense": wd.dense, "bm25": wd.bm25, "candidates": wd.stage_input("candidates"),
@@ -337,3 +342,19 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
                                f"name (load_dataset(\"{'json' if params.format in JSONL_FORMATS else 'parquet'}\", "
                                f"data_files=\"{output}\"))")
     return result
+
+
+def _export_subset(wd: WorkDir, folder: Path, params: ExportParams) -> StageResult:
+    """The beir-subset format: a BEIR folder (hnmine.exports.beir_subset), its manifest inside."""
+    candidates = wd.stage_input("candidates")
+    needed = {"candidates": candidates, "queries": wd.queries, "qrels": wd.qrels, "corpus": wd.corpus}
+    files = {name: folder / path for name, path in SUBSET_FILES.items()}
+
+    def transform() -> Done:
+        stats = write_subset(folder, wd.corpus, wd.queries, wd.qrels, candidates, params.subset_depth,
+                             params.subset_min_documents, params.seed)
+        return Done(stats, {"documents": {"rows": stats["documents"]}, "queries": {"rows": stats["queries"]}})
+
+    stage = Stage("export", folder, params.identity() | {"output": str(folder), "file_layout": FILE_LAYOUT}, needed,
+                  files, root=wd.root)
+    return run_stage(stage, transform)
