@@ -436,7 +436,11 @@ def paired_run(args, files: dict[str, Path], corpus, queries, train, test) -> No
 NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 # arms of the nfcorpus protocol; each hnmine-* arm is a filter recipe over the same scored candidates
-NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-top-clean", "hnmine-deep", "hnmine-relabel"]
+NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-top-clean", "hnmine-deep", "hnmine-relabel",
+           "hnmine-rec-plan"]
+# arms that train an NF_RECIPES arm's rows in hnmine's planned batches (export --batch-plan) instead
+# of the seed's paired ones
+PLANNED_ARMS = {"hnmine-rec-plan": "hnmine-rec"}
 NF_RECIPES = {
     "hnmine-rec": "recommended",
     "hnmine-top-clean": TOP_CLEAN,
@@ -451,7 +455,7 @@ NF_RECIPES = {
 # both leave such a query out): they train on the paired batches minus the rows they lack. The paired
 # queries are those the other arms (none, st-default, oracle) all fill, so they do not depend on
 # the cross-encoder and those arms can train before it has scored.
-SPARSE_ARMS = {"st-ce-margin", *NF_RECIPES}
+SPARSE_ARMS = {"st-ce-margin", *NF_RECIPES, *PLANNED_ARMS}
 PAIRING_ARMS = ("st-default", "oracle")  # mined in every run, so the paired queries never depend on --arms
 
 
@@ -568,10 +572,11 @@ def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_leng
     index(work, data, IndexParams(retrievers=["dense"]), progress=True)
     mine(work, data, MineParams(retriever="dense", top_k=50), progress=True)
     score_params = ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length)
-    if any(arm in NF_RECIPES or arm == "st-ce-margin" for arm in arms):
+    recipes = list(dict.fromkeys([*arms, *(PLANNED_ARMS[a] for a in arms if a in PLANNED_ARMS)]))
+    if any(arm in NF_RECIPES or arm == "st-ce-margin" for arm in recipes):
         score(work, score_params, progress=True)
     out: dict[str, dict] = {}
-    for arm in arms:
+    for arm in recipes:
         if arm not in NF_RECIPES:
             continue
         options = recipe_options(NF_RECIPES[arm])
@@ -583,6 +588,7 @@ def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_leng
         out[arm] = {"negatives": dict(zip(table["query_id"], (list(x) for x in table["negative_ids"]))),
                     "extra_positives": {q: [d for d in ids if d != proto.visible[q]]
                                         for q, ids in zip(table["query_id"], table["positive_ids"])}}
+    out |= {arm: out[source] for arm, source in PLANNED_ARMS.items() if arm in arms}
     candidates = pl.read_ipc(work / "candidates.arrow").select("query_id", "doc_id", "rank").sort("query_id", "rank")
     # the oracle, and st-default below, decide the paired queries (PAIRING_ARMS): mined in every run
     hidden = {q: {proto.corpus[d] for d in ds} for q, ds in proto.labeled.items()}
@@ -653,6 +659,42 @@ def nf_rows(proto: NfProtocol, mined: dict[str, dict], arms: list[str], k: int):
                 arm_rows.append(base | {"positive": proto.corpus[extra], "_extra": True} | negs | {"_negatives": negatives})
         rows[arm] = arm_rows
     return queries, rows
+
+
+def planned_batches(proto: NfProtocol, work: Path, rows: list[dict], seed: int, batch_size: int) -> list[list[int]]:
+    """hnmine's no-false-negatives plan (hnmine.exports.batch_plan, as `export --batch-plan` makes it)
+    over an arm's rows: blocked for a query are its visible positive, the candidates the
+    cross-encoder rates >= 0.9 (what `filter --likely-positive 0.9` sets aside) and the near copies
+    (cosine >= 0.95) of its positive, all by normalized text."""
+    from hnmine.exports.batch_plan import blocked_keys, near_copies, plan_batches
+    from hnmine.io.files import read_table
+    from hnmine.retrievers.embedding_store import load_embeddings
+
+    corpus = pl_read(read_table(work / "corpus.arrow", ["doc_id", "text_hash"]))
+    doc_ids = corpus["doc_id"].to_list()
+    key_of = dict(zip(doc_ids, corpus["text_hash"].to_list()))
+    scored = pl_read(read_table(work / "scored.arrow", ["query_id", "doc_id", "is_positive", "ce_prob"]))
+    likely = scored.filter(~scored["is_positive"] & (scored["ce_prob"] >= 0.9))
+    positives = {q: [d] for q, d in proto.visible.items()}
+    for q, d in zip(likely["query_id"], likely["doc_id"]):
+        positives.setdefault(q, []).append(d)
+    docs = [[proto.visible[r["_query"]], *r.get("_negatives", [])] for r in rows]
+    used = list(dict.fromkeys(d for row in docs for d in row))
+    near = near_copies(load_embeddings(work / "index" / "dense"), {d: i for i, d in enumerate(doc_ids)},
+                       list(proto.visible.values()), used, 0.95)
+    blocked = blocked_keys(positives, key_of, near)
+    plan = plan_batches([r["_query"] for r in rows], [frozenset(key_of[d] for d in row) for row in docs], blocked,
+                        batch_size, seed)
+    batches: dict[int, list[int]] = {}
+    for row, batch in enumerate(plan.batch):
+        batches.setdefault(batch, []).append(row)
+    return [batches[b] for b in sorted(batches)]
+
+
+def pl_read(table):
+    import polars as pl
+
+    return pl.from_arrow(table)
 
 
 def nf_batches(queries: list[str], rows: list[dict], seed: int, batch_size: int) -> list[list[int]]:
@@ -790,7 +832,10 @@ def nf_run(args) -> None:
     nf_train("base", [], 0, args, proto, None, root / "results" / f"base-len{args.max_seq_length}.json")
     for seed in range(1, (args.seeds_per_arm or 3) + 1):
         for arm in arms:
-            batches = nf_batches(queries, rows[arm], seed, args.batch_size)
+            if arm in PLANNED_ARMS:
+                batches = planned_batches(proto, root / "work", rows[arm], seed, args.batch_size)
+            else:
+                batches = nf_batches(queries, rows[arm], seed, args.batch_size)
             nf_train(arm, rows[arm], seed, args, proto, batches, root / "results" / f"{tag}-{arm}-seed{seed}.json")
         write_nf_doc(nf_results(root, args), args, proto, len(queries), json.loads(profile_file.read_text()))
 
@@ -837,6 +882,8 @@ NF_WHAT = {
     "hnmine-top-clean": "the recommended false-negative rule over ranks 1-40, the best-ranked 3",
     "hnmine-deep": "the recommended false-negative rule over ranks 21-40, the best-ranked 3",
     "hnmine-relabel": "configs/recommended.toml's filter + likely positives (probability ≥ 0.9) as extra positive rows",
+    "hnmine-rec-plan": "hnmine-rec's rows in `export --batch-plan no-false-negatives` batches (visible and likely "
+                       "positives, probability ≥ 0.9, and near copies never beside another row's query)",
 }
 
 
