@@ -100,7 +100,11 @@ def test_plan_options_that_cannot_work_are_refused(filtered):
 
 def test_sampler_trains_on_the_plan_in_a_real_trainer(filtered, tmp_path):
     from datasets import load_dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from hnmine.exports.sampler import PlannedBatchSampler, planned_batches, read_plan
