@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hnmine.errors import HnmineError
 from hnmine.io.files import atomic_path
 from hnmine.io.manifest import HIDDEN_DIR, MANIFEST_SUFFIX, changed_files, manifest_path, read_manifest
 
@@ -69,7 +70,7 @@ def _exports(folder: Path) -> list[dict]:
     for manifest_file in sorted((folder / HIDDEN_DIR).glob(f"*{MANIFEST_SUFFIX}")):
         try:
             manifest = read_manifest(manifest_file)
-        except Exception:  # noqa: BLE001 (a manifest that is not one describes no file of the card)
+        except (OSError, HnmineError):  # a manifest that is not one describes no file of the card
             continue
         train = folder / manifest_file.name.removesuffix(MANIFEST_SUFFIX)
         if manifest.get("stage") != "export" or not train.is_file() or changed_files(train, manifest):
