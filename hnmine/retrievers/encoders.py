@@ -71,22 +71,24 @@ class Encoder:
 
 
 class PrefetchTorchEncoder:
-    """sentence-transformers' forward pass fed by the Rust tokenizer, AHEAD batches ahead in threads.
+    """sentence-transformers' forward pass fed by hnmine.retrievers.tokenization, AHEAD batches
+    ahead in threads.
 
     On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (docs/gpu.md: 3.6k
-    docs/s on an H200, the forward pass alone 49.5k). Here `tokenizers.encode_batch` (all cores, no
-    GIL) prepares the next AHEAD batches in threads while the GPU runs batch k. Same modules, same
-    vectors.
+    docs/s on an H200, the forward pass alone 49.5k). Here the batch tokenizer (nanotoken or
+    `tokenizers`, all cores, no GIL) prepares the next AHEAD batches in threads while the GPU runs
+    batch k. Same modules, same vectors.
     """
 
     AHEAD = 4
 
     def __init__(self, model, path: Path, max_length: int | None, batch_size: int, normalize: bool):
-        from hnmine.retrievers.onnx_encoder import RustTokenizer, _modules
+        from hnmine.retrievers.onnx_encoder import _modules
+        from hnmine.retrievers.tokenization import BatchTokenizer
 
         _modules(path)
         self.model = model
-        self.tokenizer = RustTokenizer(path, max_length or model.max_seq_length)
+        self.tokenizer = BatchTokenizer(path, max_length or model.max_seq_length)
         self.batch_size = batch_size
         self.normalize = normalize
 

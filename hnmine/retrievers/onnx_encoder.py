@@ -18,6 +18,7 @@ import numpy as np
 
 from hnmine.errors import HnmineError
 from hnmine.packaged.locate import cache_root
+from hnmine.retrievers.tokenization import BatchTokenizer
 
 _SUPPORTED_POOLING = ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens")
 
@@ -127,44 +128,6 @@ def _fuse_transformer_ops(onnx_file: Path, config) -> bool:
     return True
 
 
-class RustTokenizer:
-    """The model's tokenizer.json through the `tokenizers` library, as sentence-transformers would
-    tokenize for it (truncation at max_seq_length, right padding), into numpy arrays.
-
-    Used instead of transformers' tokenizer by both fast paths: importing transformers pulls in
-    torch (~300 MB) on the ONNX path, and on a GPU the Python tokenizer is the bottleneck (3.6k
-    docs/s against 30.7k for `encode_batch` on an H200 machine's 16 cores: docs/gpu.md)."""
-
-    def __init__(self, path: Path, max_length: int | None):
-        from tokenizers import Tokenizer
-
-        if not (path / "tokenizer.json").exists():
-            raise HnmineError("this encoding path needs the model's tokenizer.json", path=path, fix="use --backend torch")
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        tokenizer_config = path / "tokenizer_config.json"
-        settings = json.loads(tokenizer_config.read_text()) if tokenizer_config.exists() else {}
-        pad = settings.get("pad_token") or "[PAD]"
-        self.pad_id = self.tokenizer.token_to_id(pad if isinstance(pad, str) else pad.get("content", "[PAD]")) or 0
-        config_file = path / "sentence_bert_config.json"
-        configured = json.loads(config_file.read_text()).get("max_seq_length") if config_file.exists() else None
-        self.max_length = int(max_length or configured or settings.get("model_max_length") or 512)
-        self.tokenizer.enable_truncation(max_length=self.max_length)
-
-    def arrays(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encodings)
-        arrays = {"input_ids": np.full((len(texts), width), self.pad_id, dtype=np.int64),
-                  "attention_mask": np.zeros((len(texts), width), dtype=np.int64),
-                  "token_type_ids": np.zeros((len(texts), width), dtype=np.int64)}
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            arrays["input_ids"][row, :n] = encoding.ids
-            arrays["attention_mask"][row, :n] = 1
-            arrays["token_type_ids"][row, :n] = encoding.type_ids
-        return arrays
-
-
 class OnnxSentenceEncoder:
     def __init__(self, model_path: str, *, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False):
         import onnxruntime as ort
@@ -172,7 +135,7 @@ class OnnxSentenceEncoder:
         path = Path(model_path)
         self.pooling, has_normalize = _modules(path)
         self.normalize = normalize or has_normalize
-        self.tokenizer = RustTokenizer(path, max_length)
+        self.tokenizer = BatchTokenizer(path, max_length)
         self.max_length = self.tokenizer.max_length
         onnx_file = export_onnx(path)
         if int8:

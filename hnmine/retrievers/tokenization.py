@@ -1,0 +1,98 @@
+"""Texts to the padded int64 arrays a BERT-style encoder takes, as sentence-transformers tokenizes
+(truncation at max_seq_length, right padding to the batch's longest row).
+
+Two engines behind one interface, chosen per model:
+- nanotoken: a WordPiece tokenizer in Rust that encodes a whole batch outside the GIL, on all cores,
+  straight into padded numpy arrays. It covers the BERT-family tokenizer.json files
+  (all-MiniLM-L6-v2, bge, e5, gte) and refuses the rest (`UnsupportedTokenizerError`).
+- HF `tokenizers` for every other tokenizer: `encode_batch`, then the arrays filled in one vectorized
+  step (a mask of row lengths), not row by row in Python.
+tests/test_tokenization.py pins nanotoken's arrays to `tokenizers`' on every shared set's passages;
+scripts/bench_feed.py measures both.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from hnmine.errors import HnmineError
+
+ENGINES = ("auto", "nanotoken", "tokenizers")
+
+
+def _settings(path: Path, max_length: int | None) -> tuple[int, str]:
+    """The truncation length (the argument, else sentence_bert_config's max_seq_length, else the
+    tokenizer's model_max_length, else 512) and the pad token."""
+    tokenizer_config = path / "tokenizer_config.json"
+    settings = json.loads(tokenizer_config.read_text()) if tokenizer_config.exists() else {}
+    config_file = path / "sentence_bert_config.json"
+    configured = json.loads(config_file.read_text()).get("max_seq_length") if config_file.exists() else None
+    model_max = settings.get("model_max_length")
+    model_max = model_max if isinstance(model_max, int) and model_max < 1_000_000 else None
+    pad = settings.get("pad_token") or "[PAD]"
+    return int(max_length or configured or model_max or 512), pad if isinstance(pad, str) else pad.get("content", "[PAD]")
+
+
+class BatchTokenizer:
+    """The model folder's tokenizer.json, with `engine` "auto" (nanotoken where it supports the
+    tokenizer, else `tokenizers`), or one of them by name. `.engine` says which one runs."""
+
+    def __init__(self, path: Path, max_length: int | None, engine: str = "auto"):
+        path = Path(path)
+        if not (path / "tokenizer.json").exists():
+            raise HnmineError("this encoding path needs the model's tokenizer.json", path=path, fix="use --backend torch")
+        if engine not in ENGINES:
+            raise HnmineError(f"unknown tokenizer engine '{engine}'", fix=f"use one of {', '.join(ENGINES)}")
+        self.max_length, pad = _settings(path, max_length)
+        self.fast = None
+        if engine in ("auto", "nanotoken"):
+            self.fast = _nanotoken(path / "tokenizer.json", required=engine == "nanotoken")
+        self.engine = "nanotoken" if self.fast is not None else "tokenizers"
+        if self.fast is None:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+            self.tokenizer.no_padding()
+            self.tokenizer.enable_truncation(max_length=self.max_length)
+            self.pad_id = self.tokenizer.token_to_id(pad) or 0
+        else:
+            self.pad_id = self.fast.pad_token_id if self.fast.pad_token_id is not None else 0
+
+    def arrays(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """input_ids, attention_mask and token_type_ids, int64, rows x the longest row's length."""
+        if self.fast is not None:
+            out = self.fast.encode_batch_padded(texts, max_length=self.max_length, truncation=True, padding="longest")
+            return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"],
+                    "token_type_ids": out["token_type_ids"]}
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        width = int(lengths.max()) if len(lengths) else 0
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        total = int(lengths.sum())
+        input_ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
+        input_ids[mask] = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        token_type_ids = np.zeros((len(texts), width), dtype=np.int64)
+        token_type_ids[mask] = np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
+        return {"input_ids": input_ids, "attention_mask": mask.astype(np.int64), "token_type_ids": token_type_ids}
+
+
+def _nanotoken(tokenizer_json: Path, required: bool):
+    """nanotoken's tokenizer for the file, or None where nanotoken is missing or does not support it
+    (an error when it was asked for by name)."""
+    try:
+        import nanotoken
+    except ImportError:
+        if required:
+            raise HnmineError("nanotoken is not installed", fix="pip install nanotoken, or use the tokenizers engine") from None
+        return None
+    try:
+        return nanotoken.Tokenizer(str(tokenizer_json))
+    except nanotoken.UnsupportedTokenizerError as error:
+        if required:
+            raise HnmineError(f"nanotoken does not support this tokenizer ({error})", path=tokenizer_json,
+                              fix="use the tokenizers engine") from None
+        return None

@@ -1,0 +1,163 @@
+"""The host side of encoding: texts to padded model inputs, without the model, for docs/benchmarks.md.
+
+Passages: every shared set's documents cut into pieces of 60 words (title + text), the first
+--passages of them. Paths, each on all cores and on one (a child process with RAYON_NUM_THREADS=1,
+nanotoken with parallel=False), in batches of 512 at max_length 256 (all-MiniLM-L6-v2):
+- `tokenizers` + a row-by-row fill: HF `encode_batch`, then each row copied into the arrays in
+  Python (how hnmine packed before hnmine.retrievers.tokenization);
+- `tokenizers` + the vectorized fill (BatchTokenizer's fallback engine);
+- nanotoken (BatchTokenizer's engine for WordPiece models).
+Every batch's arrays are compared with the first path's. Then the CPU encode path (ONNX Runtime,
+fp32) on --encode-passages of them, with each engine: its docs/s must not fall.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py [--passages 39000] [--encode-passages 2000]
+
+Writes docs/benchmarks.md between `<!-- BEGIN feed -->` and `<!-- END feed -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from _common import cpu_cores, load_beir, machine_line, splice_section  # noqa: E402  (scripts/ is on sys.path)
+
+DOC = REPO / "docs" / "benchmarks.md"
+SETS = ("scifact", "nfcorpus", "medline-glasgow", "cacm", "adi")
+BATCH = 512
+MAX_LENGTH = 256
+
+
+def passages(limit: int) -> list[str]:
+    out = []
+    for name in SETS:
+        for text in load_beir(name).texts:
+            words = text.split()
+            out += [" ".join(words[i:i + 60]) for i in range(0, len(words), 60)]
+    return out[:limit]
+
+
+def rowwise(tokenizer, pad_id: int, texts: list[str]) -> dict[str, np.ndarray]:
+    """`tokenizers` encode_batch and a row-by-row fill: the packing this benchmark compares with."""
+    encodings = tokenizer.encode_batch(texts)
+    width = max(len(e.ids) for e in encodings)
+    arrays = {"input_ids": np.full((len(texts), width), pad_id, dtype=np.int64),
+              "attention_mask": np.zeros((len(texts), width), dtype=np.int64),
+              "token_type_ids": np.zeros((len(texts), width), dtype=np.int64)}
+    for row, encoding in enumerate(encodings):
+        n = len(encoding.ids)
+        arrays["input_ids"][row, :n] = encoding.ids
+        arrays["attention_mask"][row, :n] = 1
+        arrays["token_type_ids"][row, :n] = encoding.type_ids
+    return arrays
+
+
+def paths(model: Path, one_core: bool) -> dict:
+    from tokenizers import Tokenizer
+
+    from hnmine.retrievers.tokenization import BatchTokenizer
+
+    reference = Tokenizer.from_file(str(model / "tokenizer.json"))
+    reference.no_padding()
+    reference.enable_truncation(max_length=MAX_LENGTH)
+    fallback = BatchTokenizer(model, MAX_LENGTH, "tokenizers")
+    fast = BatchTokenizer(model, MAX_LENGTH, "nanotoken")
+    if one_core:
+        def nano(texts):
+            out = fast.fast.encode_batch_padded(texts, max_length=MAX_LENGTH, parallel=False)
+            return {k: out[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    else:
+        nano = fast.arrays
+    return {"tokenizers, row-by-row fill": lambda t: rowwise(reference, fallback.pad_id, t),
+            "tokenizers, vectorized fill": fallback.arrays, "nanotoken": nano}
+
+
+def measure(model: Path, texts: list[str], one_core: bool) -> dict:
+    """docs/s of each path over `texts`, and the batches whose arrays differ from the first path's."""
+    runs = paths(model, one_core)
+    batches = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
+    reference = [runs["tokenizers, row-by-row fill"](b) for b in batches]  # also warms every cache
+    out = {}
+    for name, run in runs.items():
+        run(batches[0])
+        start = time.perf_counter()
+        arrays = [run(b) for b in batches]
+        seconds = time.perf_counter() - start
+        differ = sum(any(not np.array_equal(a[k], r[k]) for k in r) for a, r in zip(arrays, reference))
+        out[name] = {"docs_per_second": len(texts) / seconds, "batches_differing": differ, "batches": len(batches)}
+    return out
+
+
+def encode_speed(model: Path, texts: list[str]) -> dict:
+    from hnmine.retrievers.onnx_encoder import OnnxSentenceEncoder
+    from hnmine.retrievers.tokenization import BatchTokenizer
+
+    encoder = OnnxSentenceEncoder(str(model), max_length=None, batch_size=64, normalize=True)
+    out, vectors = {}, {}
+    for engine in ("tokenizers", "nanotoken"):
+        encoder.tokenizer = BatchTokenizer(model, encoder.max_length, engine)
+        encoder.encode(texts[:64])
+        start = time.perf_counter()
+        vectors[engine] = encoder.encode(texts)
+        out[engine] = len(texts) / (time.perf_counter() - start)
+    out["max_abs_difference"] = float(np.abs(vectors["tokenizers"] - vectors["nanotoken"]).max())
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--passages", type=int, default=39_000)
+    parser.add_argument("--encode-passages", type=int, default=2000)
+    parser.add_argument("--child", choices=["one-core"], help=argparse.SUPPRESS)
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args(argv)
+
+    from hnmine.packaged.resolve import resolve_model
+
+    model = Path(resolve_model("all-MiniLM-L6-v2"))
+    texts = passages(args.passages)
+    if args.child:
+        print(json.dumps(measure(model, texts, one_core=True)))
+        return
+    cores = cpu_cores()
+    every = measure(model, texts, one_core=False)
+    child = subprocess.run([sys.executable, __file__, "--passages", str(args.passages), "--child", "one-core"],
+                           env=os.environ | {"RAYON_NUM_THREADS": "1"}, capture_output=True, text=True, check=True)
+    one = json.loads(child.stdout.strip().splitlines()[-1])
+    encode = encode_speed(model, texts[:args.encode_passages])
+    lines = [
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py --passages {args.passages} "
+        f"--encode-passages {args.encode_passages}`",
+        f"- Machine: {machine_line()}",
+        f"- {len(texts)} passages of at most 60 words from {', '.join(SETS)}; all-MiniLM-L6-v2's tokenizer, "
+        f"batches of {BATCH}, max_length {MAX_LENGTH}; one core = RAYON_NUM_THREADS=1 (nanotoken: parallel=False). "
+        "Differing batches: those whose input_ids, attention_mask or token_type_ids differ from the first row's.",
+        "",
+        f"| host path (tokenize + pack, no model) | docs/s on {cores} cores | per core | docs/s on one core | "
+        "differing batches |",
+        "|---|---|---|---|---|",
+    ]
+    for name in every:
+        lines.append(f"| {name} | {every[name]['docs_per_second']:,.0f} | {every[name]['docs_per_second'] / cores:,.0f} | "
+                     f"{one[name]['docs_per_second']:,.0f} | {every[name]['batches_differing'] + one[name]['batches_differing']}"
+                     f" of {every[name]['batches'] + one[name]['batches']} |")
+    lines += ["", f"CPU encode (ONNX Runtime fp32, batches of 64, {args.encode_passages} passages): "
+                  f"{encode['tokenizers']:.1f} docs/s fed by `tokenizers`, {encode['nanotoken']:.1f} by nanotoken; "
+                  f"largest difference between their vectors {encode['max_abs_difference']:.1e}."]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_doc:
+        splice_section(DOC, "feed", body, heading="The host feed: tokenizing without the GIL")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
