@@ -296,11 +296,40 @@ class ExportParams(StageParams):
     def _format_carries_labels(self) -> ExportParams:
         carried = EXPORT_LABELS[self.format]
         if self.labels != "none" and self.labels not in carried:
-            fix = (f"use --labels {carried[0]}" if carried else
-                   "drop --labels (Tevatron's id format reads scores from the corpus, one per document, not per query)"
-                   + ("; --format tevatron carries per-passage scores" if self.format == "tevatron-ids" else ""))
+            why = {"tevatron-ids": "drop --labels (Tevatron's id format reads scores from the corpus, one per "
+                                   "document, not per query; --format tevatron carries per-passage scores)",
+                   "beir-subset": "drop --labels (an evaluation folder has qrels, not training labels)"}
+            fix = f"use --labels {carried[0]}" if carried else why[self.format]
             raise ValueError(f"--format {self.format} cannot carry --labels {self.labels} (fix: {fix})")
         return self
+
+    @model_validator(mode="after")
+    def _options_the_format_uses(self) -> ExportParams:
+        unused = []
+        if self.prompt and self.format != "flagembedding":
+            unused.append("--prompt (flagembedding only)")
+        if self.extra_positives and self.format == "beir-subset":
+            unused.append("--extra-positives (an evaluation folder keeps the labeled positives only)")
+        if self.format != "beir-subset" and (self.subset_depth is not None or self.subset_min_documents):
+            unused.append("--subset-depth / --subset-min-documents (beir-subset only)")
+        if unused:
+            raise ValueError(f"--format {self.format} does not use {', '.join(unused)} (fix: drop it, or choose the "
+                             "format it is for)")
+        return self
+
+    def identity(self) -> dict:
+        """The options that shape this format's output: a plain export is not rerun for a changed
+        batch-plan or subset option it does not use."""
+        params = super().identity()
+        if self.batch_plan == "none":
+            for key in ("batch_size", "batch_near_duplicate"):
+                params.pop(key)
+        if self.format != "beir-subset":
+            for key in ("subset_depth", "subset_min_documents"):
+                params.pop(key)
+        if self.batch_plan == "none" and self.format != "beir-subset":
+            params.pop("seed")
+        return params
 
 
 class RunConfig(BaseModel):

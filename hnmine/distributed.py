@@ -13,11 +13,13 @@ mine shards -> score shards -> filter shards (tasks) -> export (driver).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from hnmine.config import RunConfig
 from hnmine.errors import HnmineError
+from hnmine.io.manifest import COMMAND_ENV, command_line
 from hnmine.io.shard_sets import merge_shard_stats
 from hnmine.workdir import StageResult, WorkDir
 
@@ -73,13 +75,16 @@ def run_on_ray(config: RunConfig, address: str, shards: int | None = None, progr
             raise HnmineError(f"cannot reach a Ray cluster at '{address}' ({str(exc).splitlines()[0]})",
                               fix="start one with `ray start --head` and pass its address, or `--ray auto` on a node") from None
     n = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    command = command_line()  # the manifests the tasks write name the driver's command
 
     @ray.remote
     def encode_task(k: int) -> dict:
+        os.environ[COMMAND_ENV] = command
         return encode_part(workdir, index_params, k, n)
 
     @ray.remote
     def stage_task(which: str, k: int) -> StageResult:
+        os.environ[COMMAND_ENV] = command
         shard = f"{k + 1}/{n}"
         if which == "mine":
             return mine(workdir, config.data, config.mine.model_copy(update={"shard": shard}), progress=False)

@@ -4,7 +4,7 @@ Passages: every shared set's documents cut into pieces of 60 words (title + text
 --passages of them. Paths, each on all cores and on one (a child process with RAYON_NUM_THREADS=1,
 nanotoken with parallel=False), in batches of 512 at max_length 256 (all-MiniLM-L6-v2):
 - `tokenizers` + a row-by-row fill: HF `encode_batch`, then each row copied into the arrays in
-  Python (how hnmine packed before hnmine.retrievers.tokenization);
+  Python (the reference the others are compared with);
 - `tokenizers` + the vectorized fill (BatchTokenizer's fallback engine);
 - nanotoken (BatchTokenizer's engine for WordPiece models).
 Every batch's arrays are compared with the first path's. Then the CPU encode path (ONNX Runtime,
@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
         f"- Machine: {machine_line()}",
         f"- {len(texts)} passages of at most 60 words from {', '.join(SETS)}; all-MiniLM-L6-v2's tokenizer, "
         f"batches of {BATCH}, max_length {MAX_LENGTH}; one core = RAYON_NUM_THREADS=1 (nanotoken: parallel=False). "
-        "Differing batches: those whose input_ids, attention_mask or token_type_ids differ from the first row's.",
+        "Differing batches: those whose input_ids, attention_mask or token_type_ids differ from the first path's.",
         "",
         f"| host path (tokenize + pack, no model) | docs/s on {cores} cores | per core | docs/s on one core | "
         "differing batches |",

@@ -928,7 +928,9 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, pro
         f"same {queries} queries (those `mine_hard_negatives` and the oracle give {args.negatives} negatives) in the "
         f"same batches per seed (batch {args.batch_size}, no query or positive twice); an arm without "
         f"{args.negatives} negatives for a query leaves its row out of that batch; relabeling rows come in extra "
-        "batches after them.",
+        "batches after them. The exception is hnmine-rec-plan: hnmine-rec's rows in the batches hnmine's "
+        "no-false-negatives plan makes (its own per seed), so its leads are paired on the seed and the rows, "
+        "not on the batches.",
         f"- all-MiniLM-L6-v2, MultipleNegativesRankingLoss, {args.epochs} epoch, lr {args.lr}, warmup 10 %, "
         f"max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row; hnmine: dense top 50, "
         f"cross-encoder (offline int8 ONNX ms-marco-MiniLM-L-12-v2, max_length {args.ce_max_length}) over the top "

@@ -131,3 +131,22 @@ def test_sampler_trains_on_the_plan_in_a_real_trainer(filtered, tmp_path):
     assert output.global_step == 2 and output.training_loss > 0
     with pytest.raises(ValueError, match="plans 170 rows but the training set has 10"):
         PlannedBatchSampler(train.select(range(10)), 4, False, batches=plan)
+
+
+def test_stuck_batches_do_not_keep_later_rows_out():
+    """600 rows that all clash with each other, then 600 that fit together: the compatible rows
+    still fill whole batches (the planner looks at the newest open batches, not only the oldest),
+    and the full batches come first."""
+    from hnmine.exports.batch_plan import plan_batches
+
+    shared = frozenset({-1})  # every clashing row holds this document, and every row blocks it
+    queries = [f"c{i}" for i in range(600)] + [f"f{i}" for i in range(600)]
+    docs = [shared | {i} for i in range(600)] + [frozenset({10_000 + i}) for i in range(600)]
+    blocked = {q: shared for q in queries}
+    plan = plan_batches(queries, docs, blocked, 32, seed=1, order=list(range(1200)))
+    assert plan.stats["full_batches"] == 600 // 32 and plan.stats["rows_in_short_batches"] == 600 + 600 % 32
+    sizes: dict[int, int] = {}
+    for batch in plan.batch:
+        sizes[batch] = sizes.get(batch, 0) + 1
+    full = [b for b, n in sizes.items() if n == 32]
+    assert sorted(full) == list(range(len(full)))  # numbered before every short batch

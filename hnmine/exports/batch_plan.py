@@ -50,7 +50,7 @@ def plan_batches(row_queries: list, row_docs: list[frozenset], blocked: dict, ba
     """Batches of at most `batch_size` rows without a blocked document across rows. `row_docs` are
     each row's documents (as text keys), `blocked` maps a query to its blocked text keys; `order` is
     the order rows are placed in (default: a seeded shuffle). Every row is placed: one that fits in
-    no open batch opens a new one, so only the last batches can be short."""
+    no open batch opens a new one. Batches that never fill are numbered after the full ones."""
     n = len(row_queries)
     if order is None:
         order = list(range(n))
@@ -62,7 +62,11 @@ def plan_batches(row_queries: list, row_docs: list[frozenset], blocked: dict, ba
     for row in order:
         docs, stop = row_docs[row], blocked.get(row_queries[row], empty)
         target = None
-        for slot in open_batches[:_SCAN]:
+        # the oldest and the newest open batches: scanning only the oldest would never reach a new
+        # batch once _SCAN old ones are stuck (each of them clashing with most rows)
+        window = open_batches if len(open_batches) <= _SCAN else \
+            open_batches[:_SCAN // 2] + open_batches[-(_SCAN // 2):]
+        for slot in window:
             if not _conflicts(docs, stop, slot[2], slot[3]):
                 target = slot
                 break
@@ -76,8 +80,10 @@ def plan_batches(row_queries: list, row_docs: list[frozenset], blocked: dict, ba
         if len(target[1]) == batch_size:
             open_batches.remove(target)
             closed.append((target[0], target[1]))
-    closed += [(slot[0], slot[1]) for slot in open_batches]
-    closed.sort()  # batches in the order they were opened
+    # full batches in the order they were opened, then the short ones: a trainer that reads the file
+    # in order, batch_size rows at a time, without the sampler, still meets every full batch whole
+    closed.sort()
+    closed += sorted((slot[0], slot[1]) for slot in open_batches)
     batch = [0] * n
     for position, (_, rows) in enumerate(closed):
         for row in rows:

@@ -12,6 +12,7 @@ plan order): the sampler checks the row count and the batch size against the ids
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -21,6 +22,8 @@ try:  # sentence-transformers 6 exports it at the top; 3-5 from .sampler
     from sentence_transformers import DefaultBatchSampler
 except ImportError:  # pragma: no cover (older sentence-transformers)
     from sentence_transformers.sampler import DefaultBatchSampler
+
+logger = logging.getLogger(__name__)
 
 
 def read_plan(ids_file: Path) -> list[list[int]]:
@@ -53,7 +56,13 @@ class PlannedBatchSampler(DefaultBatchSampler):
         self.batches = batches
 
     def _kept(self) -> list[list[int]]:
-        return [b for b in self.batches if not (self.drop_last and len(b) < self.batch_size)]
+        kept = [b for b in self.batches if not (self.drop_last and len(b) < self.batch_size)]
+        if len(kept) < len(self.batches) and not getattr(self, "_told", False):
+            self._told = True
+            dropped = sum(len(b) for b in self.batches) - sum(len(b) for b in kept)
+            logger.warning("dataloader_drop_last leaves out the plan's %d short batches (%d rows) every epoch",
+                           len(self.batches) - len(kept), dropped)
+        return kept
 
     def __iter__(self):
         batches = self._kept()

@@ -40,9 +40,11 @@ def read_evaluation(qrels: Path, queries: Path | None, fallback_queries: Path | 
                     corpus_hashes: np.ndarray, *, min_relevance: float, id_column: str = "_id",
                     text_column: str = "text") -> Evaluation:
     """The evaluation set from its qrels (positives: relevance >= min_relevance) and its queries'
-    texts: from `queries` (every query in that file), or else the entries of `fallback_queries`
-    (the training queries file, which in a BEIR folder holds every split's queries) whose ids the
-    evaluation qrels name."""
+    texts. Ids to exclude are the qrels' query ids only. Texts come from `queries` (the entries whose
+    ids the qrels name, or, where no id matches, as in another copy of the benchmark, every entry),
+    or else from `fallback_queries` (the training queries file, which in a BEIR folder holds every
+    split's queries), the entries whose ids the qrels name. Both files are read with the training
+    data's query id and text columns."""
     query_ids: set[str] = set()
     positive_ids: set[str] = set()
     for _, qid, did, score in qrels_rows(readers.require_file(qrels, "exclude-qrels")):
@@ -55,11 +57,9 @@ def read_evaluation(qrels: Path, queries: Path | None, fallback_queries: Path | 
     source = queries if queries is not None else fallback_queries
     table, _ = readers.read_queries(readers.require_file(source, "exclude-queries"), id_column, text_column)
     ids, texts = table.column(schema.QUERY_ID).to_pylist(), table.column(schema.TEXT).to_pylist()
-    if queries is None:  # the training file: only the evaluation's own queries
-        pairs = [(q, t) for q, t in zip(ids, texts) if q in query_ids]
-    else:
+    pairs = [(q, t) for q, t in zip(ids, texts) if q in query_ids]
+    if queries is not None and not pairs:  # an evaluation file with ids of its own: every text in it
         pairs = list(zip(ids, texts))
-        query_ids.update(ids)
     known = pc.is_in(corpus_ids, value_set=pa.array(sorted(positive_ids), type=pa.string())).to_numpy(zero_copy_only=False)
     stats = {"exclude_queries": len(query_ids), "exclude_query_texts": len(pairs),
              "exclude_positives": len(positive_ids), "exclude_positives_not_in_corpus": len(positive_ids) - int(known.sum())}

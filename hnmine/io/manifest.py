@@ -46,8 +46,14 @@ def manifest_path(output: Path) -> Path:
     return output.parent / HIDDEN_DIR / (output.name + MANIFEST_SUFFIX)
 
 
+COMMAND_ENV = "HNMINE_COMMAND"  # set by an executor for its tasks: the command the user ran
+
+
 def command_line() -> str:
-    """The command this process runs, as a shell would take it (`hnmine mine WORKDIR ...`)."""
+    """The command this run was started with, as a shell would take it (`hnmine mine WORKDIR ...`):
+    the executor's (a Ray task's process is a worker), else this process's."""
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
     argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
     return shlex.join(argv)
 

@@ -99,7 +99,7 @@ def find_manifests(workdir: Path) -> list[tuple[Path, dict]]:
     in pipeline order."""
     paths: set[Path] = set()
     for pattern in ("*.manifest.json", "*/manifest.json", "*/*.manifest.json", "*/*/manifest.json",
-                    f"*/{HIDDEN_DIR}/*.manifest.json"):
+                    f"{HIDDEN_DIR}/*.manifest.json", f"*/{HIDDEN_DIR}/*.manifest.json"):
         paths.update(p for p in workdir.glob(pattern) if p.relative_to(workdir).parts[0] != "cache")
     found = []
     for path in paths:

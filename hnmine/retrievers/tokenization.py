@@ -3,12 +3,12 @@
 
 Two engines behind one interface, chosen per model:
 - nanotoken: a WordPiece tokenizer in Rust that encodes a whole batch outside the GIL, on all cores,
-  straight into padded numpy arrays. It covers the BERT-family tokenizer.json files
-  (all-MiniLM-L6-v2, bge, e5, gte) and refuses the rest (`UnsupportedTokenizerError`).
+  straight into padded numpy arrays. It reads WordPiece tokenizer.json files (BERT-family models
+  such as all-MiniLM-L6-v2) and refuses the rest (`UnsupportedTokenizerError`).
 - HF `tokenizers` for every other tokenizer: `encode_batch`, then the arrays filled in one vectorized
   step (a mask of row lengths), not row by row in Python.
-tests/test_tokenization.py pins nanotoken's arrays to `tokenizers`' on every shared set's passages;
-scripts/bench_feed.py measures both.
+tests/test_tokenization.py pins nanotoken's arrays to `tokenizers`' for all-MiniLM-L6-v2's tokenizer
+on every shared set's passages and queries; scripts/bench_feed.py measures both.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class BatchTokenizer:
         self.fast = None
         if engine in ("auto", "nanotoken"):
             self.fast = _nanotoken(path / "tokenizer.json", required=engine == "nanotoken")
+        if self.fast is not None and self.fast.pad_token_id is None:  # it cannot pad without one
+            if engine == "nanotoken":
+                raise HnmineError("the tokenizer has no pad token, so nanotoken cannot pad a batch",
+                                  path=path / "tokenizer.json", fix="use the tokenizers engine")
+            self.fast = None
         self.engine = "nanotoken" if self.fast is not None else "tokenizers"
         if self.fast is None:
             from tokenizers import Tokenizer
@@ -60,7 +65,7 @@ class BatchTokenizer:
             self.tokenizer.enable_truncation(max_length=self.max_length)
             self.pad_id = self.tokenizer.token_to_id(pad) or 0
         else:
-            self.pad_id = self.fast.pad_token_id if self.fast.pad_token_id is not None else 0
+            self.pad_id = self.fast.pad_token_id
 
     def arrays(self, texts: list[str]) -> dict[str, np.ndarray]:
         """input_ids, attention_mask and token_type_ids, int64, rows x the longest row's length."""

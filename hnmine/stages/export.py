@@ -275,6 +275,11 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         needed["scored"] = wd.stage_input("scored")
     if params.extra_positives:
         needed["dropped"] = wd.stage_input("dropped")
+    if params.batch_plan != "none":  # what the plan reads: the embeddings, the filter's likely positives
+        if (params.batch_near_duplicate > 0 or params.batch_plan == "clustered") and wd.dense_embeddings.exists():
+            needed["dense"] = wd.dense
+        if source.exists() and output_params(source, "hnmine filter").get("likely_positive") is not None:
+            needed["dropped"] = wd.stage_input("dropped")
     if params.format == "beir-subset":
         return _export_subset(wd, output, params)
     sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None
@@ -321,7 +326,7 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         if stats.get("queries_left_out_fewer_negatives"):
             warnings.append(f"{stats['queries_left_out_fewer_negatives']} queries left out of the n-tuple file: "
                             f"fewer than {num_negatives} negatives")
-        if stats.get("batch_plan", {}).get("rows_in_short_batches", 0) > params.batch_size if params.batch_size else False:
+        if params.batch_size and stats.get("batch_plan", {}).get("rows_in_short_batches", 0) > params.batch_size:
             warnings.append(f"{stats['batch_plan']['rows_in_short_batches']} rows are in batches short of "
                             f"{params.batch_size}: their queries share positives with too many others to fill one")
         if stats.get("labels_missing_scores"):
