@@ -3,14 +3,16 @@ For docs/benchmarks.md.
 
 For scifact test and nfcorpus test: `hnmine index` (dense all-MiniLM-L6-v2 and BM25), `mine
 --retriever hybrid --top-k 100` (the pool: each retriever's top 100 and their fusion), and the
-beir-subset export. Three systems are evaluated on the full corpus and on the subset with the same
+beir-subset export of each retriever's top --depth. Three systems are evaluated on the full corpus and on the subset with the same
 code and the full qrels: BM25 (bm25s, built over the evaluated corpus), the base all-MiniLM-L6-v2,
 and all-MiniLM-L6-v2 fine-tuned for one epoch on hnmine's negatives of scifact train (dense top 50,
 ranks 3 and below, 3 negatives, MultipleNegativesRankingLoss) - a model that built no part of
 the pool. Per system: nDCG@10 (graded) on both, and the evaluation's seconds (indexing or encoding
-the corpus, then searching).
+the corpus, then searching). Dense models encode at most 128 tokens, on both.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_subsets.py [--root DIR]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_subsets.py [--depth 10] [--root DIR]
+
+The full corpus's figures are cached in the root (they do not depend on --depth).
 
 Writes docs/benchmarks.md between `<!-- BEGIN subsets -->` and `<!-- END subsets -->`.
 """
@@ -18,6 +20,7 @@ Writes docs/benchmarks.md between `<!-- BEGIN subsets -->` and `<!-- END subsets
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -31,10 +34,11 @@ from _common import DATA, load_beir, machine_line, splice_section  # noqa: E402 
 
 DOC = REPO / "docs" / "benchmarks.md"
 SETS = ("scifact", "nfcorpus")
-DEPTH = 100
+DEPTH = 100  # mined per query and retriever; the subset takes the top --depth of each
+MAX_LENGTH = 128  # dense models encode at most this many tokens, on the full corpus and the subset alike
 
 
-def pooled_subset(root: Path, name: str) -> tuple[Path, dict]:
+def pooled_subset(root: Path, name: str, depth: int) -> tuple[Path, dict]:
     from hnmine.config import DataParams, ExportParams, IndexParams, MineParams
     from hnmine.stages.export import export
     from hnmine.stages.index import index
@@ -44,8 +48,9 @@ def pooled_subset(root: Path, name: str) -> tuple[Path, dict]:
     work = root / name / "work"
     index(work, data, IndexParams(retrievers=["dense", "bm25"]), progress=True)
     mine(work, data, MineParams(retriever="hybrid", top_k=DEPTH), progress=True)
-    result = export(work, ExportParams(format="beir-subset", output=root / name / "subset"), progress=False)
-    return root / name / "subset", result.stats
+    folder = root / name / f"subset-{depth}"
+    result = export(work, ExportParams(format="beir-subset", subset_depth=depth, output=folder), progress=False)
+    return folder, result.stats
 
 
 def fine_tuned(root: Path) -> Path:
@@ -101,6 +106,7 @@ def bm25_run(beir) -> dict[str, list[str]]:
 
 
 def dense_run(model, beir) -> dict[str, list[str]]:
+    model.max_seq_length = MAX_LENGTH
     queries = list(beir.qrels)
     docs = model.encode(beir.texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     vectors = model.encode([beir.query_text[q] for q in queries], batch_size=64, normalize_embeddings=True,
@@ -112,6 +118,7 @@ def dense_run(model, beir) -> dict[str, list[str]]:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=REPO / "work" / "bench-subsets")
+    parser.add_argument("--depth", type=int, default=10, help="the subset: each retriever's top DEPTH per query")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
 
@@ -121,13 +128,15 @@ def main(argv: list[str]) -> None:
     from hnmine.packaged.resolve import resolve_model
 
     began = time.perf_counter()
-    subsets = {name: pooled_subset(args.root, name) for name in SETS}
+    subsets = {name: pooled_subset(args.root, name, args.depth) for name in SETS}
     models = {"all-MiniLM-L6-v2": resolve_model("all-MiniLM-L6-v2"), "fine-tuned on scifact train": str(fine_tuned(args.root))}
     lines = [
-        "- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_subsets.py`",
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_subsets.py --depth {args.depth}`",
         f"- Machine: {machine_line()}",
         f"- Subset: `hnmine mine --retriever hybrid --top-k {DEPTH}` (all-MiniLM-L6-v2 and BM25), then "
-        "`hnmine export --format beir-subset`; every system is evaluated with the full qrels (nDCG@10, graded).",
+        f"`hnmine export --format beir-subset --subset-depth {args.depth}` (each query's positives and the top "
+        f"{args.depth} of each retriever and of their fusion); every system is evaluated with the full qrels (nDCG@10, graded); "
+        f"dense models encode at most {MAX_LENGTH} tokens.",
         "",
         "| set | corpus documents (full → subset) | system | nDCG@10 full | nDCG@10 subset | rank full → subset | "
         "seconds full → subset |",
@@ -140,6 +149,10 @@ def main(argv: list[str]) -> None:
         for system in ("BM25", *models):
             figures = {}
             for label, beir in (("full", full), ("subset", sub)):
+                cached = args.root / name / f"full-{system.replace(' ', '-')}.json"
+                if label == "full" and cached.exists():  # the full corpus's figures do not depend on --depth
+                    figures[label] = tuple(json.loads(cached.read_text()))
+                    continue
                 start = time.perf_counter()
                 if system == "BM25":
                     run = bm25_run(beir)
@@ -147,6 +160,8 @@ def main(argv: list[str]) -> None:
                     model = SentenceTransformer(models[system], device="cpu")
                     run = dense_run(model, beir)
                 figures[label] = (ndcg_at_k(run, full.qrels, 10), time.perf_counter() - start)
+                if label == "full":
+                    cached.write_text(json.dumps(figures[label]))
             rows.append((system, figures))
         order = {label: [s for s, _ in sorted(rows, key=lambda r: -r[1][label][0])] for label in ("full", "subset")}
         for system, figures in rows:

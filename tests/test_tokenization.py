@@ -84,5 +84,6 @@ def test_onnx_vectors_are_the_same_with_either_engine(adi_rows):
     encoder = OnnxSentenceEncoder(resolve_model(MODEL), max_length=None, batch_size=32, normalize=True)
     assert encoder.tokenizer.engine == "nanotoken"
     fast = encoder.encode(texts)
+    assert encoder.tokenizer.parallel is False  # ONNX Runtime has the cores
     encoder.tokenizer = BatchTokenizer(resolve_model(MODEL), encoder.max_length, "tokenizers")
     np.testing.assert_array_equal(fast, encoder.encode(texts))

@@ -135,7 +135,7 @@ class OnnxSentenceEncoder:
         path = Path(model_path)
         self.pooling, has_normalize = _modules(path)
         self.normalize = normalize or has_normalize
-        self.tokenizer = BatchTokenizer(path, max_length)
+        self.tokenizer = BatchTokenizer(path, max_length, parallel=False)  # ONNX Runtime has the cores
         self.max_length = self.tokenizer.max_length
         onnx_file = export_onnx(path)
         if int8:
