@@ -163,3 +163,18 @@ def test_tevatron_scores_and_labels_a_format_cannot_carry(filtered, tmp_path):
         run = CliRunner().invoke(app, ["export", "-w", str(filtered), "--format", fmt, "--labels", labels])
         assert run.exit_code != 0 and f"--format {fmt} cannot carry --labels {labels}" in run.output, run.output
     assert not (filtered / "export" / "tevatron-ids.jsonl").exists()
+
+
+def test_a_stale_whole_run_candidates_file_beside_shards_does_not_stop_an_export(filtered, adi):
+    """The card reads what it can of the upstream manifests: a whole-run candidates.arrow left from an
+    earlier run, older than the shard folder the negatives came from, is not an error here."""
+    for name in ("scored", "negatives", "dropped"):
+        for path in (filtered / f"{name}.arrow", filtered / f"{name}.manifest.json"):
+            path.unlink()
+    for shard in ("1/2", "2/2"):
+        mine(filtered, DataParams(beir=adi), MineParams(top_k=10, shard=shard), progress=False)
+        score(filtered, ScoreParams(shard=shard), progress=False)
+        filter_stage(filtered, FilterParams(num_negatives=3, shard=shard), progress=False)
+    assert (filtered / "candidates.arrow").exists()
+    result = export(filtered, ExportParams(format="n-tuple"), progress=False)
+    assert result.stats["rows"] == 170 and "filter" in (filtered / "export" / "README.md").read_text()

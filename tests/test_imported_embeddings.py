@@ -25,10 +25,10 @@ def _candidates(workdir):
     return pl.from_arrow(read_table(workdir / "candidates.arrow")).select("query_id", "doc_id", "rank")
 
 
-def test_imported_npy_and_parquet_give_the_encoded_run(tmp_path, adi, adi_indexed):
+def test_imported_npy_and_parquet_give_the_encoded_run(tmp_path, adi, adi_indexed, adi_workdir):
     ids, vectors = _encoded(adi_indexed)
-    mine(adi_indexed, DataParams(beir=adi), MineParams(top_k=10), progress=False)
-    reference = _candidates(adi_indexed)
+    mine(adi_workdir, DataParams(beir=adi), MineParams(top_k=10), progress=False)  # a copy: the indexed dir is shared
+    reference = _candidates(adi_workdir)
 
     np.save(tmp_path / "emb.npy", vectors * 3.0)  # not normalised: index normalises
     shuffled = np.random.default_rng(0).permutation(len(ids))

@@ -284,8 +284,12 @@ def export(workdir: Path, params: ExportParams, progress: bool = True) -> StageR
         return _export_subset(wd, output, params)
     sidecar = ids_path(output) if params.format in SIDECAR_FORMATS else None
     corpus_file = corpus_path(output) if params.format == "tevatron-ids" else None
-    upstream = {"corpus": wd.corpus, "dense": wd.dense, "bm25": wd.bm25, "candidates": wd.stage_input("candidates"),
-                "scored": wd.stage_input("scored"), "negatives": source}
+    upstream = {"corpus": wd.corpus, "dense": wd.dense, "bm25": wd.bm25, "negatives": source}
+    for name in ("candidates", "scored"):  # for the card only: a stale whole-run file beside shards says nothing
+        try:
+            upstream[name] = wd.stage_input(name)
+        except HnmineError:
+            pass
     outputs = {"train": output} | ({"ids": sidecar} if sidecar else {}) | ({"corpus": corpus_file} if corpus_file else {})
 
     def transform() -> Done:
