@@ -666,14 +666,16 @@ def planned_batches(proto: NfProtocol, work: Path, rows: list[dict], seed: int, 
     over an arm's rows: blocked for a query are its visible positive, the candidates the
     cross-encoder rates >= 0.9 (what `filter --likely-positive 0.9` sets aside) and the near copies
     (cosine >= 0.95) of its positive, all by normalized text."""
+    import polars as pl
+
     from hnmine.exports.batch_plan import blocked_keys, near_copies, plan_batches
     from hnmine.io.files import read_table
     from hnmine.retrievers.embedding_store import load_embeddings
 
-    corpus = pl_read(read_table(work / "corpus.arrow", ["doc_id", "text_hash"]))
+    corpus = pl.from_arrow(read_table(work / "corpus.arrow", ["doc_id", "text_hash"]))
     doc_ids = corpus["doc_id"].to_list()
     key_of = dict(zip(doc_ids, corpus["text_hash"].to_list()))
-    scored = pl_read(read_table(work / "scored.arrow", ["query_id", "doc_id", "is_positive", "ce_prob"]))
+    scored = pl.from_arrow(read_table(work / "scored.arrow", ["query_id", "doc_id", "is_positive", "ce_prob"]))
     likely = scored.filter(~scored["is_positive"] & (scored["ce_prob"] >= 0.9))
     positives = {q: [d] for q, d in proto.visible.items()}
     for q, d in zip(likely["query_id"], likely["doc_id"]):
@@ -689,12 +691,6 @@ def planned_batches(proto: NfProtocol, work: Path, rows: list[dict], seed: int, 
     for row, batch in enumerate(plan.batch):
         batches.setdefault(batch, []).append(row)
     return [batches[b] for b in sorted(batches)]
-
-
-def pl_read(table):
-    import polars as pl
-
-    return pl.from_arrow(table)
 
 
 def nf_batches(queries: list[str], rows: list[dict], seed: int, batch_size: int) -> list[list[int]]:

@@ -82,3 +82,18 @@ def adi_workdir(adi_indexed, tmp_path) -> Path:
     target = tmp_path / "work"
     shutil.copytree(adi_indexed, target)
     return target
+
+
+@pytest.fixture
+def filtered(adi_workdir, adi) -> Path:
+    """adi_workdir mined (dense top 10), passed through `score --scorer none` and filtered to 3
+    negatives per query: what the export tests start from."""
+    from hnmine.config import DataParams, FilterParams, MineParams, ScoreParams
+    from hnmine.stages.filter import filter_stage
+    from hnmine.stages.mine import mine
+    from hnmine.stages.score import score
+
+    mine(adi_workdir, DataParams(beir=adi), MineParams(top_k=10), progress=False)
+    score(adi_workdir, ScoreParams(), progress=False)
+    filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False)
+    return adi_workdir

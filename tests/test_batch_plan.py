@@ -7,21 +7,12 @@ import polars as pl
 import pytest
 from conftest import MODEL
 
-from hnmine.config import DataParams, ExportParams, FilterParams, MineParams, ScoreParams
+from hnmine.config import ExportParams, FilterParams, ScoreParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
-from hnmine.stages.mine import mine
 from hnmine.stages.score import score
-
-
-@pytest.fixture
-def filtered(adi_workdir, adi):
-    mine(adi_workdir, DataParams(beir=adi), MineParams(top_k=10), progress=False)
-    score(adi_workdir, ScoreParams(), progress=False)
-    filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False)
-    return adi_workdir
 
 
 def _positives(workdir, extra=()) -> dict[str, set[str]]:

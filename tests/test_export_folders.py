@@ -9,7 +9,6 @@ import os
 
 import polars as pl
 import pyarrow.parquet as pq
-import pytest
 
 from hnmine.config import DataParams, ExportParams, FilterParams, MineParams, ScoreParams
 from hnmine.io.manifest import file_signature
@@ -29,14 +28,6 @@ EXPECTED = {
     "tevatron-ids": (["query_id", "query_text", "positive_document_ids", "negative_document_ids"], 35),
     "ids": (["query_id", "positive_ids", "negative_ids"], 35),
 }
-
-
-@pytest.fixture
-def filtered(adi_workdir, adi):
-    mine(adi_workdir, DataParams(beir=adi), MineParams(top_k=10), progress=False)
-    score(adi_workdir, ScoreParams(), progress=False)
-    filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False)
-    return adi_workdir
 
 
 def _load(*args, **kwargs):
