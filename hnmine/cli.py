@@ -21,6 +21,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from hnmine.config import (
+    CalibrateParams,
     DataParams,
     ExportParams,
     FilterParams,
@@ -274,6 +275,52 @@ def audit_command(
 
     for line in describe(audit(workdir, qrels, min_relevance=min_relevance, output=output)):
         typer.echo(line)
+
+
+@app.command("calibrate")
+@guarded
+def calibrate_command(
+    workdir: Optional[Path] = typer.Argument(None, help="a work dir that has been through `hnmine score` (default: "
+                                                        "the config's)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a run config: its workdir, its \\[filter] as the other "
+                                                                 "rules, and its \\[calibrate] table"),
+    target_full: Optional[float] = typer.Option(None, "--target-full", help=CalibrateParams.model_fields["target_full"].description
+                                                + " \\[default: 0.9]"),
+    options: Optional[list[str]] = typer.Option(None, "--options", help=CalibrateParams.model_fields["options"].description
+                                                + "; repeat the option for several \\[default: rank_min margin "
+                                                  "max_relative max_probability]"),
+    write: Optional[str] = typer.Option(None, "--write", help="with --config: set this option to its suggested value in "
+                                                              "the config's \\[filter] table (comments kept)"),
+    output: Optional[Path] = typer.Option(None, "--output", help="folder for calibration.json (default: WORKDIR/calibration)"),
+) -> None:
+    """Before choosing a threshold: per filter option, the share of candidates kept and of queries left full as a
+    function of its value, the positives' scores, and the value that keeps --target-full of the queries full."""
+    from hnmine.calibrate import calibrate, describe, write_threshold
+    from hnmine.config import load_config
+
+    loaded = load_config(config) if config else None
+    if workdir is None and loaded is None:
+        fail("calibrate needs a work dir (fix: pass WORKDIR, or --config CONFIG)")
+    if write and loaded is None:
+        fail(f"--write {write} writes into a config (fix: pass --config CONFIG)")
+    values = loaded.calibrate.model_dump() if loaded else {}
+    values |= {k: v for k, v in (("target_full", target_full), ("options", options)) if v is not None}
+    try:
+        params = CalibrateParams.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"--{str(first['loc'][0]).replace('_', '-')}: {validation_message(first)}")
+    if write and write not in params.options:
+        params = params.model_copy(update={"options": [*params.options, write]})
+    result = calibrate(workdir or loaded.workdir, params, filter_params=loaded.filter if loaded else None, output=output)
+    for line in describe(result):
+        typer.echo(line)
+    if write:
+        chosen = next(o for o in result.options if o.option == write)
+        if chosen.suggested is None:
+            fail(f"--write {write}: no value to write ({chosen.note or 'not calibrated'})")
+        write_threshold(config, write, chosen.suggested)
+        typer.echo(f"calibrate: set {write} = {chosen.suggested:g} in {config} [filter]")
 
 
 models_app = typer.Typer(help="Offline models that PyPI packages ship, made loadable once into the cache.")

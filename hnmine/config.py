@@ -332,6 +332,20 @@ class ExportParams(StageParams):
         return params
 
 
+# the filter options `hnmine calibrate` can calibrate (FilterParams fields with a threshold rule)
+Calibratable = Literal["rank_min", "margin", "max_relative", "max_probability", "max_score", "near_duplicate"]
+
+
+class CalibrateParams(StageParams):
+    """`hnmine calibrate`: which thresholds to calibrate, and how many queries should stay full."""
+
+    target_full: float = Field(0.9, gt=0, le=1, description="share of queries that should keep num_negatives negatives; "
+                                                            "calibrate suggests the strictest value that does")
+    options: list[Calibratable] = Field(["rank_min", "margin", "max_relative", "max_probability"], strict=False,
+                                        min_length=1, description="filter thresholds to calibrate; one whose inputs "
+                                                                  "the run lacks is listed as not calibrated")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -342,6 +356,7 @@ class RunConfig(BaseModel):
     score: ScoreParams = ScoreParams()
     filter: FilterParams = FilterParams()
     export: ExportParams = ExportParams()
+    calibrate: CalibrateParams = CalibrateParams()  # read by `hnmine calibrate --config`, not by `hnmine run`
 
 
 def _resolve_paths(model: BaseModel, base: Path) -> None:

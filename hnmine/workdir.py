@@ -123,6 +123,10 @@ class WorkDir:
     def audit(self) -> Path:
         return self.root / "audit"
 
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration"
+
     # shards
     def output(self, name: str, shard: str | None) -> Path:
         """`name.arrow` for a whole run; `name/shard-K-of-N.arrow` for one shard (readers take the folder)."""

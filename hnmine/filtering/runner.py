@@ -17,9 +17,10 @@ def _charge(rows: pl.DataFrame, rule: R.Rule) -> pl.DataFrame:
     return rows.with_columns(pl.lit(rule.name).alias(schema.DROPPED_BY))
 
 
-def _row_rules(candidates: pl.DataFrame, scored: pl.DataFrame, params: FilterParams, context: FilterContext | None,
-               stats_extra: dict) -> tuple[pl.DataFrame, R.Columns]:
-    """The candidates with their helper columns and `dropped_by` from the row-expression rules."""
+def rule_inputs(candidates: pl.DataFrame, scored: pl.DataFrame, params: FilterParams, context: FilterContext | None,
+                stats_extra: dict) -> tuple[pl.DataFrame, R.Columns]:
+    """The candidates with the helper columns the rules of `params` read (the query's reference
+    positive score, the cosine to its positives), and which score columns those rules compare."""
     column = probability = None
     if R.uses_scores(params):
         column = R.pick_score_column(scored, params.score, R.SCORE_PREFERENCE)
@@ -37,10 +38,22 @@ def _row_rules(candidates: pl.DataFrame, scored: pl.DataFrame, params: FilterPar
             candidates = candidates.with_columns(pl.Series(R.COSINE, max_cosine_to_positives(candidates, scored, context)))
         else:
             stats_extra["near_duplicate"] = "not checked: no dense index in the work dir"
-    columns = R.Columns(column, probability, cosine=R.COSINE in candidates.columns)
+    return candidates, R.Columns(column, probability, cosine=R.COSINE in candidates.columns)
+
+
+def charged_reason(rules: list[R.Rule], params: FilterParams, columns: R.Columns) -> pl.Expr:
+    """Per candidate, the name of the first of `rules` (in charge order) that drops it, else null."""
     reason = pl.lit(None, dtype=pl.String)
-    for rule in reversed(R.row_rules(params, columns)):  # the first rule that drops a candidate is the one charged
+    for rule in reversed(rules):  # the first rule that drops a candidate is the one charged
         reason = pl.when(rule.drops(params, columns).fill_null(False)).then(pl.lit(rule.name)).otherwise(reason)
+    return reason
+
+
+def _row_rules(candidates: pl.DataFrame, scored: pl.DataFrame, params: FilterParams, context: FilterContext | None,
+               stats_extra: dict) -> tuple[pl.DataFrame, R.Columns]:
+    """The candidates with `dropped_by` from the row-expression rules."""
+    candidates, columns = rule_inputs(candidates, scored, params, context, stats_extra)
+    reason = charged_reason(R.row_rules(params, columns), params, columns)
     return candidates.with_columns(reason.alias(schema.DROPPED_BY)).drop(R.POSITIVE, R.COSINE, strict=False), columns
 
 

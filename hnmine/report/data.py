@@ -7,11 +7,14 @@ stage's manifest. The sections (`SECTIONS`) each renderer writes:
   ranks   the retrieval ranks of the kept negatives
   drops   how many candidates each filter rule dropped
   stages  every manifest: counts, timings and parameters
+  calibration  what `hnmine calibrate` wrote: per threshold, the share of queries left full and of
+          candidates passing as a function of its value, and the suggested value
   sample  a seeded sample of queries with their positives, kept negatives and dropped candidates
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterable
@@ -38,6 +41,7 @@ SECTIONS = {
     "ranks": "Ranks of kept negatives",
     "drops": "Drops per filter rule",
     "stages": "Stages",
+    "calibration": "Calibration of the thresholds",
     "sample": "Sample of queries",
 }
 STAGE_ORDER = ("corpus", "dense", "bm25", "mine", "score", "filter", "export")
@@ -56,6 +60,8 @@ class RunData:
     dropped_by: dict[str, int]  # from the filter manifest(s)
     candidates: int
     manifests: list[tuple[Path, dict]]
+    calibration: dict | None = None  # WORKDIR/calibration/calibration.json, when `hnmine calibrate` wrote it
+    calibration_current: bool = True  # whether it was computed on the scored file the work dir has now
 
 
 @dataclass
@@ -153,10 +159,15 @@ def load_run(workdir: Path) -> RunData:
     order = scored.select(schema.QUERY_ID).unique(maintain_order=True)
     queries = order.join(pl.from_arrow(read_table(queries_source)).select(schema.QUERY_ID, schema.TEXT),
                          on=schema.QUERY_ID, how="left", maintain_order="left")
+    calibration_file = WorkDir(workdir).calibration / "calibration.json"
+    calibration = json.loads(calibration_file.read_text()) if calibration_file.exists() else None
+    current = calibration is None or calibration.get("scored_fingerprint") == read_manifest(
+        manifest_path(scored_source)).get("fingerprint")
     return RunData(
         workdir=workdir, queries=queries, positives=scored.filter(pl.col(schema.IS_POSITIVE)), kept=kept,
         dropped=dropped, score_columns=score_columns(scored), dropped_by=_drop_counts(negatives_source, dropped),
-        candidates=scored.filter(~pl.col(schema.IS_POSITIVE)).height, manifests=find_manifests(workdir))
+        candidates=scored.filter(~pl.col(schema.IS_POSITIVE)).height, manifests=find_manifests(workdir),
+        calibration=calibration, calibration_current=current)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +201,44 @@ def rank_histogram(run: RunData, max_bars: int = 50) -> tuple[list[tuple[int, in
     spans = [(start, min(start + width - 1, top)) for start in range(1, top + 1, width)]
     counts = np.array([int(((ranks >= a) & (ranks <= b)).sum()) for a, b in spans])
     return spans, counts
+
+
+def calibration_rows(option: dict) -> list[list[str]]:
+    """One calibrated option's table as text cells: queries full, value, candidates passing."""
+    rows = []
+    for row in option["table"]:
+        share = "current setting" if row["share"] == "current" else f"at least {100 * row['share']:.0f} % full"
+        rows.append([share, f"{row['value']:.6g}", f"{100 * row['queries_full']:.1f} %",
+                     f"{100 * row['candidates_pass']:.1f} %"])
+    return rows
+
+
+def calibration_notes(run: RunData) -> list[str]:
+    """The lines above the calibration tables: whether it is current, the target, the positives' scores."""
+    c = run.calibration
+    if c is None:
+        return [f"Not calibrated: `hnmine calibrate {run.workdir}` shows, per threshold, how many queries each value "
+                "leaves full."]
+    notes = [] if run.calibration_current else [
+        "This calibration was computed on an earlier scored file: rerun `hnmine calibrate` for the current one."]
+    notes.append(f"Target: {100 * c['target_full']:.0f} % of the {c['queries']} queries with {c['num_negatives']} "
+                 f"negatives; the other rules as in {c['filter_params_from']}.")
+    for column, d in c["positive_scores"].items():
+        if d:
+            notes.append(f"Positives' {column}: median {format_value(d['p50'])}, 10-90 % {format_value(d['p10'])} .. "
+                         f"{format_value(d['p90'])}, min {format_value(d['p0'])}, max {format_value(d['p100'])} "
+                         f"({d['count']} scored).")
+    return notes
+
+
+def calibration_verdict(option: dict) -> str:
+    flag = "--" + option["option"].replace("_", "-")
+    if not option["curve"]:
+        return f"{flag}: not calibrated ({option['note']})."
+    if option["suggested"] is None:
+        return f"{flag}: {option['note']}."
+    return (f"{flag} {option['suggested']:g} is the strictest value that keeps the target: the filter with it leaves "
+            f"{100 * option['applied']['queries_full']:.1f} % of queries full ({option['stricter']} values are stricter).")
 
 
 def sample_queries(run: RunData, n: int, seed: int) -> list[str]:

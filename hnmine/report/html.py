@@ -19,6 +19,9 @@ from hnmine.report.data import (
     SECTIONS,
     QuerySample,
     RunData,
+    calibration_notes,
+    calibration_rows,
+    calibration_verdict,
     flat_pairs,
     format_value,
     kept_columns,
@@ -29,7 +32,7 @@ from hnmine.report.data import (
     short_name,
     summary_pairs,
 )
-from hnmine.report.svg import svg_drop_bars, svg_rank_histogram, svg_score_histogram
+from hnmine.report.svg import svg_calibration_curve, svg_drop_bars, svg_rank_histogram, svg_score_histogram
 
 HTML_BINS = 30
 
@@ -112,6 +115,19 @@ def _html_drops(run: RunData) -> str:
             + f"<figure>{_img(svg_drop_bars(run.dropped_by), alt)}</figure>")
 
 
+def _html_calibration(run: RunData) -> str:
+    parts = [f'<p class="muted">{html.escape(note)}</p>' for note in calibration_notes(run)]
+    for option in (run.calibration or {}).get("options", []):
+        parts.append(f"<p>{html.escape(calibration_verdict(option))}</p>")
+        if option["curve"]:
+            alt = (f"share of queries full and of candidates passing against --{option['option']}; suggested "
+                   f"{option['suggested']}")
+            parts.append(f"<figure>{_img(svg_calibration_curve(option), alt)}</figure>")
+            rows = [[html.escape(c) for c in row] for row in calibration_rows(option)]
+            parts.append(_table(["value chosen for", "value", "queries full", "candidates passing"], rows, {1, 2, 3}))
+    return "".join(parts)
+
+
 def _kv_list(pairs: list[tuple[str, str]], inline: bool = False) -> str:
     items = "".join(f"<li>{html.escape(k)}={html.escape(v)}</li>" for k, v in pairs)
     return f'<ul class="kv{" inline" if inline else ""}">{items}</ul>'
@@ -181,7 +197,7 @@ def render_html(run: RunData, samples: list[QuerySample], seed: int) -> str:
     summary = f'<table class="summary"><tbody>{summary}</tbody></table>'
     sections = {
         "scores": _html_scores(run), "ranks": _html_ranks(run), "drops": _html_drops(run),
-        "stages": _html_stages(run), "sample": _html_sample(run, samples, seed),
+        "stages": _html_stages(run), "calibration": _html_calibration(run), "sample": _html_sample(run, samples, seed),
     }
     nav = "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name in SECTIONS.items())
     body = "".join(f'<section id="{key}"><h2>{html.escape(SECTIONS[key])}</h2>{content}</section>'

@@ -8,6 +8,9 @@ from hnmine.report.data import (
     SECTIONS,
     QuerySample,
     RunData,
+    calibration_notes,
+    calibration_rows,
+    calibration_verdict,
     flat_pairs,
     format_value,
     kept_columns,
@@ -105,11 +108,21 @@ def _md_sample(run: RunData, samples: list[QuerySample], seed: int) -> list[str]
     return lines
 
 
+def _md_calibration(run: RunData) -> list[str]:
+    lines = list(calibration_notes(run))
+    for option in (run.calibration or {}).get("options", []):
+        lines += ["", calibration_verdict(option)]
+        if option["curve"]:
+            lines += ["", *_md_table(["value chosen for", "value", "queries full", "candidates passing"],
+                                     calibration_rows(option))]
+    return lines
+
+
 def render_markdown(run: RunData, samples: list[QuerySample], seed: int) -> str:
     lines = [f"# hnmine report: {short_name(run.workdir)}", "", f"`{run.workdir}`", ""]
     lines += _md_table(["", ""], [[k, _md_cell(v)] for k, v in summary_pairs(run)])
     sections = {"scores": _md_scores(run), "ranks": _md_ranks(run), "drops": _md_drops(run),
-                "stages": _md_stages(run), "sample": _md_sample(run, samples, seed)}
+                "stages": _md_stages(run), "calibration": _md_calibration(run), "sample": _md_sample(run, samples, seed)}
     for key, content in sections.items():
         lines += ["", f"## {SECTIONS[key]}", "", *content]
     return "\n".join(lines) + "\n"

@@ -112,3 +112,45 @@ def svg_drop_bars(counts: dict[str, int]) -> str:
     if not counts:
         body.append(_text(left, top + 15, "nothing dropped"))
     return _svg(width, height, body)
+
+
+def svg_calibration_curve(option: dict) -> str:
+    """Share of queries full and of candidates passing against the option's value, with the
+    suggested and the current value marked."""
+    left, right, top, bottom, plot_h = 50, 150, 22, 40, 170
+    width = 640
+    plot = width - left - right
+    points = sorted(option["curve"], key=lambda p: p["value"])
+    values = [p["value"] for p in points]
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    base = top + plot_h
+
+    def x(v: float) -> float:
+        return left + (min(max(v, lo), hi) - lo) / (hi - lo) * plot
+
+    def y(share: float) -> float:
+        return base - share * plot_h
+
+    flag = "--" + option["option"].replace("_", "-")
+    body = [_text(left, 14, f"{flag} ({option['stricter']} is stricter)", font_weight="bold", font_size="13"),
+            f'<line x1="{left}" y1="{base}" x2="{left + plot}" y2="{base}" stroke="#999"/>',
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#999"/>']
+    for share in (0, 0.5, 1):
+        body.append(_text(left - 6, y(share) + 4, f"{100 * share:.0f} %", "end"))
+    for tick in _nice_ticks(lo, hi):
+        body.append(_text(x(tick), base + 14, f"{tick:.6g}", "middle", font_size="10"))
+    body.append(_text(left + plot / 2, base + 32, f"value of {flag}", "middle"))
+    for key, color, label in (("queries_full", COLORS["kept"], "queries full"),
+                              ("candidates_pass", COLORS["dropped"], "candidates passing")):
+        path = " ".join(f"{x(p['value']):.1f},{y(p[key]):.1f}" for p in points)
+        body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        body.append(_text(left + plot + 8, y(points[-1][key]) + 4 if points else top, label, fill=color))
+    marks = [("suggested", option.get("suggested"), COLORS["positives"]), ("current", option.get("current"), "#e65100")]
+    for i, (label, value, color) in enumerate(marks):
+        if value is not None and math.isfinite(value) and lo <= value <= hi:
+            body.append(f'<line x1="{x(value):.1f}" y1="{top}" x2="{x(value):.1f}" y2="{base}" stroke="{color}" '
+                        f'stroke-dasharray="4 3"/>')
+            body.append(_text(x(value) + 3, top + 10 + 12 * i, f"{label} {value:.4g}", fill=color, font_size="10"))
+    return _svg(width, top + plot_h + bottom, body)
