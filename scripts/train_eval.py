@@ -783,10 +783,29 @@ def fine_tune(rows: list[dict], seed: int, args, batches: list[list[int]] | None
     return model
 
 
+def rows_fingerprint(rows: list[dict], batches) -> str:
+    """What one (arm, seed) trains on: its rows' texts and their batches. A cached result whose
+    fingerprint differs was trained on other negatives (a changed recipe) and is not reused."""
+    import hashlib
+
+    texts = [{c: r[c] for c in sorted(r) if not c.startswith("_")} for r in rows]
+    return hashlib.blake2b(json.dumps([texts, batches], sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
 def nf_train(arm: str, rows: list[dict], seed: int, args, proto: NfProtocol, batches, result_file: Path) -> dict:
-    """One (arm, seed) of the nfcorpus protocol, cached as result_file."""
+    """One (arm, seed) of the nfcorpus protocol, cached as result_file. A cached result of other rows
+    or batches moves to results/stale/ and the run is trained again."""
+    fingerprint = rows_fingerprint(rows, batches)
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        cached = json.loads(result_file.read_text())
+        if cached.get("rows_fingerprint", fingerprint) == fingerprint:
+            if "rows_fingerprint" not in cached:  # a result saved before fingerprints: these rows made it
+                result_file.write_text(json.dumps(cached | {"rows_fingerprint": fingerprint}, indent=2))
+            return cached
+        stale = result_file.parent / "stale" / f"{result_file.stem}-{cached['rows_fingerprint']}.json"
+        stale.parent.mkdir(exist_ok=True)
+        result_file.rename(stale)
+        print(f"{result_file.name}: trained on other rows ({cached['rows_fingerprint']}); moved to {stale}", flush=True)
     began = time.perf_counter()
     model = fine_tune(rows if arm != "base" else [], seed, args, batches)
     train_seconds = time.perf_counter() - began
@@ -794,7 +813,7 @@ def nf_train(arm: str, rows: list[dict], seed: int, args, proto: NfProtocol, bat
     metrics = evaluate_sets(model, proto.evals)
     result = {"arm": arm, "seed": seed, "rows": len(rows), **metrics, "train_s": round(train_seconds, 1),
               "eval_s": round(time.perf_counter() - began, 1), "machine": machine(DEVICE),
-              "python": platform.python_version()}
+              "python": platform.python_version(), "rows_fingerprint": fingerprint}
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}, flush=True)
