@@ -152,7 +152,7 @@ def _describe(result: StageResult) -> str:
                   "docs_encoded_by_ray_tasks"],
         "bm25": ["docs", "vocabulary"],
         "mine": ["queries", "candidates", "excluded_positive_by_id", "excluded_positive_by_text", "excluded_duplicate_text", "queries_short_of_top_k"],
-        "score": ["scorer", "rows"],
+        "score": ["scorer", "rows", "judge_pairs", "judge_share_of_candidates"],
         "filter": ["queries", "candidates", "kept", "queries_with_all_negatives", "queries_with_fewer_negatives"],
         "export": ["rows", "queries", "extra_positives"],
     }.get(result.stage, [])
@@ -243,7 +243,7 @@ def run_command(
                                                                         "cluster's CPUs)"),
 ) -> None:
     """Run every stage from one config, reusing each stage whose inputs and parameters did not change."""
-    from hnmine.config import load_config
+    from hnmine.run_config import load_config
 
     if ray:
         from hnmine.distributed import run_on_ray
@@ -296,7 +296,7 @@ def calibrate_command(
     """Before choosing a threshold: per filter option, the share of candidates kept and of queries left full as a
     function of its value, the positives' scores, and the value that keeps --target-full of the queries full."""
     from hnmine.calibrate import calibrate, describe, write_threshold
-    from hnmine.config import load_config
+    from hnmine.run_config import load_config
 
     loaded = load_config(config) if config else None
     if workdir is None and loaded is None:

@@ -10,11 +10,10 @@ lists as tuples (`strict=False` on those fields), conversions that cannot change
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hnmine.errors import HnmineError
 from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
@@ -171,10 +170,32 @@ class ScoreParams(StageParams):
     system_prompt: str = Field(DEFAULT_SYSTEM, description="judge: system message")
     prompt_template: str = Field(DEFAULT_TEMPLATE, description="judge: user message with {query}, {document}, {instruction}")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="judge: task instruction put into the template")
+    cascade: Literal["none", "judge"] = Field(
+        "none", description="with the cross-encoder: also run the judge (the judge options) on the band below and every "
+                            "positive; `decided_by` and `decided_prob` say which teacher decided each candidate")
+    cascade_margin: float | None = Field(None, description="cascade band: candidates whose ce_logit is at least the "
+                                                           "query's lowest positive's minus this")
+    cascade_top: int | None = Field(None, ge=1, description="cascade band: each query's top m candidates by ce_logit")
     shard: str | None = Field(None, description="K/N: score only the K-th of N query shards")
 
+    @model_validator(mode="after")
+    def _cascade_has_a_band(self) -> ScoreParams:
+        if self.cascade != "none" and self.scorer != "cross-encoder":
+            raise ValueError("--cascade judge follows the cross-encoder (fix: pass --scorer cross-encoder)")
+        if self.cascade != "none" and self.cascade_margin is None and self.cascade_top is None:
+            raise ValueError("--cascade judge needs a band (fix: pass --cascade-margin M and/or --cascade-top N)")
+        return self
+
     def identity(self) -> dict:
-        return {"scorer": self.scorer_identity(), "top": self.top if self.scorer != "none" else None, "shard": self.shard}
+        identity = {"scorer": self.scorer_identity(), "top": self.top if self.scorer != "none" else None, "shard": self.shard}
+        if self.cascade == "none":
+            return identity
+        return identity | {"cascade": {"judge": self.judge().scorer_identity(), "margin": self.cascade_margin,
+                                       "top": self.cascade_top}}
+
+    def judge(self) -> ScoreParams:
+        """The cascade's second scorer: the same options with the judge as the scorer."""
+        return self.model_copy(update={"scorer": "judge", "cascade": "none"})
 
     def scorer_identity(self) -> dict:
         """What determines a score (the cache key's first part)."""
@@ -346,54 +367,6 @@ class CalibrateParams(StageParams):
                                                                   "the run lacks is listed as not calibrated")
 
 
-class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    workdir: Path
-    data: DataParams
-    index: IndexParams = IndexParams()
-    mine: MineParams = MineParams()
-    score: ScoreParams = ScoreParams()
-    filter: FilterParams = FilterParams()
-    export: ExportParams = ExportParams()
-    calibrate: CalibrateParams = CalibrateParams()  # read by `hnmine calibrate --config`, not by `hnmine run`
-
-
-def _resolve_paths(model: BaseModel, base: Path) -> None:
-    for name, value in model:
-        if isinstance(value, Path) and not value.is_absolute():
-            setattr(model, name, (base / value).resolve())
-
-
 def validation_message(error: dict) -> str:
     """A pydantic error's message, without the "Value error, " that pydantic puts before a validator's own."""
     return error["msg"].removeprefix("Value error, ")
-
-
-def load_config(path: Path) -> RunConfig:
-    """Read a TOML run config. Relative paths in it are relative to the config file's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise HnmineError("config file not found", path=path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise HnmineError(f"invalid TOML ({exc})", path=path) from None
-    try:
-        config = RunConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise HnmineError(f"{where}: {validation_message(first)} ({len(exc.errors())} problem(s))", path=path) from None
-    base = path.parent.resolve()
-    if not config.workdir.is_absolute():
-        config.workdir = (base / config.workdir).resolve()
-    for section in (config.data, config.index, config.mine, config.score, config.filter, config.export):
-        _resolve_paths(section, base)
-    # a model is a name or a path: a relative one that is there beside the config (or starts with
-    # ".") is that path, as every other path in a config is
-    for section, name in ((config.index, "model"), (config.score, "model"), (config.score, "judge_model")):
-        value = getattr(section, name)
-        if value and not Path(value).expanduser().is_absolute() and (value.startswith(".") or (base / value).exists()):
-            setattr(section, name, str((base / value).resolve()))
-    return config

@@ -17,10 +17,10 @@ import os
 import time
 from pathlib import Path
 
-from hnmine.config import RunConfig
 from hnmine.errors import HnmineError
 from hnmine.io.manifest import COMMAND_ENV, command_line
 from hnmine.io.shard_sets import merge_shard_stats
+from hnmine.run_config import RunConfig
 from hnmine.workdir import StageResult, WorkDir
 
 

@@ -51,5 +51,8 @@ CANDIDATES = pa.schema(
 
 # filter output: kept negatives, and the dropped candidates with the rule that dropped them.
 DROPPED_BY = "dropped_by"
+# a judge cascade (score --cascade judge): which teacher decided a candidate, and its probability
+DECIDED_BY = "decided_by"  # "judge" inside the band and for positives, "cross-encoder" elsewhere
+DECIDED_PROB = "decided_prob"  # judge_score where the judge decided, else ce_prob
 NEGATIVE_RANK = "negative_rank"  # 1..n order of a kept negative within its query
 PADDED = "padded"  # a kept negative drawn at random from the corpus for a query short of candidates

@@ -97,3 +97,23 @@ def filtered(adi_workdir, adi) -> Path:
     score(adi_workdir, ScoreParams(), progress=False)
     filter_stage(adi_workdir, FilterParams(num_negatives=3), progress=False)
     return adi_workdir
+
+
+@pytest.fixture(scope="session")
+def mined_once(adi_rows, tmp_path_factory):
+    """Six adi queries over the whole adi corpus, dense top 5: what the judge tests score (a judge on
+    the positives and the top candidate: about 35 pairs).
+
+    Small on purpose: SmolLM2 on llama.cpp answers about one 300-token prompt per second here."""
+    from hnmine.config import DataParams, IndexParams, MineParams
+    from hnmine.stages.index import index
+    from hnmine.stages.mine import mine
+
+    corpus, queries, qrels = adi_rows
+    chosen = {q["_id"] for q in queries[:6]}
+    root = tmp_path_factory.mktemp("http-judge")
+    beir = write_beir(root / "beir", corpus, [q for q in queries if q["_id"] in chosen], [r for r in qrels if r[0] in chosen])
+    workdir = root / "work"
+    index(workdir, DataParams(beir=beir), IndexParams(model=MODEL), progress=False)
+    mine(workdir, DataParams(beir=beir), MineParams(top_k=5), progress=False)
+    return workdir

@@ -130,7 +130,7 @@ def test_make_test_fails_naming_the_fix_where_chromium_is_missing(tmp_path):
 def test_every_shipped_config_loads_and_points_at_real_data():
     from pathlib import Path
 
-    from hnmine.config import load_config
+    from hnmine.run_config import load_config
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
     assert {c.name for c in configs} >= {"demo.toml", "recommended.toml", "nv-retriever.toml", "rocketqa.toml"}

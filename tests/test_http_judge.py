@@ -16,10 +16,9 @@ import pytest
 from llama_server import MODEL_ALIAS, LlamaServer
 from openai_proxy import Proxy
 
-from hnmine.config import DataParams, MineParams, ScoreParams
+from hnmine.config import ScoreParams
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table
-from hnmine.stages.mine import mine
 from hnmine.stages.score import score
 
 TOP = 1
@@ -30,26 +29,6 @@ def server(tmp_path_factory):
     llama = LlamaServer(tmp_path_factory.mktemp("llama")).start()
     yield llama
     llama.kill()
-
-
-@pytest.fixture(scope="module")
-def mined_once(adi_rows, tmp_path_factory):
-    """Six adi queries over the whole adi corpus: about 35 pairs (positives and the top candidate).
-
-    Small on purpose: SmolLM2 on llama.cpp answers about one 300-token prompt per second here."""
-    from conftest import MODEL, write_beir
-
-    from hnmine.config import IndexParams
-    from hnmine.stages.index import index
-
-    corpus, queries, qrels = adi_rows
-    chosen = {q["_id"] for q in queries[:6]}
-    root = tmp_path_factory.mktemp("http-judge")
-    beir = write_beir(root / "beir", corpus, [q for q in queries if q["_id"] in chosen], [r for r in qrels if r[0] in chosen])
-    workdir = root / "work"
-    index(workdir, DataParams(beir=beir), IndexParams(model=MODEL), progress=False)
-    mine(workdir, DataParams(beir=beir), MineParams(top_k=5), progress=False)
-    return workdir
 
 
 @pytest.fixture

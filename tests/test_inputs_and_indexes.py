@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 from conftest import MODEL
 
-from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams, RunConfig
+from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams
 from hnmine.io.files import read_table
+from hnmine.run_config import RunConfig
 from hnmine.stages.mine import mine
 from hnmine.stages.run import run
 

@@ -23,7 +23,7 @@ from hnmine.errors import HnmineError
 
 # the score column the score rules read (--score auto), and the probability the probability rules read
 SCORE_PREFERENCE = ("ce_logit", "judge_score", "dense_score", "bm25_score")
-PROBABILITY_PREFERENCE = ("ce_prob", "judge_score")
+PROBABILITY_PREFERENCE = (schema.DECIDED_PROB, "ce_prob", "judge_score")  # a cascade's decided probability first
 
 # helper columns the runner (and the audit) add to the candidate rows before the expressions read them
 POSITIVE = "_positive"  # the query's reference positive score (--reference-positive of the score column)

@@ -34,7 +34,7 @@ from hnmine.workdir import WorkDir
 
 # every score column a stage may write, in the order the report shows them
 SCORE_COLUMNS = (schema.score_column("dense"), schema.score_column("bm25"), schema.FUSED_SCORE,
-                 "ce_logit", "ce_prob", "judge_score")
+                 "ce_logit", "ce_prob", "judge_score", schema.DECIDED_PROB)
 GROUPS = ("positives", "kept", "dropped")
 SECTIONS = {
     "scores": "Score histograms",

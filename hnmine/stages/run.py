@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from hnmine.config import IndexParams, RunConfig
+from hnmine.config import IndexParams
 from hnmine.io.lock import workdir_lock
+from hnmine.run_config import RunConfig
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index

@@ -94,12 +94,12 @@ def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageRes
         return Done(stats, {"scored": {"rows": stats["rows"]}})
 
     identity = params.identity() | ({"model_content": scorer_key(params)["model_content"]} if params.scorer != "none" else {})
+    if params.cascade != "none":
+        identity |= {"judge_model_content": scorer_key(params.judge())["model_content"]}
     return run_stage(Stage("score", out, identity, names, {"scored": out}, shard=params.shard, root=wd.root), transform)
 
 
 def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progress: bool) -> dict:
-    import time
-
     table = read_table(source)
     queries = read_table(wd.queries)
     query_text = dict(zip(queries.column(schema.QUERY_ID).to_pylist(), queries.column(schema.TEXT).to_pylist(), strict=True))
@@ -114,11 +114,70 @@ def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progr
     corpus_ids = corpus.column(schema.DOC_ID).to_pylist()
     keep = [i for i, d in enumerate(corpus_ids) if d in needed_docs]
     doc_text = dict(zip((corpus_ids[i] for i in keep), doc_texts(corpus.take(keep)), strict=True))
-    pair_queries = [query_text[qids[i]] for i in rows]
-    pair_docs = [doc_text[dids[i]] for i in rows]
 
+    def texts(indices: np.ndarray) -> tuple[list[str], list[str]]:
+        return [query_text[qids[i]] for i in indices], [doc_text[dids[i]] for i in indices]
+
+    values, stats = _cached_scores(wd, params, *texts(rows), progress)
     columns = score_columns(params)
-    cache = ScoreCache(wd.score_cache, scorer_key(params), columns[:1])
+    full = np.full(table.num_rows, np.nan, dtype=np.float32)
+    full[rows] = values
+    mask = np.isnan(full)
+    table = table.append_column(columns[0], pa.array(full, mask=mask))
+    if params.scorer == "cross-encoder":
+        prob = 1.0 / (1.0 + np.exp(-full.astype(np.float64)))
+        table = table.append_column("ce_prob", pa.array(prob.astype(np.float32), mask=mask))
+    if params.cascade == "judge":
+        band = np.flatnonzero(cascade_band(table, params))
+        judged, judge_stats = _cached_scores(wd, params.judge(), *texts(band), progress)
+        judge = np.full(table.num_rows, np.nan, dtype=np.float32)
+        judge[band] = judged
+        by_judge = ~np.isnan(judge)
+        decided = np.where(by_judge, judge, prob.astype(np.float32))
+        table = table.append_column("judge_score", pa.array(judge, mask=~by_judge))
+        table = table.append_column(schema.DECIDED_BY, pa.array(
+            np.where(by_judge, "judge", np.where(mask, None, "cross-encoder")).tolist(), pa.string()))
+        table = table.append_column(schema.DECIDED_PROB, pa.array(decided, mask=np.isnan(decided)))
+        scored_candidates = int((~mask & ~is_positive).sum())
+        judged_candidates = int((~is_positive[band]).sum())  # judge calls on candidates (answered or not)
+        # a band pair the judge could not answer (neither yes nor no) stays the cross-encoder's
+        stats |= {"judge_pairs": len(band), "judge_candidates": judged_candidates,
+                  "judge_unanswered": int(np.isnan(judged).sum()),
+                  "judge_share_of_candidates": round(judged_candidates / max(scored_candidates, 1), 4),
+                  "judge_pairs_scored_now": judge_stats["pairs_scored_now"],
+                  "_model_seconds": stats["_model_seconds"] + judge_stats["_model_seconds"],
+                  **{k: v for k, v in judge_stats.items() if k.startswith("judge_")}}
+    write_table(table, out)
+    return {"scorer": params.scorer, "rows": table.num_rows, **stats}
+
+
+def cascade_band(table: pa.Table, params: ScoreParams) -> np.ndarray:
+    """Rows the cascade's judge scores: every scored positive, and the candidates in the band of the
+    cross-encoder's scores (its top --cascade-top per query, and those within --cascade-margin of the
+    query's lowest positive)."""
+    import polars as pl
+
+    frame = pl.from_arrow(table.select([schema.QUERY_ID, schema.IS_POSITIVE, "ce_logit"])).with_columns(
+        pl.col("ce_logit").fill_nan(None))
+    candidate = ~pl.col(schema.IS_POSITIVE) & pl.col("ce_logit").is_not_null()
+    band = pl.lit(False)
+    if params.cascade_top is not None:
+        order = pl.when(candidate).then(pl.col("ce_logit")).otherwise(None).rank("ordinal", descending=True)
+        band = band | (candidate & (order.over(schema.QUERY_ID) <= params.cascade_top))
+    if params.cascade_margin is not None:
+        lowest = pl.col("ce_logit").filter(pl.col(schema.IS_POSITIVE)).min().over(schema.QUERY_ID)
+        band = band | (candidate & (pl.col("ce_logit") >= lowest - params.cascade_margin))
+    scored_positive = pl.col(schema.IS_POSITIVE) & pl.col("ce_logit").is_not_null()
+    return frame.select((scored_positive | band).fill_null(False)).to_series().to_numpy()
+
+
+def _cached_scores(wd: WorkDir, params: ScoreParams, pair_queries: list[str], pair_docs: list[str],
+                   progress: bool) -> tuple[np.ndarray, dict]:
+    """The first score column of params.scorer for each pair: read from the cache, the rest scored
+    chunk by chunk and saved as each chunk finishes."""
+    import time
+
+    cache = ScoreCache(wd.score_cache, scorer_key(params), score_columns(params)[:1])
     keys = pair_keys(cache.digest, pair_queries, pair_docs)
     # Longest pairs first, so each model batch holds pairs of about one length (little padding)
     # and an out-of-memory error shows in the first chunk, not the last.
@@ -147,14 +206,6 @@ def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progr
                 bar.update(len(chunk))
         scorer_stats = {f"judge_{k}": v for k, v in getattr(scorer, "stats", {}).items()}
     values = cache.lookup(keys)[:, 0]
-    full = np.full(table.num_rows, np.nan, dtype=np.float32)
-    full[rows] = values
-    mask = np.isnan(full)
-    table = table.append_column(columns[0], pa.array(full, mask=mask))
-    if params.scorer == "cross-encoder":
-        prob = 1.0 / (1.0 + np.exp(-full.astype(np.float64)))
-        table = table.append_column("ce_prob", pa.array(prob.astype(np.float32), mask=mask))
-    write_table(table, out)
-    return {"scorer": params.scorer, "rows": table.num_rows, "pairs": len(rows), "pairs_unique": len(set(keys)),
-            "pairs_from_cache": len(set(keys)) - len(missing), "pairs_scored_now": len(missing),
-            "unscored_nan": int(np.isnan(values).sum()), "_model_seconds": model_seconds, **scorer_stats}
+    return values, {"pairs": len(keys), "pairs_unique": len(set(keys)), "pairs_from_cache": len(set(keys)) - len(missing),
+                    "pairs_scored_now": len(missing), "unscored_nan": int(np.isnan(values).sum()),
+                    "_model_seconds": model_seconds, **scorer_stats}
