@@ -83,27 +83,40 @@ def _tolerance(values: np.ndarray, stricter: str) -> np.ndarray:
     return np.where(np.isnan(values), np.inf if stricter == "larger" else -np.inf, values)
 
 
-def _passes(values: np.ndarray, threshold: float, stricter: str) -> np.ndarray:
-    # `Rule.removes`: larger drops where value <= threshold, smaller where value >= threshold
-    return values > threshold if stricter == "larger" else values < threshold
+@dataclass(frozen=True)
+class _Scale:
+    """How one option's value compares with a candidate's: which way is stricter, whether a candidate
+    at exactly the value passes (max_probability and max_score drop only above it, the other rules
+    drop at it), and whether values are whole numbers (rank_min)."""
 
+    stricter: str
+    inclusive: bool
+    integer: bool
 
-def _round_looser(value: float, stricter: str, integer: bool) -> float:
-    """A readable value (3 significant digits) just looser than `value`, so that a query whose
-    critical value is `value` stays full."""
-    if integer:
-        return float(value - 1) if stricter == "larger" else float(value + 1)
-    if not math.isfinite(value):
+    def passes(self, values: np.ndarray | float, threshold: float):
+        if self.stricter == "larger":
+            return values > threshold
+        return values <= threshold if self.inclusive else values < threshold
+
+    def looser(self, critical: float) -> float:
+        """The readable value (3 significant digits) closest to `critical` at which a candidate whose
+        threshold is `critical` passes."""
+        if self.integer:
+            return float(critical - 1)
+        if not math.isfinite(critical):
+            return critical
+        digits = 2 - (math.floor(math.log10(abs(critical))) if critical else 0)
+        unit = 10.0 ** -digits
+        direction = -1 if self.stricter == "larger" else 1
+        start = math.floor(critical / unit) if self.stricter == "larger" else math.ceil(critical / unit)
+        for step in range(3):  # floating-point rounding can leave the first candidate a unit short
+            value = round((start + direction * step) * unit, max(digits, 0))
+            if self.passes(critical, value):
+                return value
         return value
-    digits = 2 - (math.floor(math.log10(abs(value))) if value else 0)
-    scaled = value * 10.0 ** digits
-    # larger is stricter: a smaller value is looser, and the value itself would drop the query's n-th candidate
-    units = math.floor(scaled) if stricter == "larger" else math.ceil(scaled)
-    if stricter == "larger" and units >= scaled:
-        units -= 1
-    if stricter == "smaller" and units <= scaled:
-        units += 1
-    return round(units / 10.0 ** digits, max(digits, 0))
+
+
+_INCLUSIVE = {"max_probability", "max_score"}  # their rules drop candidates above the value, not at it
 
 
 def _critical_values(query_ids: pl.Series, tolerance: np.ndarray, passes_others: np.ndarray, stricter: str,
@@ -118,19 +131,24 @@ def _critical_values(query_ids: pl.Series, tolerance: np.ndarray, passes_others:
     return np.array([by_query.get(q, np.nan) for q in queries], dtype=np.float64)
 
 
-def _value_for_share(critical: np.ndarray, share: float, stricter: str, integer: bool) -> float | None:
+def _strict_to_loose(critical: np.ndarray, scale: _Scale) -> np.ndarray:
+    """The queries' critical values that are reachable, from the strictest to the loosest."""
+    reachable = np.sort(critical[~np.isnan(critical)])
+    return reachable[::-1] if scale.stricter == "larger" else reachable
+
+
+def _value_for_share(critical: np.ndarray, share: float, scale: _Scale) -> float | None:
     """The strictest readable value that leaves at least `share` of the queries full (None: unreachable)."""
     k = math.ceil(share * len(critical) - 1e-9)
-    reachable = np.sort(critical[~np.isnan(critical)])
-    if k > len(reachable) or k < 1:
+    ordered = _strict_to_loose(critical, scale)
+    if k > len(ordered) or k < 1:
         return None
-    c = reachable[::-1][k - 1] if stricter == "larger" else reachable[k - 1]
-    return _round_looser(float(c), stricter, integer)
+    return scale.looser(float(ordered[k - 1]))
 
 
-def _share_full(critical: np.ndarray, value: float, stricter: str) -> float:
+def _share_full(critical: np.ndarray, value: float, scale: _Scale) -> float:
     hit = critical[~np.isnan(critical)]
-    return float(_passes(hit, value, stricter).sum() / len(critical)) if len(critical) else 0.0
+    return float(scale.passes(hit, value).sum() / len(critical)) if len(critical) else 0.0
 
 
 def _option_value(rule: R.Rule, value: float):
@@ -154,6 +172,9 @@ def _calibrate_option(option: str, candidates: pl.DataFrame, scored: pl.DataFram
     rule = _rule_of(option)
     current = getattr(params, option)
     on = params.model_copy(update={option: current if current not in (None, 0) else _ON[option]})
+    if current == _OFF[option] and option != "rank_min":
+        current = None  # the rule is off
+    scale = _Scale(rule.stricter, option in _INCLUSIVE, option == "rank_min")
     info: dict = {}
     try:
         rows, columns = rule_inputs(candidates, scored, on, context, info)
@@ -172,7 +193,6 @@ def _calibrate_option(option: str, candidates: pl.DataFrame, scored: pl.DataFram
     # a candidate the rule drops at every value counts as dropped by another rule: no value keeps it
     passes_others = rows["_other"].is_null().to_numpy() & ~dropped_at_every_value
     tolerance = _tolerance(value, rule.stricter)
-    integer = option == "rank_min"
     critical = _critical_values(rows[schema.QUERY_ID], tolerance, passes_others, rule.stricter, params.num_negatives,
                                 queries)
     finite = np.unique(tolerance[passes_others & np.isfinite(tolerance)])
@@ -183,20 +203,20 @@ def _calibrate_option(option: str, candidates: pl.DataFrame, scored: pl.DataFram
     total = max(rows.height, 1)
 
     def point(value: float) -> dict:
-        passing = passes_others & _passes(tolerance, value, rule.stricter)
-        return {"value": _option_value(rule, value), "queries_full": _share_full(critical, value, rule.stricter),
+        passing = passes_others & scale.passes(tolerance, value)
+        return {"value": _option_value(rule, value), "queries_full": _share_full(critical, value, scale),
                 "candidates_pass": float(passing.sum() / total)}
 
-    looser = [_round_looser(float(v), rule.stricter, integer) for v in grid]
+    looser = [scale.looser(float(v)) for v in grid]
     curve = [point(v) for v in looser if _allowed(params, option, _option_value(rule, v))]
     table = []
     for share in sorted({*SHARES, target}, reverse=True):
-        value = _value_for_share(critical, share, rule.stricter, integer)
+        value = _value_for_share(critical, share, scale)
         if value is not None and _allowed(params, option, _option_value(rule, value)):
             table.append({"share": share} | point(value))
-    if current is not None and current != _OFF.get(option):
+    if current is not None:
         table.append({"share": "current"} | point(float(current)))
-    suggested = _value_for_share(critical, target, rule.stricter, integer)
+    suggested = _value_for_share(critical, target, scale)
     applied, note = None, ""
     if suggested is not None and not _allowed(params, option, _option_value(rule, suggested)):
         note = (f"the strictest value that keeps {100 * target:.0f} % of queries full, {suggested:g}, is outside what "
@@ -207,28 +227,54 @@ def _calibrate_option(option: str, candidates: pl.DataFrame, scored: pl.DataFram
         note = (f"no value keeps {100 * target:.0f} % of queries full: with the other rules, at most "
                 f"{100 * reachable:.1f} % can be")
     else:
-        suggested, applied = _check(option, suggested, critical, rule, scored, params, context, target, integer)
+        suggested, applied = _check(option, critical, rule, scale, scored, params, context, target)
+        if not applied["target_met"]:
+            note = (f"the filter with {suggested:g} leaves {100 * applied['queries_full']:.1f} % of queries full, short "
+                    f"of the target: near-copy negatives (--duplicate-negatives) empty more queries than any "
+                    f"value can refill")
     return Calibration(option, rule.name, rule.stricter, current, curve, table, suggested, applied, note)
 
 
-def _check(option: str, value: float, critical: np.ndarray, rule: R.Rule, scored: pl.DataFrame, params: FilterParams,
-           context: FilterContext | None, target: float, integer: bool) -> tuple[float, dict]:
-    """Run the real filter at `value`; while near-duplicate negatives leave fewer queries full than the
-    target, loosen to the next query's critical value."""
-    looser_values = np.unique(critical[~np.isnan(critical)])
-    if rule.stricter == "larger":
-        looser_values = looser_values[::-1]
-    for _ in range(25):
-        kept, _dropped, stats = filter_candidates(scored, params.model_copy(update={option: _option_value(rule, value)}),
-                                                  context)
-        applied = {"queries_full": stats["queries_with_all_negatives"] / max(stats["queries"], 1),
-                   "candidates_kept": kept.height}
-        if applied["queries_full"] >= target - 1e-12:
-            break
-        beyond = looser_values[(looser_values < value) if rule.stricter == "larger" else (looser_values > value)]
-        if not len(beyond):
-            break
-        value = _round_looser(float(beyond[0]), rule.stricter, integer)
+def _check(option: str, critical: np.ndarray, rule: R.Rule, scale: _Scale, scored: pl.DataFrame,
+           params: FilterParams, context: FilterContext | None, target: float) -> tuple[float, dict]:
+    """The strictest value at which the real filter leaves the target share of queries full.
+
+    The curve cannot see near-copy negatives (--duplicate-negatives), which can empty a few more
+    queries: starting from the curve's value, step looser by as many queries as are short, then
+    bisect back to the strictest value that holds. Short queries are kept, never padded, here."""
+    ordered = _strict_to_loose(critical, scale)
+    checked = params.model_copy(update={"short_queries": "keep"})
+    runs: dict[int, tuple[float, dict]] = {}
+
+    def run(i: int) -> tuple[float, dict]:
+        if i not in runs:
+            value = scale.looser(float(ordered[i]))
+            kept, _dropped, stats = filter_candidates(scored, checked.model_copy(update={option: _option_value(rule, value)}),
+                                                      context)
+            share = stats["queries_with_all_negatives"] / max(stats["queries"], 1)
+            runs[i] = value, {"queries_full": share, "candidates_kept": kept.height, "target_met": share >= target - 1e-12}
+        return runs[i]
+
+    def allowed(i: int) -> bool:
+        return _allowed(params, option, _option_value(rule, scale.looser(float(ordered[i]))))
+
+    first = math.ceil(target * len(critical) - 1e-9) - 1  # the curve's value: allowed (the caller checked)
+    # the loosest allowed value: the options' bounds (max_probability <= 1, ...) cut off one end only
+    limit, beyond = first, len(ordered)
+    while beyond - limit > 1:
+        middle = (limit + beyond) // 2
+        limit, beyond = (middle, beyond) if allowed(middle) else (limit, middle)
+    good, bad = first, first - 1
+    while not run(good)[1]["target_met"]:
+        if good == limit:
+            return _option_value(rule, run(good)[0]), run(good)[1]
+        bad = good
+        short = math.ceil((target - run(good)[1]["queries_full"]) * len(critical))
+        good = min(good + max(short, 1), limit)
+    while good - bad > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if run(middle)[1]["target_met"] else (good, middle)
+    value, applied = run(good)
     return _option_value(rule, value), applied
 
 
@@ -241,9 +287,9 @@ def _distribution(values: pl.Series) -> dict:
 
 
 def calibrate(workdir: Path, params: CalibrateParams | None = None, filter_params: FilterParams | None = None,
-              output: Path | None = None) -> CalibrationResult:
+              output: Path | None = None, filter_source: str = "the filter parameters given") -> CalibrationResult:
     """Calibrate the threshold options of `filter_params` (default: the filter the work dir last ran,
-    else the defaults) on the work dir's scored candidates."""
+    else the defaults) on the work dir's scored candidates; `filter_source` names where they came from."""
     started = time.perf_counter()
     params = params or CalibrateParams()
     wd = WorkDir(Path(workdir))
@@ -251,7 +297,10 @@ def calibrate(workdir: Path, params: CalibrateParams | None = None, filter_param
     if not scored_path.exists():
         raise HnmineError("not found (calibrate reads the scored candidates)", path=wd.whole("scored"),
                           fix=f"run `hnmine score --workdir {workdir}` first")
-    source = "given"
+    if not manifest_path(scored_path).exists():  # a shard folder with shards still missing
+        raise HnmineError("the scored shards are not all there", path=scored_path,
+                          fix="run `hnmine score --shard K/N` for the missing shards first")
+    source = filter_source
     if filter_params is None:
         negatives = wd.stage_input("negatives")
         if manifest_path(negatives).exists():
@@ -312,44 +361,51 @@ def describe(result: CalibrationResult) -> list[str]:
             share = "current" if row["share"] == "current" else f"≥ {100 * row['share']:.0f} %"
             lines.append(f"    {share:>8} {100 * row['queries_full']:>5.1f} % {row['value']:>12.6g} "
                          f"{100 * row['candidates_pass']:>15.1f} %")
-        if o.suggested is not None:
+        if o.suggested is not None and o.applied["target_met"]:
             lines.append(f"    suggested {flag} {o.suggested:g}: the filter with it leaves "
                          f"{100 * o.applied['queries_full']:.1f} % of queries full")
-        elif o.note:
+        if o.note:
             lines.append(f"    {o.note}")
     lines.append(f"  calibration: {result.output}")
     return lines
 
 
 def write_threshold(config: Path, option: str, value: float) -> None:
-    """Set `option = value` in the [filter] table of a TOML config, keeping every other line and comment."""
-    config = Path(config)
+    """Set `option = value` in the [filter] table of a TOML config, keeping every other line, comment
+    and line ending; the result is read back and validated before it replaces the file."""
+    import re
     import tomllib
 
-    text = config.read_text()
-    lines = text.splitlines(keepends=True)
+    config = Path(config)
+    with open(config, newline="") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
     literal = str(int(value)) if option == "rank_min" else repr(float(value))
-    start = next((i for i, line in enumerate(lines) if line.strip().split("#")[0].strip() == "[filter]"), None)
+    header = re.compile(r"^\s*\[\s*filter\s*\]\s*(#.*)?$")
+    start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += newline
     if start is None:
-        lines.append(("" if not lines or lines[-1].endswith("\n") else "\n") + f"\n[filter]\n{option} = {literal}\n")
+        lines.append(f"{newline}[filter]{newline}{option} = {literal}{newline}")
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
         for i in range(start + 1, end):
-            key = lines[i].split("=", 1)[0].strip()
-            if "=" in lines[i] and key == option:
-                comment = lines[i].split("#", 1)[1].rstrip("\n") if "#" in lines[i] else None
-                lines[i] = f"{option} = {literal}" + (f"  #{comment}" if comment else "") + "\n"
+            if "=" in lines[i] and lines[i].split("=", 1)[0].strip() == option:
+                comment = lines[i].split("#", 1)[1].rstrip("\r\n") if "#" in lines[i] else None
+                lines[i] = f"{option} = {literal}" + (f"  #{comment}" if comment else "") + newline
                 break
         else:
-            lines.insert(start + 1, f"{option} = {literal}\n")
+            lines.insert(start + 1, f"{option} = {literal}{newline}")
     new_text = "".join(lines)
+    fix = f"set `{option} = {literal}` under [filter] by hand"
     try:
-        written = tomllib.loads(new_text)["filter"][option]
-    except (tomllib.TOMLDecodeError, KeyError) as exc:
-        raise HnmineError(f"could not set {option} in its [filter] table ({exc})", path=config,
-                          fix=f"set `{option} = {literal}` under [filter] by hand") from None
-    if written != (int(value) if option == "rank_min" else float(value)):
-        raise HnmineError(f"{option} reads back as {written!r}, not {literal}", path=config,
-                          fix=f"set `{option} = {literal}` under [filter] by hand")
+        table = tomllib.loads(new_text)["filter"]
+        FilterParams.model_validate(table)
+    except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
+        raise HnmineError(f"could not set {option} in its [filter] table ({str(exc).splitlines()[0]})", path=config,
+                          fix=fix) from None
+    if table.get(option) != (int(value) if option == "rank_min" else float(value)):
+        raise HnmineError(f"{option} reads back as {table.get(option)!r}, not {literal}", path=config, fix=fix)
     with atomic_path(config) as tmp:
-        Path(tmp).write_text(new_text)
+        with open(tmp, "w", newline="") as handle:
+            handle.write(new_text)

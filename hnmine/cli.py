@@ -304,20 +304,25 @@ def calibrate_command(
     if write and loaded is None:
         fail(f"--write {write} writes into a config (fix: pass --config CONFIG)")
     values = loaded.calibrate.model_dump() if loaded else {}
-    values |= {k: v for k, v in (("target_full", target_full), ("options", options)) if v is not None}
+    if target_full is not None:
+        values["target_full"] = target_full
+    if options:
+        values["options"] = [o.replace("-", "_") for o in options]
+    write = write.replace("-", "_") if write else None
+    if write and write not in values.get("options", CalibrateParams().options):
+        values["options"] = [*values.get("options", CalibrateParams().options), write]
     try:
         params = CalibrateParams.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"--{str(first['loc'][0]).replace('_', '-')}: {validation_message(first)}")
-    if write and write not in params.options:
-        params = params.model_copy(update={"options": [*params.options, write]})
-    result = calibrate(workdir or loaded.workdir, params, filter_params=loaded.filter if loaded else None, output=output)
+    given = {"filter_params": loaded.filter, "filter_source": f"{config}'s [filter]"} if loaded else {}
+    result = calibrate(workdir or loaded.workdir, params, output=output, **given)
     for line in describe(result):
         typer.echo(line)
     if write:
         chosen = next(o for o in result.options if o.option == write)
-        if chosen.suggested is None:
+        if chosen.suggested is None or not chosen.applied["target_met"]:
             fail(f"--write {write}: no value to write ({chosen.note or 'not calibrated'})")
         write_threshold(config, write, chosen.suggested)
         typer.echo(f"calibrate: set {write} = {chosen.suggested:g} in {config} [filter]")

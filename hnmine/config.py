@@ -184,6 +184,8 @@ class ScoreParams(StageParams):
             raise ValueError("--cascade judge follows the cross-encoder (fix: pass --scorer cross-encoder)")
         if self.cascade != "none" and self.cascade_margin is None and self.cascade_top is None:
             raise ValueError("--cascade judge needs a band (fix: pass --cascade-margin M and/or --cascade-top N)")
+        if self.cascade != "none" and self.judge_backend == "http" and not self.base_url:
+            raise ValueError("the cascade's http judge needs a base URL (fix: pass --base-url http://HOST:PORT/v1)")
         return self
 
     def identity(self) -> dict:

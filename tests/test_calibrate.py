@@ -18,9 +18,9 @@ from hnmine.config import (
     IndexParams,
     MineParams,
     ScoreParams,
-    load_config,
 )
 from hnmine.errors import HnmineError
+from hnmine.run_config import load_config
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index
 from hnmine.stages.mine import mine
@@ -116,7 +116,7 @@ def test_write_keeps_the_config_and_run_reads_the_value(bm25_run, tmp_path):
 def test_calibrate_errors_are_one_line(bm25_run, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["calibrate", str(bm25_run), "--write", "margin"])
-    assert result.exit_code == 2 and "--config" in result.output
+    assert result.exit_code == 2 and "--config" in result.output and len(result.output.strip().splitlines()) == 1
     result = runner.invoke(app, ["calibrate", str(bm25_run), "--options", "top_k"])
     assert result.exit_code == 2 and "--options: Input should be 'rank_min'" in result.output
     empty = tmp_path / "empty"
@@ -149,3 +149,44 @@ def test_report_draws_the_calibration_and_says_when_it_is_stale(bm25_run, tmp_pa
     result.output.write_text(json.dumps(saved | {"scored_fingerprint": "another"}))
     assert not load_run(bm25_run).calibration_current
     assert "earlier scored file" in write_report(bm25_run, output=tmp_path / "stale.md").path.read_text()
+
+
+@pytest.mark.parametrize(("critical", "stricter", "inclusive", "expected"), [
+    (1.1, "larger", False, 1.09),     # 1.1 * 100 is 110.00000000000001 in floating point
+    (0.07, "larger", False, 0.0699),
+    (-1.234, "larger", False, -1.24),
+    (1.15, "smaller", False, 1.16),
+    (4.35, "smaller", False, 4.36),
+    (1.0, "smaller", True, 1.0),      # max_probability drops only above its value: 1.0 keeps a probability of 1.0
+    (0.00123, "smaller", True, 0.00123),
+])
+def test_suggested_values_are_readable_and_just_looser(critical, stricter, inclusive, expected):
+    from hnmine.calibrate import _Scale
+
+    scale = _Scale(stricter, inclusive, integer=False)
+    value = scale.looser(critical)
+    assert value == expected and scale.passes(critical, value)
+
+
+def test_write_keeps_line_endings_and_refuses_a_value_the_filter_rejects(tmp_path):
+    config = tmp_path / "crlf.toml"
+    config.write_bytes(b'workdir = "w"\r\n[data]\r\nbeir = "b"\r\n[ filter ]  # mine\r\nmargin = 1.0')
+    write_threshold(config, "margin", 2.5)
+    assert config.read_bytes() == b'workdir = "w"\r\n[data]\r\nbeir = "b"\r\n[ filter ]  # mine\r\nmargin = 2.5\r\n'
+    with pytest.raises(HnmineError, match="max_relative"):
+        write_threshold(config, "max_relative", -1.0)
+    assert b"max_relative" not in config.read_bytes()
+
+
+def test_near_copy_negatives_the_curve_cannot_see_are_made_up_by_a_looser_value(filtered):
+    # adi with its dense index: at a cosine of 0.5 many negatives are near copies of one another,
+    # so the real filter empties queries the curve counts as full
+    recipe = FilterParams(num_negatives=3, duplicate_negatives=0.5, near_duplicate=0)
+    calibrated = calibrate(filtered, CalibrateParams(target_full=0.8, options=["margin"]), recipe).options[0]
+    predicted = next(row for row in calibrated.table if row["share"] == 0.8)
+    assert calibrated.applied["target_met"]
+    share = _share_full(filtered, recipe.model_copy(update={"margin": calibrated.suggested}))
+    assert share == pytest.approx(calibrated.applied["queries_full"]) and share >= 0.8
+    assert calibrated.suggested < predicted["value"]  # looser than the curve's value (larger margins are stricter)
+    # and the curve's own value really leaves fewer full
+    assert _share_full(filtered, recipe.model_copy(update={"margin": predicted["value"]})) < 0.8

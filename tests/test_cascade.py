@@ -45,7 +45,7 @@ def test_the_judge_scores_only_the_band_and_the_positives(server, mined_once, tm
     # a pair SmolLM2 answers with neither yes nor no stays the cross-encoder's
     unanswered = result.stats["judge_unanswered"]
     assert set(zip(judged["query_id"], judged["doc_id"])) <= band and len(band) - judged.height == unanswered
-    assert sum(proxy.answered.values()) == len(band) == result.stats["judge_pairs"]  # one request per band pair
+    assert len(proxy.answered) == len(band) == result.stats["judge_pairs"]  # the band's pairs, each asked
     assert result.stats["judge_candidates"] == best.height
     assert result.stats["judge_share_of_candidates"] == pytest.approx(best.height / candidates.height, abs=1e-4)
     # the decided probability is the judge's where it judged, the cross-encoder's elsewhere
@@ -59,13 +59,13 @@ def test_the_judge_scores_only_the_band_and_the_positives(server, mined_once, tm
     with Proxy(f"http://127.0.0.1:{server.port}") as proxy:
         wider = score(workdir, cascade(proxy.url + "/v1", cascade_top=2), progress=False)
     assert wider.stats["judge_pairs"] == len(band) + best.height
-    assert sum(proxy.answered.values()) == wider.stats["judge_pairs_scored_now"] == best.height
+    assert len(proxy.answered) == wider.stats["judge_pairs_scored_now"] == best.height
     # the probability rules read the decided probability
     filtered = filter_stage(workdir, FilterParams(num_negatives=2, max_probability=0.5), progress=False)
     assert filtered.stats["probability_column"] == "decided_prob"
 
 
-def test_a_margin_band_takes_the_candidates_near_the_positive(server, mined_once, tmp_path):
+def test_a_margin_band_takes_the_candidates_near_the_positive(mined_once, tmp_path):
     from hnmine.stages.score import cascade_band
 
     workdir = tmp_path / "work"
@@ -86,3 +86,5 @@ def test_a_cascade_needs_the_cross_encoder_and_a_band():
         ScoreParams(scorer="cross-encoder", cascade="judge")
     with pytest.raises(ValidationError, match="follows the cross-encoder"):
         ScoreParams(scorer="judge", cascade="judge", cascade_top=3)
+    with pytest.raises(ValidationError, match="needs a base URL"):  # said before the cross-encoder's pass, not after
+        ScoreParams(scorer="cross-encoder", cascade="judge", cascade_top=3, judge_backend="http")

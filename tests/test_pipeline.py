@@ -12,10 +12,10 @@ from hnmine.config import (
     FilterParams,
     IndexParams,
     MineParams,
-    RunConfig,
     ScoreParams,
 )
 from hnmine.io.files import read_table
+from hnmine.run_config import RunConfig
 from hnmine.stages.export import export
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index

@@ -235,7 +235,7 @@ def calibration_verdict(option: dict) -> str:
     flag = "--" + option["option"].replace("_", "-")
     if not option["curve"]:
         return f"{flag}: not calibrated ({option['note']})."
-    if option["suggested"] is None:
+    if option["suggested"] is None or not option["applied"]["target_met"]:
         return f"{flag}: {option['note']}."
     return (f"{flag} {option['suggested']:g} is the strictest value that keeps the target: the filter with it leaves "
             f"{100 * option['applied']['queries_full']:.1f} % of queries full ({option['stricter']} values are stricter).")

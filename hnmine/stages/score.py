@@ -2,7 +2,9 @@
 
 `--scorer none` passes the retriever scores through. `cross-encoder` adds `ce_logit` and `ce_prob`
 (sigmoid of the logit); `judge` adds `judge_score` (P(yes) of an LLM judge). Every positive is
-scored, and every candidate ranked 1..top; rows outside the window get nulls. Scores go through a
+scored, and every candidate ranked 1..top; rows outside the window get nulls. `--cascade judge`
+runs the cross-encoder on all of them and the judge only on a band of its scores and the positives
+(`cascade_band`), adding `judge_score`, `decided_by` and `decided_prob`. Scores go through a
 cache under WORKDIR/cache/scores/, saved chunk by chunk, so an interrupted run resumes and a rerun
 with the same scorer and prompt scores nothing again.
 """
@@ -88,9 +90,12 @@ def score(workdir: Path, params: ScoreParams, progress: bool = True) -> StageRes
             stats = {"scorer": "none", "rows": _copy(source, out)}
         else:
             stats = _score_rows(wd, source, out, params, progress)
-        if stats.get("pairs_scored_now") is not None:
-            stats["pairs_per_second"] = round(stats["pairs_scored_now"] / max(stats.pop("_model_seconds"), 1e-9), 2) \
-                if stats["pairs_scored_now"] else None
+        # one rate per teacher: the pairs it scored now over its model time (None: it scored nothing)
+        for rate, done, seconds in (("pairs_per_second", "pairs_scored_now", "_model_seconds"),
+                                    ("judge_pairs_per_second", "judge_pairs_scored_now", "_judge_model_seconds")):
+            spent = stats.pop(seconds, None)
+            if stats.get(done) is not None:
+                stats[rate] = round(stats[done] / max(spent, 1e-9), 2) if stats[done] else None
         return Done(stats, {"scored": {"rows": stats["rows"]}})
 
     identity = params.identity() | ({"model_content": scorer_key(params)["model_content"]} if params.scorer != "none" else {})
@@ -141,12 +146,12 @@ def _score_rows(wd: WorkDir, source: Path, out: Path, params: ScoreParams, progr
         scored_candidates = int((~mask & ~is_positive).sum())
         judged_candidates = int((~is_positive[band]).sum())  # judge calls on candidates (answered or not)
         # a band pair the judge could not answer (neither yes nor no) stays the cross-encoder's
+        stats |= {k: v for k, v in judge_stats.items() if k.startswith("judge_")}  # the http judge's own counts
         stats |= {"judge_pairs": len(band), "judge_candidates": judged_candidates,
                   "judge_unanswered": int(np.isnan(judged).sum()),
                   "judge_share_of_candidates": round(judged_candidates / max(scored_candidates, 1), 4),
                   "judge_pairs_scored_now": judge_stats["pairs_scored_now"],
-                  "_model_seconds": stats["_model_seconds"] + judge_stats["_model_seconds"],
-                  **{k: v for k, v in judge_stats.items() if k.startswith("judge_")}}
+                  "_judge_model_seconds": judge_stats["_model_seconds"]}
     write_table(table, out)
     return {"scorer": params.scorer, "rows": table.num_rows, **stats}
 
