@@ -436,8 +436,8 @@ def paired_run(args, files: dict[str, Path], corpus, queries, train, test) -> No
 NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 # arms of the nfcorpus protocol; each hnmine-* arm is a filter recipe over the same scored candidates
-NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-top-clean", "hnmine-deep", "hnmine-relabel",
-           "hnmine-rec-plan"]
+NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-top-clean", "hnmine-deep",
+           "hnmine-deep-lowest", "hnmine-relabel", "hnmine-rec-plan"]
 # arms that train an NF_RECIPES arm's rows in hnmine's planned batches (export --batch-plan) instead
 # of the seed's paired ones
 PLANNED_ARMS = {"hnmine-rec-plan": "hnmine-rec"}
@@ -447,6 +447,9 @@ NF_RECIPES = {
     # the recommended false-negative rule, the hardest survivors below dense rank 20 (far from the
     # query's neighbourhood, where nfcorpus' unlabeled positives crowd)
     "hnmine-deep": {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "top"},
+    # what scripts/select_recipe.py chooses on the development sets: the same window, the survivors
+    # the cross-encoder rates lowest
+    "hnmine-deep-lowest": {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"},
     # the recommended recipe, and candidates the cross-encoder rates as likely as the positive set
     # aside as extra positives (RocketQA denoising): rows (query, likely positive, negatives) are added
     "hnmine-relabel": "recommended+relabel",
@@ -896,6 +899,8 @@ NF_WHAT = {
     "hnmine-rec": "configs/recommended.toml's filter",
     "hnmine-top-clean": "the recommended false-negative rule over ranks 1-40, the best-ranked 3",
     "hnmine-deep": "the recommended false-negative rule over ranks 21-40, the best-ranked 3",
+    "hnmine-deep-lowest": "the recommended filter over ranks 21-40 (the 3 the cross-encoder rates lowest): "
+                          "scripts/select_recipe.py's choice",
     "hnmine-relabel": "configs/recommended.toml's filter + likely positives (probability ≥ 0.9) as extra positive rows",
     "hnmine-rec-plan": "hnmine-rec's rows in `export --batch-plan no-false-negatives` batches (visible and likely "
                        "positives, probability ≥ 0.9, and near copies never beside another row's query)",
