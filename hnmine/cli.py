@@ -295,8 +295,8 @@ def calibrate_command(
 ) -> None:
     """Before choosing a threshold: per filter option, the share of candidates kept and of queries left full as a
     function of its value, the positives' scores, and the value that keeps --target-full of the queries full."""
-    from hnmine.calibrate import calibrate, describe, write_threshold
-    from hnmine.run_config import load_config
+    from hnmine.calibrate import calibrate, describe
+    from hnmine.run_config import load_config, write_threshold
 
     loaded = load_config(config) if config else None
     if workdir is None and loaded is None:

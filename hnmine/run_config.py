@@ -1,4 +1,5 @@
-"""A run config (`hnmine run CONFIG`): the work dir and one table per stage, read from TOML."""
+"""A run config (`hnmine run CONFIG`): the work dir and one table per stage, read from TOML, and
+one filter threshold written back into it (`hnmine calibrate --write`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hnmine.config import (
     validation_message,
 )
 from hnmine.errors import HnmineError
+from hnmine.io.files import atomic_path
 
 
 class RunConfig(BaseModel):
@@ -66,3 +68,43 @@ def load_config(path: Path) -> RunConfig:
         if value and not Path(value).expanduser().is_absolute() and (value.startswith(".") or (base / value).exists()):
             setattr(section, name, str((base / value).resolve()))
     return config
+
+
+def write_threshold(config: Path, option: str, value: float) -> None:
+    """Set `option = value` in the [filter] table of a TOML config, keeping every other line, comment
+    and line ending; the result is read back and validated before it replaces the file."""
+    import re
+
+    config = Path(config)
+    with open(config, newline="") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    literal = str(int(value)) if option == "rank_min" else repr(float(value))
+    header = re.compile(r"^\s*\[\s*filter\s*\]\s*(#.*)?$")
+    start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += newline
+    if start is None:
+        lines.append(f"{newline}[filter]{newline}{option} = {literal}{newline}")
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        for i in range(start + 1, end):
+            if "=" in lines[i] and lines[i].split("=", 1)[0].strip() == option:
+                comment = lines[i].split("#", 1)[1].rstrip("\r\n") if "#" in lines[i] else None
+                lines[i] = f"{option} = {literal}" + (f"  #{comment}" if comment else "") + newline
+                break
+        else:
+            lines.insert(start + 1, f"{option} = {literal}{newline}")
+    new_text = "".join(lines)
+    fix = f"set `{option} = {literal}` under [filter] by hand"
+    try:
+        table = tomllib.loads(new_text)["filter"]
+        FilterParams.model_validate(table)
+    except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
+        raise HnmineError(f"could not set {option} in its [filter] table ({str(exc).splitlines()[0]})", path=config,
+                          fix=fix) from None
+    if table.get(option) != (int(value) if option == "rank_min" else float(value)):
+        raise HnmineError(f"{option} reads back as {table.get(option)!r}, not {literal}", path=config, fix=fix)
+    with atomic_path(config) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            handle.write(new_text)

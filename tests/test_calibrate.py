@@ -9,7 +9,7 @@ import pytest
 from conftest import dataset
 from typer.testing import CliRunner
 
-from hnmine.calibrate import calibrate, write_threshold
+from hnmine.calibrate import calibrate
 from hnmine.cli import app
 from hnmine.config import (
     CalibrateParams,
@@ -20,7 +20,7 @@ from hnmine.config import (
     ScoreParams,
 )
 from hnmine.errors import HnmineError
-from hnmine.run_config import load_config
+from hnmine.run_config import load_config, write_threshold
 from hnmine.stages.filter import filter_stage
 from hnmine.stages.index import index
 from hnmine.stages.mine import mine
