@@ -939,8 +939,8 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, pro
         f"--negatives {args.negatives} --max-seq-length {args.max_seq_length} --ce-top {args.ce_top} [--arms ...]`"
         + (f" (device {args.device})" if args.device != "cpu" else "")
         + "; `--report-only` rebuilds it from the results in DIR (this table: `--root docs/results/nfcorpus-cpu`)",
-        f"- Machine: {kept[0]['machine']}; {statistics.mean(r['train_s'] + r['eval_s'] for r in kept):.0f} s per run "
-        "on average (train + eval, on 2 cores shared with other jobs)",
+        f"- Machine: {kept[0]['machine']}; {statistics.median(r['train_s'] + r['eval_s'] for r in kept):.0f} s per run, "
+        "the median (train + eval, wall time on 2 cores often shared with other jobs)",
         f"- Training data: {len(proto.visible)} nfcorpus train queries (a seeded sample, `--subset-seed "
         f"{args.subset_seed}`, of the {proto.train_total} with a positive), one visible positive each (the first "
         f"qrels line); their other {sum(map(len, proto.labeled.values())) - len(proto.visible)} labeled train "
