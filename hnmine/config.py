@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hnmine.errors import HnmineError
+from hnmine.index_names import check_index_name
 from hnmine.prompts import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, DEFAULT_TEMPLATE
 
 
@@ -76,6 +77,8 @@ class IndexParams(StageParams):
     execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "chunk_size", "device", "devices"})
 
     retrievers: list[Literal["dense", "bm25"]] = Field(["dense"], strict=False, description="indexes to build: dense, bm25 (repeat for both)")
+    name: str = Field("", description="a name for this dense index: it goes to index/dense/NAME/ beside the default "
+                                      "index/dense/, so several models share one work dir (mine --retriever pooled)")
     model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model: local path or hub name")
     query_prompt: str = Field("", description="text put before every query when encoding")
     document_prompt: str = Field("", description="text put before every document when encoding")
@@ -111,11 +114,16 @@ class IndexParams(StageParams):
     bm25_stemmer: str = Field("english", description="Snowball stemmer language, or 'none'")
     bm25_stopwords: str = Field("en", description="stopword list for BM25 ('en', or 'none')")
 
+    _check_name = field_validator("name")(lambda v: (check_index_name(v), v)[1])
+
 
 class MineParams(StageParams):
     execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})
 
-    retriever: Literal["dense", "bm25", "hybrid"] = Field("dense", description="dense, bm25, or hybrid (reciprocal-rank fusion)")
+    retriever: Literal["dense", "bm25", "hybrid", "pooled"] = Field(
+        "dense", description="dense, bm25, hybrid (reciprocal-rank fusion of the two), or pooled (fusion of --pool)")
+    pool: list[str] = Field([], strict=False, description="pooled: the retrievers fused, two or more of dense (the default "
+                                                         "index), bm25 and named dense indexes (hnmine index --name)")
     top_k: int = Field(50, ge=1, description="candidates kept per query, known positives excluded")
     rrf_k: int = Field(60, ge=1, description="hybrid: reciprocal-rank-fusion constant")
     nprobe: int = Field(16, ge=1, description="FAISS IVF indexes: lists searched per query")
@@ -134,6 +142,24 @@ class MineParams(StageParams):
     shard: str | None = Field(None, description="K/N: mine only the K-th of N query shards")
 
     _check_shard = field_validator("shard")(lambda v: (parse_shard(v), v)[1])
+
+    @model_validator(mode="after")
+    def _pool_goes_with_pooled(self) -> MineParams:
+        if self.retriever != "pooled":
+            if self.pool:
+                raise ValueError("--pool goes with --retriever pooled (fix: add --retriever pooled, or drop --pool)")
+            return self
+        if len(set(self.pool)) < 2 or len(set(self.pool)) != len(self.pool):
+            raise ValueError(f"--retriever pooled needs two or more different --pool entries, not {self.pool} "
+                             "(fix: e.g. --pool dense --pool bm25 --pool NAME)")
+        for entry in self.pool:
+            if entry not in ("dense", "bm25"):
+                check_index_name(entry)
+        return self
+
+    def retriever_names(self) -> list[str]:
+        """The retrievers this run searches, by their pool names (dense, bm25 or an index name)."""
+        return {"dense": ["dense"], "bm25": ["bm25"], "hybrid": ["dense", "bm25"]}.get(self.retriever, self.pool)
 
     @model_validator(mode="after")
     def _queries_go_with_qrels(self) -> MineParams:

@@ -23,8 +23,8 @@ QRELS = pa.schema([(QUERY_ID, pa.string()), (DOC_ID, pa.string()), (RELEVANCE, p
 
 # candidates.arrow: mined candidates and the query's positives, each with every retriever's score.
 IS_POSITIVE = "is_positive"
-RANK = "rank"  # 1-based rank among the query's non-positive candidates after fusion; null for positives
-FUSED_SCORE = "fused_score"  # reciprocal-rank fusion score (hybrid); the retriever's own score otherwise
+RANK = "rank"  # 1-based rank among the query's non-positive candidates after fusion (the fused rank); null for positives
+FUSED_SCORE = "fused_score"  # reciprocal-rank fusion score (hybrid, pooled); the retriever's own score otherwise
 RETRIEVERS = ("dense", "bm25")
 
 
@@ -37,6 +37,14 @@ def rank_column(name: str) -> str:
     return f"{name}_rank"
 
 
+def retriever_key(pool_name: str) -> str:
+    """The column key of a retriever named in `mine --pool`: dense, bm25, or dense_NAME for the
+    dense index `hnmine index --name NAME` built."""
+    return pool_name if pool_name in RETRIEVERS else f"dense_{pool_name}"
+
+
+FOUND_BY = "found_by"  # how many of the run's retrievers have the document in the list they were read to
+
 CANDIDATES = pa.schema(
     [
         (QUERY_ID, pa.string()),
@@ -47,7 +55,16 @@ CANDIDATES = pa.schema(
     ]
     + [(score_column(r), pa.float32()) for r in RETRIEVERS]
     + [(rank_column(r), pa.int32()) for r in RETRIEVERS]
+    + [(FOUND_BY, pa.int32())]
 )
+
+
+def candidates_schema(keys: list[str]) -> pa.Schema:
+    """candidates.arrow for a run over these retriever keys: CANDIDATES, then a score and a rank
+    column for each named dense index."""
+    extra = [k for k in keys if k not in RETRIEVERS]
+    return pa.schema(list(CANDIDATES) + [(score_column(k), pa.float32()) for k in extra]
+                     + [(rank_column(k), pa.int32()) for k in extra])
 
 # filter output: kept negatives, and the dropped candidates with the rule that dropped them.
 DROPPED_BY = "dropped_by"

@@ -91,6 +91,10 @@ class WorkDir:
     def dense(self) -> Path:
         return self.root / "index" / "dense"
 
+    def dense_index(self, name: str = "") -> Path:
+        """The default dense index (no name), or a named one inside its folder: index/dense/NAME/."""
+        return self.dense / name if name else self.dense
+
     @property
     def dense_embeddings(self) -> Path:
         return self.dense / EMBEDDINGS_FILE

@@ -82,7 +82,19 @@ def _described_files(output: Path) -> list[Path]:
     if not output.is_dir():
         return [output]
     return sorted(p for p in output.rglob("*") if p.is_file() and not p.name.endswith(MANIFEST_SUFFIX)
-                  and p.name != MANIFEST and ".tmp-" not in p.name and not p.name.startswith("."))
+                  and p.name != MANIFEST and ".tmp-" not in p.name and not p.name.startswith(".")
+                  and not _inside_other_output(p, output))
+
+
+def _inside_other_output(path: Path, output: Path) -> bool:
+    """A file in a subfolder with a manifest of its own (a named dense index inside index/dense/)
+    belongs to that output, not to the folder around it."""
+    folder = path.parent
+    while folder != output:
+        if (folder / MANIFEST).exists():
+            return True
+        folder = folder.parent
+    return False
 
 
 def signatures(output: Path, also: tuple[Path, ...] = ()) -> dict[str, dict]:

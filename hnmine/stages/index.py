@@ -1,7 +1,8 @@
 """`hnmine index`: ingest the corpus, then build the dense and/or BM25 index over it.
 
 Outputs in WORKDIR: corpus.arrow (doc_id, title, text, text_hash), corpus.skipped.arrow (ids of
-rows skipped for empty text), index/dense/ and index/bm25/, each with a manifest. Each output is
+rows skipped for empty text), index/dense/ (and index/dense/NAME/ for each --name: several models in one work dir) and index/bm25/,
+each with a manifest. Each output is
 reused when its manifest matches, so adding BM25 to a dense work dir does not re-encode.
 """
 
@@ -88,13 +89,15 @@ def encoder_factory(params: IndexParams):
 
 def _dense_stage(wd: WorkDir, params: IndexParams) -> Stage:
     inputs = {"corpus": wd.corpus} | ({"embeddings": params.embeddings} if params.embeddings else {})
-    return Stage("dense", wd.dense, dense_identity(params), inputs, {"dense": wd.dense}, needs=(wd.dense_embeddings,),
+    out = wd.dense_index(params.name)
+    name = f"dense:{params.name}" if params.name else "dense"
+    return Stage(name, out, dense_identity(params), inputs, {name: out}, needs=(out / embedding_store.EMBEDDINGS_FILE,),
                  root=wd.root)
 
 
 def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> StageResult:
     wd = WorkDir(workdir)
-    out = wd.dense
+    out = wd.dense_index(params.name)
     identity = dense_identity(params)
     stage = _dense_stage(wd, params)
 
@@ -103,7 +106,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
         if params.embeddings is not None:
             doc_ids = read_table(wd.corpus, [schema.DOC_ID]).column(schema.DOC_ID).to_pylist()
             out.mkdir(parents=True, exist_ok=True)
-            stats = import_embeddings(params.embeddings, doc_ids, wd.dense_embeddings, normalize=params.normalize,
+            stats = import_embeddings(params.embeddings, doc_ids, out / embedding_store.EMBEDDINGS_FILE, normalize=params.normalize,
                                       dtype=params.storage, id_column=params.embeddings_id_column,
                                       column=params.embeddings_column)
             embeddings = embedding_store.load_embeddings(out)
@@ -132,7 +135,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
         encode_seconds = time.perf_counter() - start
         if params.faiss_factory != "Flat":
             index = faiss_index.build_faiss(embeddings, params.faiss_factory)
-            faiss_index.save_faiss(index, wd.faiss_index)
+            faiss_index.save_faiss(index, out / faiss_index.FAISS_FILE)
             stats["faiss_build_seconds"] = round(time.perf_counter() - start - encode_seconds, 2)
             if params.recall_sample:
                 # with mine's default search parameters; `hnmine mine --nprobe/--ef-search` changes them
@@ -157,7 +160,7 @@ def encode_part(workdir: Path, params: IndexParams, k: int, n: int) -> dict:
     if params.embeddings is not None or is_stage_current(_dense_stage(wd, params)):
         return {"docs_encoded": 0}
     texts = doc_texts(read_table(wd.corpus))
-    _, stats = embedding_store.encode_corpus(texts, wd.dense, encoder_factory(params),
+    _, stats = embedding_store.encode_corpus(texts, wd.dense_index(params.name), encoder_factory(params),
                                    identity={**dense_identity(params), "corpus": input_fingerprint(wd.corpus)},
                                    prompt=params.document_prompt, chunk_size=params.chunk_size, dtype=params.storage,
                                    part=(k, n))
@@ -213,7 +216,7 @@ def encode_on_devices(workdir: Path, params: IndexParams, devices: list[str], ba
     import multiprocessing
 
     n = len(devices)
-    chunks_dir = WorkDir(workdir).dense_chunks
+    chunks_dir = WorkDir(workdir).dense_index(params.name) / embedding_store.CHUNKS_DIR
     jobs = [(workdir, params.model_copy(update={"device": device, "devices": None}), k, n)
             for k, device in enumerate(devices)]
     with multiprocessing.get_context("spawn").Pool(n) as pool:

@@ -45,29 +45,44 @@ def _load_corpus(workdir: Path) -> Corpus:
     return Corpus(table.column(schema.DOC_ID).combine_chunks(), table.column(schema.TEXT_HASH).to_numpy())
 
 
+@dataclass
+class _DenseIndex:
+    """One dense index a mining run searches: its manifest's parameters, the embedding matrix, the
+    query encoder and the searcher."""
+
+    params: dict
+    embeddings: np.ndarray
+    encoder: encoders.Encoder
+    searcher: object
+    search_kind: str
+
+
 class _Retrievers:
-    """The indexes one mining run searches, opened once."""
+    """The indexes one mining run searches, opened once, by column key (schema.retriever_key)."""
 
     def __init__(self, workdir: Path, params: MineParams, n_docs: int):
         self.kind = params.retriever
-        self.dense_index = self.encoder = self.bm25 = None
-        self.search_kind = None
-        self.embeddings = None
-        if self.kind in ("dense", "hybrid"):
-            wd = WorkDir(workdir)
-            manifest = read_manifest(manifest_path(wd.dense))
-            self.dense_params = manifest["params"]
-            self.embeddings = embedding_store.load_embeddings(wd.dense)
-            self.encoder = query_encoder(manifest, params.device, params.batch_size)
-            self.dense_index, self.search_kind = faiss_index.open_search(
-                wd.dense, self.dense_params["faiss_factory"], self.embeddings, self.encoder.device,
-                nprobe=params.nprobe, ef_search=params.ef_search)
-        if self.kind in ("bm25", "hybrid"):
-            self.bm25 = BM25Index.load(WorkDir(workdir).bm25)
+        self.keys = [schema.retriever_key(name) for name in params.retriever_names()]
+        wd = WorkDir(workdir)
+        self.dense: dict[str, _DenseIndex] = {}
+        for name in params.retriever_names():
+            if name == "bm25":
+                continue
+            folder = wd.dense_index("" if name == "dense" else name)
+            manifest = read_manifest(manifest_path(folder))
+            embeddings = embedding_store.load_embeddings(folder)
+            encoder = query_encoder(manifest, params.device, params.batch_size)
+            searcher, kind = faiss_index.open_search(folder, manifest["params"]["faiss_factory"], embeddings,
+                                                     encoder.device, nprobe=params.nprobe, ef_search=params.ef_search)
+            self.dense[schema.retriever_key(name)] = _DenseIndex(manifest["params"], embeddings, encoder, searcher, kind)
+        self.bm25 = BM25Index.load(wd.bm25) if "bm25" in self.keys else None
 
-    def dense_search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, positions = self.dense_index.search(query_vectors, k)
-        return positions, scores
+    def query_vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return {key: dense.encoder.encode(texts, prompt=dense.params["query_prompt"]) for key, dense in self.dense.items()}
+
+    def search_kinds(self) -> str | dict[str, str] | None:
+        kinds = {key: dense.search_kind for key, dense in self.dense.items()}
+        return next(iter(kinds.values())) if len(kinds) == 1 else kinds or None
 
 
 def query_encoder(dense_manifest: dict, device: str | None, batch_size: int) -> encoders.Encoder:
@@ -82,16 +97,19 @@ def query_encoder(dense_manifest: dict, device: str | None, batch_size: int) -> 
                          normalize=params["normalize"], backend=backend, precision=precision)
 
 
-def _required_indexes(wd: WorkDir, retriever: str) -> dict[str, Path]:
+def _required_indexes(wd: WorkDir, params: MineParams) -> dict[str, Path]:
     needed = {"corpus": wd.corpus}
-    if retriever in ("dense", "hybrid"):
-        needed["dense"] = wd.dense
-    if retriever in ("bm25", "hybrid"):
-        needed["bm25"] = wd.bm25
-    for name, path in needed.items():
+    for name in params.retriever_names():
+        if name == "bm25":
+            needed["bm25"] = wd.bm25
+        else:
+            needed["dense" if name == "dense" else f"dense:{name}"] = wd.dense_index("" if name == "dense" else name)
+    for key, path in needed.items():
         if not manifest_path(path).exists():
-            flag = "" if name == "corpus" else f" --retrievers {name}"
-            raise HnmineError(f"no finished {name} index in the work dir", path=path,
+            flag = {"corpus": "", "dense": " --retrievers dense", "bm25": " --retrievers bm25"}.get(key, "")
+            if key.startswith("dense:"):
+                flag = f" --name {key.partition(':')[2]} --model MODEL"
+            raise HnmineError(f"no finished {key} index in the work dir", path=path,
                               fix=f"run `hnmine index{flag}` with this --workdir first")
     return needed
 
@@ -104,7 +122,7 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
     queries_out, qrels_out = wd.queries, wd.qrels
     evaluation_files = {name: getattr(params, name) for name in ("exclude_qrels", "exclude_queries")
                         if getattr(params, name) is not None}
-    stage = Stage("mine", out, identity, {**_required_indexes(wd, params.retriever), **inputs.query_files(data),
+    stage = Stage("mine", out, identity, {**_required_indexes(wd, params), **inputs.query_files(data),
                                           **evaluation_files},
                   {"candidates": out}, shard=params.shard, root=wd.root, sidecars=(queries_out, qrels_out))
     return run_stage(stage, lambda: _mine(wd, data, params, progress))
@@ -140,7 +158,7 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
     counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
                 "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
                 "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
-    with BatchWriter(out, schema.CANDIDATES) as writer, \
+    with BatchWriter(out, schema.candidates_schema(retrievers.keys)) as writer, \
             tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
         for start in range(0, len(query_ids), params.batch_size):
             batch_ids = query_ids[start:start + params.batch_size]
@@ -154,8 +172,8 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
     stats["shard"] = params.shard
     if params.shard:
         stats["whole_run_stats"] = whole_run  # the same in every shard: merged once, not summed
-    if retrievers.search_kind:
-        stats["dense_search"] = retrievers.search_kind
+    if retrievers.search_kinds():
+        stats["dense_search"] = retrievers.search_kinds()
     if counters["queries_short_of_top_k"]:
         warnings.append(f"{counters['queries_short_of_top_k']} queries have fewer than top_k={top_k} candidates "
                         "(small corpus, or BM25 found fewer matching documents)")
@@ -199,22 +217,22 @@ def _exclude_evaluation(data: DataParams, params: MineParams, corpus: Corpus, qu
     return queries, qrels, evaluation.positive_hashes if params.exclude_documents != "none" else frozenset()
 
 
-def _ranked_lists(query_texts, query_vectors, retrievers: _Retrievers, k: int):
-    """Per retriever: (positions [q, k], scores [q, k]) with -1 where a list ran out."""
+def _ranked_lists(query_texts, query_vectors: dict[str, np.ndarray], retrievers: _Retrievers, k: int):
+    """Per retriever key: (positions [q, k], scores [q, k]) with -1 where a list ran out."""
     lists = {}
-    if retrievers.kind in ("dense", "hybrid"):
-        lists["dense"] = retrievers.dense_search(query_vectors, k)
-    if retrievers.kind in ("bm25", "hybrid"):
-        lists["bm25"] = retrievers.bm25.search(query_texts, k)
+    for key in retrievers.keys:
+        if key == "bm25":
+            lists[key] = retrievers.bm25.search(query_texts, k)
+        else:
+            scores, positions = retrievers.dense[key].searcher.search(query_vectors[key], k)
+            lists[key] = positions, scores
     return lists
 
 
 def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _Retrievers, params: MineParams,
                 top_k: int, counters: dict, excluded: frozenset[int] = frozenset()) -> pa.Table:
     n_docs = len(corpus.ids)
-    query_vectors = None
-    if retrievers.encoder is not None:
-        query_vectors = retrievers.encoder.encode(batch_texts, prompt=retrievers.dense_params["query_prompt"])
+    query_vectors = retrievers.query_vectors(batch_texts)
     # Each query reads its retrievers' lists to a depth of its own (more than top_k: its positives and
     # their copies are removed after the search), never the batch's: hybrid fusion over a deeper list
     # could change its order, and then the output would depend on batch size and sharding.
@@ -235,7 +253,7 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
     counters["queries"] += len(batch_ids)
     counters["candidates"] += sum(1 for p in rows[schema.IS_POSITIVE] if not p)
     counters["queries_short_of_top_k"] += short
-    return pa.table(rows, schema=schema.CANDIDATES)
+    return pa.table(rows, schema=schema.candidates_schema(retrievers.keys))
 
 
 def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
@@ -250,8 +268,8 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
               "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
     walked = {name: (positions.tolist(), scores.tolist(), corpus.hashes[np.maximum(positions, 0)].tolist())
               for name, (positions, scores) in lists.items()}
-    hybrid = params.retriever == "hybrid"
-    out_query, out_row_query, out_doc, out_rank, out_fused, out_bm25 = [], [], [], [], [], []
+    fuse = len(walked) > 1  # hybrid or pooled: reciprocal-rank fusion of every list
+    out_query, out_row_query, out_doc, out_rank, out_fused, out_bm25, out_found_by = [], [], [], [], [], [], []
     out_hits = {name: ([], []) for name in walked}  # per retriever: raw rank and raw score per row
     short: list[str] = []
     for qi, (qid, qtext) in enumerate(zip(batch_ids, batch_texts)):
@@ -265,7 +283,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
                           enumerate(zip(plist[qi][:d], slist[qi][:d], hlist[qi][:d])) if p >= 0]
                    for name, (plist, slist, hlist) in walked.items()}
         hits = {name: {p: (r, sc) for p, r, sc, _ in rows} for name, rows in entries.items()}  # p -> (rank, score)
-        if hybrid:
+        if fuse:
             fused: dict[int, float] = {}
             hash_of: dict[int, int] = {}
             for rows in entries.values():
@@ -274,7 +292,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
                     hash_of[p] = h
             order = [(p, fused[p], hash_of[p]) for p in sorted(fused, key=lambda p: (-fused[p], p))]
         else:
-            order = [(p, sc, h) for p, _, sc, h in entries[params.retriever]]
+            order = [(p, sc, h) for p, _, sc, h in next(iter(entries.values()))]
         kept: list[int] = []
         kept_fused: list[float] = []
         kept_hashes: set[int] = set()
@@ -307,6 +325,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
             found = [hits[name].get(p) for p in docs]
             ranks.extend(hit[0] if hit else None for hit in found)
             scores.extend(hit[1] if hit else None for hit in found)
+        out_found_by.extend(sum(p in found for found in hits.values()) for p in docs)
         if retrievers.bm25 is not None:
             out_bm25.extend(retrievers.bm25.scores_for(qtext, docs))
     doc_positions = np.asarray(out_doc, dtype=np.int64)
@@ -317,12 +336,18 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
         schema.IS_POSITIVE: [r is None for r in out_rank],
         schema.RANK: out_rank,
         schema.FUSED_SCORE: out_fused,
-        schema.score_column("dense"): none if retrievers.embeddings is None else _dense_scores(
-            retrievers.embeddings, query_vectors, np.asarray(out_row_query, dtype=np.int64), doc_positions),
-        schema.score_column("bm25"): out_bm25 if retrievers.bm25 is not None else none,
+        schema.FOUND_BY: out_found_by,
     }
-    for name in schema.RETRIEVERS:
-        columns[schema.rank_column(name)] = out_hits[name][0] if name in out_hits else none
+    row_query = np.asarray(out_row_query, dtype=np.int64)
+    for key in (*schema.RETRIEVERS, *(k for k in retrievers.keys if k not in schema.RETRIEVERS)):
+        if key in retrievers.dense:  # every row's inner product, found by this index or not
+            columns[schema.score_column(key)] = _dense_scores(retrievers.dense[key].embeddings, query_vectors[key],
+                                                              row_query, doc_positions)
+        elif key == "bm25" and retrievers.bm25 is not None:
+            columns[schema.score_column(key)] = out_bm25
+        else:
+            columns[schema.score_column(key)] = none
+        columns[schema.rank_column(key)] = out_hits[key][0] if key in out_hits else none
     columns["_counts"] = counts
     return columns, short
 

@@ -14,8 +14,9 @@ from hnmine.workdir import StageResult
 
 
 def index_params(config: RunConfig) -> IndexParams:
-    """The index section, plus any index the mine section's retriever searches."""
-    needed = {"hybrid": ["dense", "bm25"]}.get(config.mine.retriever, [config.mine.retriever])
+    """The index section, plus the BM25 or dense index the mine section's retrievers search (a
+    pooled run's named dense indexes are built by `hnmine index --name`; mine names any missing)."""
+    needed = [r for r in config.mine.retriever_names() if r in ("dense", "bm25")]
     missing = [r for r in needed if r not in config.index.retrievers]
     if missing:
         return config.index.model_copy(update={"retrievers": [*config.index.retrievers, *missing]})
