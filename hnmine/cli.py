@@ -328,6 +328,32 @@ def calibrate_command(
         typer.echo(f"calibrate: set {write} = {chosen.suggested:g} in {config} [filter]")
 
 
+round_app = typer.Typer(help="Re-mining rounds: mine again with another model in the same work dir, keeping the first.")
+app.add_typer(round_app, name="round")
+
+
+@round_app.command("new")
+@guarded
+def round_new(workdir: Path = typer.Argument(..., help="the work dir of the first round"),
+              name: str = typer.Argument(..., help="the round's name: WORKDIR/rounds/NAME/")) -> None:
+    """A work dir for another round that shares WORKDIR's corpus, indexes and score cache."""
+    from hnmine.rounds import new_round
+
+    target = new_round(workdir, name)
+    typer.echo(f"round: {target} (run index --name, mine, score, filter and export with --workdir {target})")
+
+
+@round_app.command("compare")
+@guarded
+def round_compare(first: Path = typer.Argument(..., help="a filtered work dir (the earlier round)"),
+                  second: Path = typer.Argument(..., help="another one (the later round)")) -> None:
+    """The two runs' negatives per query: shared, and where each run's sit in the other's candidates."""
+    from hnmine.rounds import compare_runs, describe
+
+    for line in describe(compare_runs(first, second), str(first), str(second)):
+        typer.echo(line)
+
+
 models_app = typer.Typer(help="Offline models that PyPI packages ship, made loadable once into the cache.")
 app.add_typer(models_app, name="models")
 

@@ -10,6 +10,7 @@ also writes the folder manifest once the shard set is complete.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Callable
@@ -222,8 +223,13 @@ _WRITERS = {"corpus": "hnmine index", "index": "hnmine index", "queries": "hnmin
 
 
 def _key(path: Path, root: Path) -> str:
-    """A work-dir output's name in a lineage: its path inside the work dir."""
-    return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    """A work-dir output's name in a lineage: its path inside the work dir. Links inside the work
+    dir are not followed (a round's corpus and indexes link to its parent's and are still the
+    round's); the resolved paths decide only when the two are given through different links."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
 
 
 def _inside(path: Path, root: Path) -> bool:

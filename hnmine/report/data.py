@@ -9,6 +9,7 @@ stage's manifest. The sections (`SECTIONS`) each renderer writes:
   stages  every manifest: counts, timings and parameters
   calibration  what `hnmine calibrate` wrote: per threshold, the share of queries left full and of
           candidates passing as a function of its value, and the suggested value
+  rounds  a re-mining round's negatives against its parent's, and the parent's against each round's
   sample  a seeded sample of queries with their positives, kept negatives and dropped candidates
 """
 
@@ -30,6 +31,7 @@ from hnmine import schema
 from hnmine.errors import HnmineError
 from hnmine.io.files import read_table
 from hnmine.io.manifest import HIDDEN_DIR, manifest_path, read_manifest
+from hnmine.rounds import ROUNDS, compare_runs, describe, parent_of
 from hnmine.workdir import WorkDir
 
 # every score column a stage may write, in the order the report shows them
@@ -42,6 +44,7 @@ SECTIONS = {
     "drops": "Drops per filter rule",
     "stages": "Stages",
     "calibration": "Calibration of the thresholds",
+    "rounds": "Re-mining rounds",
     "sample": "Sample of queries",
 }
 STAGE_ORDER = ("corpus", "dense", "bm25", "mine", "score", "filter", "export")
@@ -62,6 +65,7 @@ class RunData:
     manifests: list[tuple[Path, dict]]
     calibration: dict | None = None  # WORKDIR/calibration/calibration.json, when `hnmine calibrate` wrote it
     calibration_current: bool = True  # whether it was computed on the scored file the work dir has now
+    rounds: list[tuple[str, list[str]]] = field(default_factory=list)  # (which two runs, their comparison)
 
 
 @dataclass
@@ -167,7 +171,18 @@ def load_run(workdir: Path) -> RunData:
         workdir=workdir, queries=queries, positives=scored.filter(pl.col(schema.IS_POSITIVE)), kept=kept,
         dropped=dropped, score_columns=score_columns(scored), dropped_by=_drop_counts(negatives_source, dropped),
         candidates=scored.filter(~pl.col(schema.IS_POSITIVE)).height, manifests=find_manifests(workdir),
-        calibration=calibration, calibration_current=current)
+        calibration=calibration, calibration_current=current, rounds=round_comparisons(workdir))
+
+
+def round_comparisons(workdir: Path) -> list[tuple[str, list[str]]]:
+    """This round against its parent, or this work dir against each of its filtered rounds."""
+    parent = parent_of(workdir)
+    pairs = [(parent, workdir, "the parent", f"round {workdir.name}")] if parent else []
+    folder = Path(workdir) / ROUNDS
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if WorkDir(child).output("negatives", None).exists():
+            pairs.append((Path(workdir), child, "this run", f"round {child.name}"))
+    return [(f"{a_name} → {b_name}", describe(compare_runs(a, b), a_name, b_name)) for a, b, a_name, b_name in pairs]
 
 
 # ---------------------------------------------------------------------------------------------

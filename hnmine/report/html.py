@@ -115,6 +115,13 @@ def _html_drops(run: RunData) -> str:
             + f"<figure>{_img(svg_drop_bars(run.dropped_by), alt)}</figure>")
 
 
+def _html_rounds(run: RunData) -> str:
+    if not run.rounds:
+        return '<p class="muted">No other round: <code>hnmine round new WORKDIR NAME</code> starts one (see README).</p>'
+    return "".join(f"<h3>{html.escape(title)}</h3><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in described)}</ul>"
+                   for title, described in run.rounds)
+
+
 def _html_calibration(run: RunData) -> str:
     parts = [f'<p class="muted">{html.escape(note)}</p>' for note in calibration_notes(run)]
     for option in (run.calibration or {}).get("options", []):
@@ -197,7 +204,8 @@ def render_html(run: RunData, samples: list[QuerySample], seed: int) -> str:
     summary = f'<table class="summary"><tbody>{summary}</tbody></table>'
     sections = {
         "scores": _html_scores(run), "ranks": _html_ranks(run), "drops": _html_drops(run),
-        "stages": _html_stages(run), "calibration": _html_calibration(run), "sample": _html_sample(run, samples, seed),
+        "stages": _html_stages(run), "calibration": _html_calibration(run), "rounds": _html_rounds(run),
+        "sample": _html_sample(run, samples, seed),
     }
     nav = "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name in SECTIONS.items())
     body = "".join(f'<section id="{key}"><h2>{html.escape(SECTIONS[key])}</h2>{content}</section>'

@@ -118,11 +118,21 @@ def _md_calibration(run: RunData) -> list[str]:
     return lines
 
 
+def _md_rounds(run: RunData) -> list[str]:
+    if not run.rounds:
+        return ["No other round: `hnmine round new WORKDIR NAME` starts one (see README)."]
+    lines: list[str] = []
+    for title, described in run.rounds:
+        lines += [f"**{title}**", "", *(f"- {line}" for line in described), ""]
+    return lines[:-1]
+
+
 def render_markdown(run: RunData, samples: list[QuerySample], seed: int) -> str:
     lines = [f"# hnmine report: {short_name(run.workdir)}", "", f"`{run.workdir}`", ""]
     lines += _md_table(["", ""], [[k, _md_cell(v)] for k, v in summary_pairs(run)])
     sections = {"scores": _md_scores(run), "ranks": _md_ranks(run), "drops": _md_drops(run),
-                "stages": _md_stages(run), "calibration": _md_calibration(run), "sample": _md_sample(run, samples, seed)}
+                "stages": _md_stages(run), "calibration": _md_calibration(run),
+                "rounds": _md_rounds(run), "sample": _md_sample(run, samples, seed)}
     for key, content in sections.items():
         lines += ["", f"## {SECTIONS[key]}", "", *content]
     return "\n".join(lines) + "\n"

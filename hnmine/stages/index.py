@@ -27,6 +27,7 @@ from hnmine.packaged.resolve import resolve_model
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.retrievers.imported import import_embeddings, recall_at_k
+from hnmine.rounds import check_round_corpus
 from hnmine.stages.common import corpus_identity
 from hnmine.text import document_text, text_hash
 from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, is_stage_current, run_stage
@@ -60,6 +61,7 @@ def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> Sta
                   sidecars=(wd.corpus_skipped,))
 
     def transform() -> Done:
+        check_round_corpus(wd.corpus)
         stats: dict = {}
         with BatchWriter(wd.corpus, schema.INDEXED_CORPUS) as writer, \
                 tqdm(desc="read corpus", unit="doc", disable=not progress, mininterval=1.0) as bar:
