@@ -103,6 +103,10 @@ def test_pooled_candidates_go_through_score_filter_and_keep_their_provenance(poo
     kept = pl.from_arrow(read_table(workdir / "negatives.arrow"))
     assert result.stats["kept"] == kept.height > 0
     assert {"found_by", "dense_static_rank", "bm25_rank"} <= set(kept.columns)
+    from hnmine.report.write import write_report
+
+    write_report(workdir, output=tmp_path / "report.md")
+    assert "dense:static" in (tmp_path / "report.md").read_text()  # the named index's stage is listed
 
 
 def test_pool_errors_name_the_fix(tmp_path, adi, adi_indexed):

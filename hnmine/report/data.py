@@ -108,7 +108,7 @@ def find_manifests(workdir: Path) -> list[tuple[Path, dict]]:
     """Every stage manifest in the work dir (shard and export folders included, the score cache not),
     in pipeline order."""
     paths: set[Path] = set()
-    for pattern in ("*.manifest.json", "*/manifest.json", "*/*.manifest.json", "*/*/manifest.json",
+    for pattern in ("*.manifest.json", "*/manifest.json", "*/*.manifest.json", "*/*/manifest.json", "index/dense/*/manifest.json",
                     f"{HIDDEN_DIR}/*.manifest.json", f"*/{HIDDEN_DIR}/*.manifest.json"):
         paths.update(p for p in workdir.glob(pattern) if p.relative_to(workdir).parts[0] != "cache")
     found = []
@@ -121,7 +121,7 @@ def find_manifests(workdir: Path) -> list[tuple[Path, dict]]:
             found.append((path, manifest))
 
     def order(item: tuple[Path, dict]) -> tuple[int, str]:
-        stage = item[1]["stage"]
+        stage = item[1]["stage"].partition(":")[0]  # dense:NAME, a named dense index, sits with dense
         return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), str(item[0]))
 
     return sorted(found, key=order)
