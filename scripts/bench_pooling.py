@@ -106,12 +106,13 @@ def write_doc(results: list[dict], args, queries: int) -> None:
              "own (fused) ranking; 5 negatives per query; the shipped recipe is configs/recommended.toml's filter.",
              "",
              "| candidates from | recipe false negatives | top-5 false negatives | queries with 5 | median rank of "
-             "kept | pairs the cross-encoder scored |",
+             "kept | cross-encoder pairs (of them not from the score cache) |",
              "|---|---|---|---|---|---|"]
     for r in results:
         rec, top = r["measured"]["recommended"], r["measured"]["top-5"]
         lines.append(f"| {r['arm']}: {DESCRIBED[r['arm']]} | {pct(rec['fn_rate'])} | {pct(top['fn_rate'])} | "
-                     f"{rec['full']}/{rec['queries']} | {rec['median_rank']} | {r['score_stats'].get('pairs')} |")
+                     f"{rec['full']}/{rec['queries']} | {rec['median_rank']} | {r['score_stats'].get('pairs')} "
+                     f"({r['score_stats'].get('pairs_scored_now')}) |")
     pooled = next((r for r in results if r["provenance"]), None)
     if pooled:
         lines += ["", f"Provenance in the {pooled['arm']} arm: of its candidates at ranks 1-{args.ce_top}, the share that "
@@ -120,6 +121,7 @@ def write_doc(results: list[dict], args, queries: int) -> None:
         for row in pooled["provenance"]:
             lines.append(f"| {row['found_by']} | {row['candidates']} | {row['hidden']} | "
                          f"{pct(row['hidden'] / row['candidates'] if row['candidates'] else None)} |")
+        lines += ["", "`found_by` is a column of candidates.arrow; no filter rule reads it yet."]
     body = "\n".join(lines)
     splice_section(DOC, "quality:pooling", body, heading="Candidates pooled from several retrievers")
     print(body, flush=True)
