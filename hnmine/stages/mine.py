@@ -1,4 +1,4 @@
-"""`hnmine mine`: top-k candidates per query from dense, BM25 or hybrid retrieval.
+"""`hnmine mine`: top-k candidates per query from dense, BM25, hybrid or pooled retrieval.
 
 Reads corpus.arrow and index/<retriever>/ from `hnmine index`, plus the queries and labels.
 Writes queries.arrow and qrels.arrow (the queries with positives and their positives) and
@@ -61,7 +61,6 @@ class _Retrievers:
     """The indexes one mining run searches, opened once, by column key (schema.retriever_key)."""
 
     def __init__(self, workdir: Path, params: MineParams, n_docs: int):
-        self.kind = params.retriever
         self.keys = [schema.retriever_key(name) for name in params.retriever_names()]
         wd = WorkDir(workdir)
         self.dense: dict[str, _DenseIndex] = {}
