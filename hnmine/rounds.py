@@ -99,11 +99,11 @@ def compare_runs(first: Path, second: Path) -> RoundComparison:
     runs = []
     for workdir in (first, second):
         wd = WorkDir(workdir)
-        path = wd.output("negatives", None)
+        path = wd.stage_input("negatives")  # the whole-run file, or a sharded run's folder
         if not path.exists():
             raise HnmineError("has no negatives to compare", path=path, fix=f"run `hnmine filter --workdir {workdir}` first")
         negatives = pl.from_arrow(read_table(path, keys))
-        candidates = pl.from_arrow(read_table(wd.output("candidates", None), [*keys, schema.RANK, schema.IS_POSITIVE]))
+        candidates = pl.from_arrow(read_table(wd.stage_input("candidates"), [*keys, schema.RANK, schema.IS_POSITIVE]))
         runs.append((negatives, candidates.filter(~pl.col(schema.IS_POSITIVE)).select(*keys, schema.RANK)))
     (neg_a, cand_a), (neg_b, cand_b) = runs
     both = set(neg_a[schema.QUERY_ID].unique()) & set(neg_b[schema.QUERY_ID].unique())

@@ -180,7 +180,7 @@ def round_comparisons(workdir: Path) -> list[tuple[str, list[str]]]:
     pairs = [(parent, workdir, "the parent", f"round {workdir.name}")] if parent else []
     folder = Path(workdir) / ROUNDS
     for child in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if WorkDir(child).output("negatives", None).exists():
+        if WorkDir(child).stage_input("negatives").exists():
             pairs.append((Path(workdir), child, "this run", f"round {child.name}"))
     return [(f"{a_name} → {b_name}", describe(compare_runs(a, b), a_name, b_name)) for a, b, a_name, b_name in pairs]
 
