@@ -22,7 +22,7 @@ import polars as pl
 
 from hnmine import schema
 from hnmine.errors import HnmineError
-from hnmine.index_names import check_index_name
+from hnmine.index_names import INDEX_NAME
 from hnmine.io.files import read_table
 from hnmine.io.manifest import manifest_path
 from hnmine.workdir import WorkDir
@@ -36,10 +36,9 @@ SHARED = ("corpus.arrow", "corpus.manifest.json", "corpus.skipped.arrow", "corpu
 def new_round(workdir: Path, name: str) -> Path:
     """WORKDIR/rounds/NAME with the parent's corpus, indexes and score cache linked in; running it
     again is a no-op."""
-    try:
-        check_index_name(name)
-    except ValueError as exc:
-        raise HnmineError(str(exc).replace("index name", "round name").replace("--name", "round new WORKDIR")) from None
+    if not INDEX_NAME.fullmatch(name):
+        raise HnmineError(f"round name '{name}' must be lower-case letters, digits, '-' or '_' (at most 64)",
+                          fix="e.g. hnmine round new WORKDIR r2")
     root = Path(workdir)
     if not manifest_path(WorkDir(root).corpus).exists():
         raise HnmineError("no finished corpus in the work dir", path=root,

@@ -19,6 +19,7 @@ from hnmine import schema
 from hnmine.config import DataParams, IndexParams, MineParams
 from hnmine.device import default_device, resolve_precision
 from hnmine.errors import HnmineError
+from hnmine.index_names import dense_stage_name
 from hnmine.io import inputs
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import input_fingerprint
@@ -92,7 +93,7 @@ def encoder_factory(params: IndexParams):
 def _dense_stage(wd: WorkDir, params: IndexParams) -> Stage:
     inputs = {"corpus": wd.corpus} | ({"embeddings": params.embeddings} if params.embeddings else {})
     out = wd.dense_index(params.name)
-    name = f"dense:{params.name}" if params.name else "dense"
+    name = dense_stage_name(params.name)
     return Stage(name, out, dense_identity(params), inputs, {name: out}, needs=(out / embedding_store.EMBEDDINGS_FILE,),
                  root=wd.root)
 

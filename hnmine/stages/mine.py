@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from hnmine import schema
 from hnmine.config import DataParams, MineParams
 from hnmine.errors import HnmineError
+from hnmine.index_names import dense_stage_name, index_name
 from hnmine.io import inputs
 from hnmine.io.exclusion import exclude, read_evaluation
 from hnmine.io.files import BatchWriter, read_table, write_table
@@ -67,7 +68,7 @@ class _Retrievers:
         for name in params.retriever_names():
             if name == "bm25":
                 continue
-            folder = wd.dense_index("" if name == "dense" else name)
+            folder = wd.dense_index(index_name(name))
             manifest = read_manifest(manifest_path(folder))
             embeddings = embedding_store.load_embeddings(folder)
             encoder = query_encoder(manifest, params.device, params.batch_size)
@@ -102,12 +103,11 @@ def _required_indexes(wd: WorkDir, params: MineParams) -> dict[str, Path]:
         if name == "bm25":
             needed["bm25"] = wd.bm25
         else:
-            needed["dense" if name == "dense" else f"dense:{name}"] = wd.dense_index("" if name == "dense" else name)
+            needed[dense_stage_name(index_name(name))] = wd.dense_index(index_name(name))
     for key, path in needed.items():
         if not manifest_path(path).exists():
-            flag = {"corpus": "", "dense": " --retrievers dense", "bm25": " --retrievers bm25"}.get(key, "")
-            if key.startswith("dense:"):
-                flag = f" --name {key.partition(':')[2]} --model MODEL"
+            named = key.partition(":")[2]
+            flag = f" --name {named} --model MODEL" if named else "" if key == "corpus" else f" --retrievers {key}"
             raise HnmineError(f"no finished {key} index in the work dir", path=path,
                               fix=f"run `hnmine index{flag}` with this --workdir first")
     return needed
