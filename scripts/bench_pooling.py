@@ -75,9 +75,7 @@ def run_arm(arm: str, folder: Path, beir: Path, split: str, labeled, ce_top: int
                             ("recommended", recipe_options("recommended"))):
         filter_stage(workdir, FilterParams(num_negatives=5, **options), progress=False)
         measured[recipe] = measure(workdir, labeled)
-    return {"arm": arm, "measured": measured, "candidates": mined.stats["candidates"],
-            "pairs_scored": scored.stats.get("pairs_scored", scored.stats.get("pairs")),
-            "score_stats": scored.stats, "provenance": provenance(workdir, labeled, ce_top),
+    return {"arm": arm, "measured": measured, "candidates": mined.stats["candidates"], "score_stats": scored.stats, "provenance": provenance(workdir, labeled, ce_top),
             "seconds": round(time.perf_counter() - began, 1)}
 
 
@@ -106,13 +104,12 @@ def write_doc(results: list[dict], args, queries: int) -> None:
              "own (fused) ranking; 5 negatives per query; the shipped recipe is configs/recommended.toml's filter.",
              "",
              "| candidates from | recipe false negatives | top-5 false negatives | queries with 5 | median rank of "
-             "kept | cross-encoder pairs (of them not from the score cache) |",
+             "kept | cross-encoder pairs |",
              "|---|---|---|---|---|---|"]
     for r in results:
         rec, top = r["measured"]["recommended"], r["measured"]["top-5"]
         lines.append(f"| {r['arm']}: {DESCRIBED[r['arm']]} | {pct(rec['fn_rate'])} | {pct(top['fn_rate'])} | "
-                     f"{rec['full']}/{rec['queries']} | {rec['median_rank']} | {r['score_stats'].get('pairs')} "
-                     f"({r['score_stats'].get('pairs_scored_now')}) |")
+                     f"{rec['full']}/{rec['queries']} | {rec['median_rank']} | {r['score_stats'].get('pairs')} |")
     pooled = next((r for r in results if r["provenance"]), None)
     if pooled:
         lines += ["", f"Provenance in the {pooled['arm']} arm: of its candidates at ranks 1-{args.ce_top}, the share that "
