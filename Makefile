@@ -30,7 +30,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/hnmine run configs/demo.toml
 
 test: install browser
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 # tests/test_report.py renders the HTML report in headless Chromium: the suite needs one
 browser:

@@ -62,9 +62,10 @@ RECIPES = [
 ]
 
 
-def prepare(root: Path, max_queries: int | None, source: Path | None = None, split: str = "test"):
+def prepare(root: Path, max_queries: int | None, source: Path | None = None, split: str = "test",
+            query_ids: set[str] | None = None):
     """A BEIR folder with one visible positive per query (its first qrels line) and every labeled
-    positive per query (the hidden ones count false negatives)."""
+    positive per query (the hidden ones count false negatives); only query_ids' queries when given."""
     from train_eval import _qrels_lines, read_jsonl
 
     source = source or DATA / "nfcorpus"
@@ -72,7 +73,8 @@ def prepare(root: Path, max_queries: int | None, source: Path | None = None, spl
     qrels = [r for r in _qrels_lines(qrels_file) if r[2] >= 1]
     visible: dict[str, str] = {}
     for q, d, _ in qrels:
-        visible.setdefault(q, d)
+        if query_ids is None or q in query_ids:
+            visible.setdefault(q, d)
     if max_queries:
         visible = dict(list(visible.items())[:max_queries])
     labeled: dict[str, set[str]] = {}
