@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,21 +15,20 @@ from conftest import MODEL
 
 from hnmine.packaged.cross_encoder import prepare_cross_encoder
 from hnmine.packaged.resolve import resolve_model
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def _run(config: Path, cwd: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "hnmine.cli", "run", str(config)], capture_output=True, text=True,
-                          timeout=900, env=ENV, cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    return done
+from hnmine.run_config import load_config
+from hnmine.stages.run import run
 
 
-def _ran(done: subprocess.CompletedProcess) -> list[str]:
-    """The stages `hnmine run` says it ran (its last line: `run: ran A, B; reused C; ...`)."""
-    line = [x for x in done.stdout.splitlines() if x.startswith("run: ran ")][-1]
-    return line.removeprefix("run: ran ").split(";")[0].split(", ")
+def _ran(config: Path, cwd: Path) -> list[str]:
+    """Run the config as `hnmine run` does, from another directory, in this process (a notebook that
+    mines, trains and re-mines is one process too); the stages that ran rather than being reused."""
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        results = run(load_config(config), progress=False)
+    finally:
+        os.chdir(here)
+    return [r.stage for r in results if not r.reused] or ["nothing"]
 
 
 def _scored_now(workdir: Path) -> int:
@@ -54,7 +51,7 @@ def _config(folder: Path, adi: Path, model: str, scorer: str = "none", ce: str =
         [score]
         scorer = "{scorer}"
         {f'model = "{ce}"' if ce else ''}
-        {'max_length = 128' if ce else ''}
+        {'max_length = 32' if ce else ''}
         top = 5
         [filter]
         num_negatives = 3
@@ -82,16 +79,16 @@ def test_a_model_saved_again_in_place_is_a_new_index(tmp_path, adi):
     config = _config(project, adi, "model")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    _run(config, cwd=elsewhere)
+    _ran(config, cwd=elsewhere)
     before = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
     _fine_tune_in_place(project / "model")
-    assert "index" in _ran(_run(config, cwd=elsewhere))
+    assert "index" in _ran(config, cwd=elsewhere)
     after = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
     assert not np.allclose(before, after)
 
     clean = tmp_path / "clean"
     shutil.copytree(project / "model", clean / "model")
-    _run(_config(clean, adi, "model"), cwd=elsewhere)
+    _ran(_config(clean, adi, "model"), cwd=elsewhere)
     np.testing.assert_allclose(after, np.load(clean / "work" / "index" / "dense" / "embeddings.npy"), atol=1e-6)
     assert pl.read_ipc(project / "work" / "candidates.arrow").equals(pl.read_ipc(clean / "work" / "candidates.arrow"))
 
@@ -102,11 +99,11 @@ def test_a_cross_encoder_saved_again_is_scored_again(tmp_path, adi):
     project = tmp_path / "project"
     shutil.copytree(prepare_cross_encoder(), project / "ce")
     config = _config(project, adi, MODEL, scorer="cross-encoder", ce="ce")
-    _run(config, cwd=tmp_path)
+    _ran(config, cwd=tmp_path)
     pairs = _scored_now(project / "work")
     assert pairs > 0
-    assert _ran(_run(config, cwd=tmp_path)) == ["nothing"]
+    assert _ran(config, cwd=tmp_path) == ["nothing"]
     settings = project / "ce" / "config.json"
     settings.write_text(settings.read_text() + "\n")  # any change to its files is another model
-    assert "score" in _ran(_run(config, cwd=tmp_path))
+    assert "score" in _ran(config, cwd=tmp_path)
     assert _scored_now(project / "work") == pairs
