@@ -122,8 +122,8 @@ class MineParams(StageParams):
 
     retriever: Literal["dense", "bm25", "hybrid", "pooled"] = Field(
         "dense", description="dense, bm25, hybrid (reciprocal-rank fusion of the two), or pooled (fusion of --pool)")
-    pool: list[str] = Field([], strict=False, description="pooled: the retrievers fused, two or more of dense (the default "
-                                                         "index), bm25 and named dense indexes (hnmine index --name)")
+    pool: list[str] = Field([], strict=False, description="pooled: the retrievers fused, any of dense (the default index), "
+                                                         "bm25 and named dense indexes (hnmine index --name); one alone ranks by itself")
     top_k: int = Field(50, ge=1, description="candidates kept per query, known positives excluded")
     rrf_k: int = Field(60, ge=1, description="hybrid: reciprocal-rank-fusion constant")
     nprobe: int = Field(16, ge=1, description="FAISS IVF indexes: lists searched per query")
@@ -149,9 +149,9 @@ class MineParams(StageParams):
             if self.pool:
                 raise ValueError("--pool goes with --retriever pooled (fix: add --retriever pooled, or drop --pool)")
             return self
-        if len(set(self.pool)) < 2 or len(set(self.pool)) != len(self.pool):
-            raise ValueError(f"--retriever pooled needs two or more different --pool entries, not {self.pool} "
-                             "(fix: e.g. --pool dense --pool bm25 --pool NAME)")
+        if not self.pool or len(set(self.pool)) != len(self.pool):
+            raise ValueError(f"--retriever pooled needs one or more different --pool entries, not {self.pool} "
+                             "(fix: e.g. --pool NAME, or --pool dense --pool bm25 --pool NAME)")
         for entry in self.pool:
             if entry not in ("dense", "bm25"):
                 check_index_name(entry)

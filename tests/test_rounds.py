@@ -32,7 +32,7 @@ def _finish(workdir, data, mine_params) -> None:
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory, adi, adi_indexed):
-    """adi mined by MiniLM (the first round), then a round mined by the static model and BM25."""
+    """adi mined by MiniLM (the first round), then a round mined by the static model alone."""
     parent = tmp_path_factory.mktemp("rounds") / "work"
     shutil.copytree(adi_indexed, parent)
     data = DataParams(beir=adi)
@@ -40,7 +40,7 @@ def two_rounds(tmp_path_factory, adi, adi_indexed):
     before = {name: hash_file(parent / name) for name in FIRST_ROUND_FILES}
     second = new_round(parent, "r2")
     index(second, data, IndexParams(name="static", model="minilm-static"), progress=False)
-    _finish(second, data, MineParams(retriever="pooled", pool=["static", "bm25"], top_k=10))
+    _finish(second, data, MineParams(retriever="pooled", pool=["static"], top_k=10))
     return parent, second, before
 
 
@@ -51,6 +51,12 @@ def test_a_round_keeps_the_first_rounds_files_and_shares_its_indexes(two_rounds)
     assert parent_of(second) == parent and parent_of(parent) is None
     assert (second / "negatives.arrow").exists() and not (second / "negatives.arrow").is_symlink()
     assert new_round(parent, "r2") == second  # again: nothing to do
+    # a pool of one named index: the round's candidates are that index's own ranking
+    candidates = pl.from_arrow(read_table(second / "candidates.arrow")).filter(~pl.col("is_positive"))
+    in_order = candidates.sort("query_id", "rank").group_by("query_id", maintain_order=True).agg(
+        (pl.col("dense_static_rank").diff().drop_nulls() > 0).all().alias("increasing"))
+    assert in_order["increasing"].all() and (candidates["found_by"] == 1).all()
+    assert candidates["bm25_rank"].is_null().all() and candidates["dense_rank"].is_null().all()  # not searched
 
 
 def test_the_comparison_counts_what_the_two_rounds_share(two_rounds):
