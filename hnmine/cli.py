@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -124,12 +125,21 @@ def guarded(function):
     return wrapper
 
 
+def _silence_libraries(quiet: bool) -> None:
+    """--quiet also turns off the model libraries' own bars (transformers' "Loading weights")."""
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when transformers and the hub are imported
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def stage_command(name: str, models: list[type[BaseModel]], run: typing.Callable[..., StageResult], help_text: str):
     """Register `hnmine NAME` with --workdir, --quiet and every field of `models` as options."""
 
     def command(**values):
         workdir = values.pop("workdir")
         quiet = values.pop("quiet")
+        _silence_libraries(quiet)
         result = run(Path(workdir), *_build(models, values), progress=not quiet)
         report(result)
 
@@ -245,6 +255,7 @@ def run_command(
     """Run every stage from one config, reusing each stage whose inputs and parameters did not change."""
     from hnmine.run_config import load_config
 
+    _silence_libraries(quiet)
     if ray:
         from hnmine.distributed import run_on_ray
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,35 @@ def test_every_option_has_help_and_its_models_default():
             assert "--" + field_name.replace("_", "-") in text, (name, field_name)
     text = hnmine("mine", "--help").stdout
     assert "--top-k" in text and "[default: 50]" in text and "one of: dense, bm25, hybrid" in text
+
+
+def test_quiet_silences_the_model_libraries_bars_too(tmp_path, adi_rows):
+    """A model saved by this transformers loads with its own "Loading weights" bar: -q turns it off.
+    In this process (typer's runner), so the libraries are imported once; their bar switch is put back."""
+    from conftest import MODEL, write_jsonl
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+    from typer.testing import CliRunner
+
+    from hnmine.cli import app
+    from hnmine.packaged.resolve import resolve_model
+
+    SentenceTransformer(resolve_model(MODEL), device="cpu").save(str(tmp_path / "model"))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", adi_rows[0][:5])
+    args = ["index", "--workdir", str(tmp_path / "w"), "--corpus", str(corpus), "--retrievers", "dense",
+            "--model", str(tmp_path / "model")]
+    runner = CliRunner()
+    try:
+        transformers_logging.enable_progress_bar()
+        loud = runner.invoke(app, args)
+        assert loud.exit_code == 0 and "Loading weights" in loud.stderr, loud.output
+        shutil.copytree(tmp_path / "model", tmp_path / "copy")  # another folder: not the model this process holds
+        quiet = runner.invoke(app, [*args[:-1], str(tmp_path / "copy"), "--name", "again", "-q"])
+        assert quiet.exit_code == 0, quiet.output
+        assert "Loading weights" not in quiet.stderr and "it/s]" not in quiet.stderr, quiet.stderr
+    finally:
+        os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        transformers_logging.enable_progress_bar()
 
 
 def test_make_test_fails_naming_the_fix_where_chromium_is_missing(tmp_path):
