@@ -14,7 +14,7 @@ second on a laptop CPU. Three teachers judge the same candidates (ranks 1-40, pl
 and three filter recipes read them (each keeps 5 negatives per query):
 
   veto            ranks 1-40, drop a candidate whose probability (ce_prob, judge_score, or the cascade's
-                  decided_prob) is at least t, keep the 5 best-ranked survivors: the teacher alone decides
+                  decided_prob) is above t, keep the 5 best-ranked survivors: the teacher alone decides
   top-clean+veto  train_eval.py's top-clean (cross-encoder logit below the positive's + 2, ranks 1-40,
                   best-ranked 5) with the veto; for the judge alone, the veto only
   shipped+veto    configs/recommended.toml's filter with the veto; for the judge alone, the veto only
@@ -89,22 +89,24 @@ def hidden_auc(workdir: Path, column: str, labeled: dict[str, set[str]]) -> floa
 
 
 def vetoed(workdir: Path, column: str, threshold: float) -> float:
-    """Share of the candidates at ranks 1..WINDOW whose `column` is at least the threshold."""
+    """Share of the candidates at ranks 1..WINDOW whose `column` is above the threshold (what the
+    max_probability rule drops)."""
     from hnmine.io.files import read_table
 
     rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", column]))
     rows = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))
-    return float((rows[column].fill_null(0.0) >= threshold).mean())
+    return float((rows[column].fill_null(0.0) > threshold).mean())
 
 
 def share_threshold(workdir: Path, column: str, share: float) -> float:
-    """The probability at or above which `share` of the candidates at ranks 1..WINDOW lie: a veto
-    threshold chosen without labels, so that teachers on different scales veto as many candidates."""
+    """The probability above which `share` of the candidates at ranks 1..WINDOW lie (the rule drops
+    probabilities above it): a veto threshold chosen without labels, so that teachers on different
+    scales veto as many candidates (ties at the threshold are kept)."""
     from hnmine.io.files import read_table
 
     rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", column]))
     values = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))[column].fill_null(0.0).to_numpy()
-    return float(np.sort(values)[::-1][max(int(round(share * len(values))) - 1, 0)])
+    return float(np.sort(values)[::-1][min(int(round(share * len(values))), len(values) - 1)])
 
 
 def run_teacher(teacher: str, band: int | None, workdir: Path, labeled, thresholds, shares, judge_options: dict) -> dict:
@@ -158,12 +160,12 @@ def write_doc(results: list[dict], args, queries: int, candidates: int) -> None:
              f"labeled positives hidden (they count false negatives); dense top 50 (all-MiniLM-L6-v2), ranks 1-{WINDOW} "
              f"judged ({candidates} candidates); the cross-encoder is the offline ms-marco-MiniLM-L-12-v2, the judge the "
              "packaged SmolLM2-135M-Instruct through llama.cpp (`--judge-backend http`, P(yes) after the default prompt).",
-             "- Recipes (5 negatives each): **veto** drops a candidate whose probability (the teacher's) is at least t and "
+             "- Recipes (5 negatives each): **veto** drops a candidate whose probability (the teacher's) is above t and "
              "keeps the 5 best-ranked survivors of ranks 1-40; **top-clean+veto** adds the veto to train_eval.py's "
              "top-clean (logit below the positive's + 2, best-ranked 5); **shipped+veto** adds it to "
              "configs/recommended.toml's filter. With the judge alone there is no logit, so those two are the veto alone. "
-             "t is 0.5 (the teacher says yes more than no), or each teacher's own probability that its top q of the "
-             "candidates reach (no labels), so that the teachers veto as many candidates.",
+             "t is 0.5 (the teacher says yes more than no), or each teacher's own probability above which its top q of "
+             "the candidates lie (no labels), so that the teachers veto as many candidates.",
              "", "| teacher | judge calls on candidates | veto at | vetoed at ranks 1-40 | veto | top-clean+veto | shipped+veto |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
