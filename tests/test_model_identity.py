@@ -71,9 +71,10 @@ def _fine_tune_in_place(folder: Path) -> None:
 
 
 def test_a_model_saved_again_in_place_is_a_new_index(tmp_path, adi):
-    """mine -> train -> re-mine with the model saved where it was: the rerun encodes the corpus
-    again (never searches old vectors with the new query encoder) and matches a clean run. The model
-    path is relative to the config, and the run starts from another directory."""
+    """mine -> train -> re-mine with the model saved where it was, twice in one process: each rerun
+    encodes the corpus again with the new weights (never old vectors, never a model loaded before)
+    and matches a clean run. The model path is relative to the config, and the run starts from
+    another directory."""
     project = tmp_path / "project"
     shutil.copytree(resolve_model(MODEL), project / "model")
     config = _config(project, adi, "model")
@@ -83,8 +84,13 @@ def test_a_model_saved_again_in_place_is_a_new_index(tmp_path, adi):
     before = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
     _fine_tune_in_place(project / "model")
     assert "index" in _ran(config, cwd=elsewhere)
+    once = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
+    assert not np.allclose(before, once)
+    # a second fine-tune in this process: the model loaded for the first one must not be served again
+    _fine_tune_in_place(project / "model")
+    assert "index" in _ran(config, cwd=elsewhere)
     after = np.load(project / "work" / "index" / "dense" / "embeddings.npy")
-    assert not np.allclose(before, after)
+    assert not np.allclose(once, after)
 
     clean = tmp_path / "clean"
     shutil.copytree(project / "model", clean / "model")

@@ -12,9 +12,20 @@ from hnmine.errors import HnmineError
 from hnmine.packaged.resolve import resolve_model
 
 
+def _folder_stamp(path: str) -> tuple:
+    """Each file's name, size and modification time in a model folder (empty for a hub name): part
+    of the load caches' keys, so a model saved again in place (a fine-tune in the same process)
+    is loaded again instead of served from the cache."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((str(f.relative_to(folder)), st.st_size, st.st_mtime_ns)
+                        for f in folder.rglob("*") if f.is_file() for st in [f.stat()]))
+
+
 @functools.lru_cache(maxsize=2)
-def _load_model(path: str, device: str, max_length: int | None, precision: str = "fp32"):
-    """Loaded once per process: mine, tests and notebooks call the same model many times."""
+def _load_model(path: str, device: str, max_length: int | None, precision: str = "fp32", stamp: tuple = ()):
+    """Loaded once per process (per folder stamp): mine, tests and notebooks call the same model many times."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -48,9 +59,9 @@ class Encoder:
         self.normalize = normalize
         self.model = self.onnx = self.fast = None
         if self.backend == "onnx":
-            self.onnx = _load_onnx(path, max_length, batch_size, normalize, self.precision == "int8")
+            self.onnx = _load_onnx(path, max_length, batch_size, normalize, self.precision == "int8", _folder_stamp(path))
         else:
-            self.model = _load_model(path, device, max_length, self.precision)
+            self.model = _load_model(path, device, max_length, self.precision, _folder_stamp(path))
             if device.startswith("cuda") and Path(path).is_dir():
                 try:
                     self.fast = PrefetchTorchEncoder(self.model, Path(path), max_length, batch_size, normalize)
@@ -148,7 +159,8 @@ def resolve_backend(backend: str, model_path: str, device: str, precision: str =
 
 
 @functools.lru_cache(maxsize=2)
-def _load_onnx(path: str, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False):
+def _load_onnx(path: str, max_length: int | None, batch_size: int, normalize: bool, int8: bool = False,
+               stamp: tuple = ()):
     from hnmine.retrievers.onnx_encoder import OnnxSentenceEncoder
 
     return OnnxSentenceEncoder(path, max_length=max_length, batch_size=batch_size, normalize=normalize, int8=int8)
