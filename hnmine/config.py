@@ -125,7 +125,7 @@ class MineParams(StageParams):
     pool: list[str] = Field([], strict=False, description="pooled: the retrievers fused, any of dense (the default index), "
                                                          "bm25 and named dense indexes (hnmine index --name); one alone ranks by itself")
     top_k: int = Field(50, ge=1, description="candidates kept per query, known positives excluded")
-    rrf_k: int = Field(60, ge=1, description="hybrid: reciprocal-rank-fusion constant")
+    rrf_k: int = Field(60, ge=1, description="hybrid, pooled: reciprocal-rank-fusion constant")
     nprobe: int = Field(16, ge=1, description="FAISS IVF indexes: lists searched per query")
     ef_search: int = Field(128, ge=1, description="FAISS HNSW indexes: search breadth")
     exclude_qrels: Path | None = Field(

@@ -24,7 +24,7 @@ QRELS = pa.schema([(QUERY_ID, pa.string()), (DOC_ID, pa.string()), (RELEVANCE, p
 # candidates.arrow: mined candidates and the query's positives, each with every retriever's score.
 IS_POSITIVE = "is_positive"
 RANK = "rank"  # 1-based rank among the query's non-positive candidates after fusion (the fused rank); null for positives
-FUSED_SCORE = "fused_score"  # reciprocal-rank fusion score (hybrid, pooled); the retriever's own score otherwise
+FUSED_SCORE = "fused_score"  # reciprocal-rank fusion score (hybrid, a pool of two or more); the retriever's own score otherwise
 RETRIEVERS = ("dense", "bm25")
 
 

@@ -242,7 +242,7 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
         rows, short = _collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers,
                                depth, excluded)
         growable = [q for q in short if depth[q] < n_docs]
-        if not growable or params.retriever == "bm25":
+        if not growable or retrievers.keys == ["bm25"]:  # BM25 alone (or a pool of it alone)
             break
         for q in growable:  # lost too many candidates to copies of its positives: look deeper
             depth[q] = min(n_docs, depth[q] * 2)
@@ -267,7 +267,7 @@ def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: M
               "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
     walked = {name: (positions.tolist(), scores.tolist(), corpus.hashes[np.maximum(positions, 0)].tolist())
               for name, (positions, scores) in lists.items()}
-    fuse = len(walked) > 1  # hybrid or pooled: reciprocal-rank fusion of every list
+    fuse = len(walked) > 1  # hybrid, or a pool of two or more: reciprocal-rank fusion of every list
     out_query, out_row_query, out_doc, out_rank, out_fused, out_bm25, out_found_by = [], [], [], [], [], [], []
     out_hits = {name: ([], []) for name in walked}  # per retriever: raw rank and raw score per row
     short: list[str] = []
