@@ -22,7 +22,8 @@ and three filter recipes read them (each keeps 5 negatives per query):
 The veto's t is either given (--thresholds; 0.5: the teacher says yes more than no) or chosen per
 teacher without labels so that it vetoes a share q of the candidates at ranks 1-40 (--shares): the
 teachers' probabilities are on different scales, and at the same q a lower false-negative rate means
-the teacher picked the right candidates, not more of them.
+the teacher picked the right candidates, not more of them (for a cascade, only where its judge vetoes
+part of its band, not all of it: the band column says).
 
 For each: the false-negative rate, queries with 5, the median rank of the kept negatives, and the
 judge calls against judging every candidate. Each teacher's ranking of hidden positives over the
@@ -89,13 +90,13 @@ def hidden_auc(workdir: Path, column: str, labeled: dict[str, set[str]]) -> floa
 
 
 def vetoed(workdir: Path, column: str, threshold: float) -> float:
-    """Share of the candidates at ranks 1..WINDOW whose `column` is above the threshold (what the
-    max_probability rule drops)."""
+    """Share of the candidates at ranks 1..WINDOW whose `column` is above the threshold or missing
+    (what the max_probability and unscored_probability rules drop)."""
     from hnmine.io.files import read_table
 
     rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", column]))
     rows = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))
-    return float((rows[column].fill_null(0.0) > threshold).mean())
+    return float((rows[column].fill_null(np.inf) > threshold).mean())  # unanswered: the filter drops them too
 
 
 def share_threshold(workdir: Path, column: str, share: float) -> float:
@@ -107,6 +108,16 @@ def share_threshold(workdir: Path, column: str, share: float) -> float:
     rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", column]))
     values = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))[column].fill_null(0.0).to_numpy()
     return float(np.sort(values)[::-1][min(int(round(share * len(values))), len(values) - 1)])
+
+
+def band_vetoed(workdir: Path, threshold: float) -> float | None:
+    """Of the candidates a cascade's judge decided, the share it vetoes: near 1, the row is the
+    cross-encoder's own veto of its top m, whatever the judge thinks."""
+    from hnmine.io.files import read_table
+
+    rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", "decided_by", "judge_score"]))
+    band = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW) & (pl.col("decided_by") == "judge"))
+    return float((band["judge_score"] > threshold).mean()) if band.height else None
 
 
 def run_teacher(teacher: str, band: int | None, workdir: Path, labeled, thresholds, shares, judge_options: dict) -> dict:
@@ -129,14 +140,16 @@ def run_teacher(teacher: str, band: int | None, workdir: Path, labeled, threshol
                       {"cross-encoder": ["ce_logit"], "judge": ["judge_score"], "cascade": []}[teacher]},
               "by_threshold": {}}
     vetoes = [(str(t), t) for t in thresholds]
-    vetoes += [(f"top {100 * q:g} % (t {share_threshold(workdir, probability, q):.3g})",
-                share_threshold(workdir, probability, q)) for q in shares]
+    for q in shares:
+        at = share_threshold(workdir, probability, q)
+        vetoes.append((f"top {100 * q:g} % (t {at:.3g})", at))
     for label, threshold in vetoes:
         measured = {}
         for recipe, options in recipes(teacher, threshold).items():
             filter_stage(workdir, FilterParams(num_negatives=NEGATIVES, **options), progress=False)
             measured[recipe] = measure(workdir, labeled)
-        result["by_threshold"][label] = {"vetoed": vetoed(workdir, probability, threshold), "recipes": measured}
+        result["by_threshold"][label] = {"vetoed": vetoed(workdir, probability, threshold), "recipes": measured,
+                                         "band_vetoed": band_vetoed(workdir, threshold) if teacher == "cascade" else None}
     result["seconds"] = round(time.perf_counter() - began, 1)
     return result
 
@@ -166,16 +179,19 @@ def write_doc(results: list[dict], args, queries: int, candidates: int) -> None:
              "configs/recommended.toml's filter. With the judge alone there is no logit, so those two are the veto alone. "
              "t is 0.5 (the teacher says yes more than no), or each teacher's own probability above which its top q of "
              "the candidates lie (no labels), so that the teachers veto as many candidates.",
-             "", "| teacher | judge calls on candidates | veto at | vetoed at ranks 1-40 | veto | top-clean+veto | shipped+veto |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| teacher | judge calls on candidates | veto at | vetoed at ranks 1-40 | share of its band the judge vetoes | veto | "
+             "top-clean+veto | shipped+veto |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         name = names.get(r["teacher"], f"cascade, judge on the cross-encoder's top {r['band']}")
         for threshold, row in r["by_threshold"].items():
             cells = [f"{pct(m['fn_rate'])} ({m['full']}/{m['queries']} full, rank {m['median_rank']})"
                      for m in row["recipes"].values()]
-            lines.append(f"| {name} | {calls(r)} | {threshold} | {pct(row['vetoed'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {calls(r)} | {threshold} | {pct(row['vetoed'])} | {pct(row['band_vetoed'])} | "
+                         + " | ".join(cells) + " |")
     aucs = {c: a for r in results for c, a in r["auc"].items()}
     lines += ["", "Each cell: false negatives among the kept negatives (queries with 5, median dense rank of the kept). "
+              "The band column is the share of the judge's band (its candidates) that it vetoes: near 100 %, the "
+              "cascade row is the cross-encoder's own veto of its top m per query, not the judge's judgement. "
               "How well each teacher ranks the hidden positives above the other candidates at ranks 1-40 (ROC AUC, "
               "0.5 is chance): " + ", ".join(f"{'cross-encoder logit' if c == 'ce_logit' else 'judge P(yes)'} "
                                               f"{a:.3f}" for c, a in aucs.items() if a is not None) + "."]

@@ -83,6 +83,10 @@ def prepare(root: Path, max_queries: int | None, source: Path | None = None, spl
             labeled.setdefault(q, set()).add(d)
     beir = root / "beir"
     if (beir / "qrels" / f"{split}.tsv").exists():  # written by an earlier run in this root: keep its fingerprints
+        written = {str(q["_id"]) for q in read_jsonl(beir / "queries.jsonl")}
+        if written != set(visible):
+            raise SystemExit(f"{beir} holds another sample of queries ({len(written)}, not these {len(visible)}): "
+                             "use another --root, or delete that folder")
         return beir, labeled
     (beir / "qrels").mkdir(parents=True, exist_ok=True)
     with open(beir / "corpus.jsonl", "w") as out:
