@@ -75,12 +75,18 @@ def sample_queries(split: str, count: int, seed: int) -> set[str]:
     return set(random.Random(seed).sample(ids, count))
 
 
-def hidden_auc(workdir: Path, column: str, labeled: dict[str, set[str]]) -> float | None:
-    """ROC AUC of `column` for hidden positives against the other candidates at ranks 1..WINDOW."""
+def window(workdir: Path) -> pl.DataFrame:
+    """The scored candidates at ranks 1..WINDOW (no positives), read once per teacher: every share
+    below is taken over them."""
     from hnmine.io.files import read_table
 
-    rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["query_id", "doc_id", "is_positive", "rank", column]))
-    rows = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW) & pl.col(column).is_not_null())
+    rows = pl.from_arrow(read_table(workdir / "scored.arrow"))
+    return rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))
+
+
+def hidden_auc(rows: pl.DataFrame, column: str, labeled: dict[str, set[str]]) -> float | None:
+    """ROC AUC of `column` for hidden positives against the other candidates."""
+    rows = rows.filter(pl.col(column).is_not_null())
     hidden = np.array([d in labeled.get(q, ()) for q, d in zip(rows["query_id"], rows["doc_id"])])
     if hidden.all() or not hidden.any():
         return None
@@ -89,34 +95,24 @@ def hidden_auc(workdir: Path, column: str, labeled: dict[str, set[str]]) -> floa
     return float((ranks[hidden].sum() - positives * (positives + 1) / 2) / (positives * (len(hidden) - positives)))
 
 
-def vetoed(workdir: Path, column: str, threshold: float) -> float:
-    """Share of the candidates at ranks 1..WINDOW whose `column` is above the threshold or missing
-    (what the max_probability and unscored_probability rules drop)."""
-    from hnmine.io.files import read_table
-
-    rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", column]))
-    rows = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))
+def vetoed(rows: pl.DataFrame, column: str, threshold: float) -> float:
+    """Share of the candidates whose `column` is above the threshold or missing (what the
+    max_probability and unscored_probability rules drop)."""
     return float((rows[column].fill_null(np.inf) > threshold).mean())  # unanswered: the filter drops them too
 
 
-def share_threshold(workdir: Path, column: str, share: float) -> float:
-    """The probability above which `share` of the candidates at ranks 1..WINDOW lie (the rule drops
-    probabilities above it): a veto threshold chosen without labels, so that teachers on different
-    scales veto as many candidates (ties at the threshold are kept)."""
-    from hnmine.io.files import read_table
-
-    rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", column]))
-    values = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW))[column].fill_null(0.0).to_numpy()
+def share_threshold(rows: pl.DataFrame, column: str, share: float) -> float:
+    """The probability above which `share` of the candidates lie (the rule drops probabilities above
+    it): a veto threshold chosen without labels, so that teachers on different scales veto as many
+    candidates (ties at the threshold are kept)."""
+    values = rows[column].fill_null(0.0).to_numpy()
     return float(np.sort(values)[::-1][min(int(round(share * len(values))), len(values) - 1)])
 
 
-def band_vetoed(workdir: Path, threshold: float) -> float | None:
+def band_vetoed(rows: pl.DataFrame, threshold: float) -> float | None:
     """Of the candidates a cascade's judge decided, the share it vetoes: near 1, the row is the
     cross-encoder's own veto of its top m, whatever the judge thinks."""
-    from hnmine.io.files import read_table
-
-    rows = pl.from_arrow(read_table(workdir / "scored.arrow", ["is_positive", "rank", "decided_by", "judge_score"]))
-    band = rows.filter(~pl.col("is_positive") & (pl.col("rank") <= WINDOW) & (pl.col("decided_by") == "judge"))
+    band = rows.filter(pl.col("decided_by") == "judge")
     return float((band["judge_score"] > threshold).mean()) if band.height else None
 
 
@@ -135,21 +131,22 @@ def run_teacher(teacher: str, band: int | None, workdir: Path, labeled, threshol
     began = time.perf_counter()
     scored = score(workdir, params, progress=True)
     probability = {"cross-encoder": "ce_prob", "judge": "judge_score", "cascade": "decided_prob"}[teacher]
+    rows = window(workdir)
+    score_column = {"cross-encoder": "ce_logit", "judge": "judge_score"}.get(teacher)  # a cascade mixes the two
     result = {"teacher": teacher, "band": band, "score_stats": {k: v for k, v in scored.stats.items() if not k.startswith("_")},
-              "auc": {c: hidden_auc(workdir, c, labeled) for c in ("ce_logit", "judge_score") if c in
-                      {"cross-encoder": ["ce_logit"], "judge": ["judge_score"], "cascade": []}[teacher]},
+              "auc": {score_column: hidden_auc(rows, score_column, labeled)} if score_column else {},
               "by_threshold": {}}
     vetoes = [(str(t), t) for t in thresholds]
     for q in shares:
-        at = share_threshold(workdir, probability, q)
+        at = share_threshold(rows, probability, q)
         vetoes.append((f"top {100 * q:g} % (t {at:.3g})", at))
     for label, threshold in vetoes:
         measured = {}
         for recipe, options in recipes(teacher, threshold).items():
             filter_stage(workdir, FilterParams(num_negatives=NEGATIVES, **options), progress=False)
             measured[recipe] = measure(workdir, labeled)
-        result["by_threshold"][label] = {"vetoed": vetoed(workdir, probability, threshold), "recipes": measured,
-                                         "band_vetoed": band_vetoed(workdir, threshold) if teacher == "cascade" else None}
+        result["by_threshold"][label] = {"vetoed": vetoed(rows, probability, threshold), "recipes": measured,
+                                         "band_vetoed": band_vetoed(rows, threshold) if teacher == "cascade" else None}
     result["seconds"] = round(time.perf_counter() - began, 1)
     return result
 
