@@ -20,7 +20,20 @@ from hnmine.errors import HnmineError
 from hnmine.packaged.locate import cache_root
 from hnmine.retrievers.tokenization import BatchTokenizer
 
-_SUPPORTED_POOLING = ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens")
+_SUPPORTED_POOLING = ("mean", "cls", "max")
+# a Pooling config.json written before sentence-transformers 6 has one bool per mode
+_LEGACY_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+                   "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                   "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def _pooling_modes(config: dict) -> list[str]:
+    """The modes a Pooling config.json names, in sentence-transformers 6's names: its
+    `pooling_mode` (a name or a list), or the legacy `pooling_mode_*` bools."""
+    if "pooling_mode" in config:
+        mode = config["pooling_mode"]
+        return [mode] if isinstance(mode, str) else list(mode)
+    return [_LEGACY_POOLING.get(k, k) for k, v in config.items() if k.startswith("pooling_mode") and v]
 
 
 def _modules(model_path: Path) -> tuple[dict, bool]:
@@ -34,10 +47,15 @@ def _modules(model_path: Path) -> tuple[dict, bool]:
     if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
         raise HnmineError(f"the onnx backend handles Transformer + Pooling [+ Normalize] models, not {kinds}",
                           path=modules_file, fix="use --backend torch")
-    pooling = json.loads((model_path / modules[1]["path"] / "config.json").read_text())
-    active = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
+    config_file = model_path / modules[1]["path"] / "config.json"
+    pooling = json.loads(config_file.read_text())
+    active = _pooling_modes(pooling)
     if len(active) != 1 or active[0] not in _SUPPORTED_POOLING:
-        raise HnmineError(f"pooling {active} is not supported by the onnx backend", fix="use --backend torch")
+        raise HnmineError(f"pooling {active} is not supported by the onnx backend", path=config_file,
+                          fix="use --backend torch")
+    if pooling.get("include_prompt") is False:  # prompt tokens left out of the pool: not done here
+        raise HnmineError("pooling that leaves the prompt's tokens out is not supported by the onnx backend",
+                          path=config_file, fix="use --backend torch")
     return {"mode": active[0]}, "Normalize" in kinds
 
 
@@ -167,9 +185,9 @@ class OnnxSentenceEncoder:
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mask = mask[..., None].astype(np.float32)
         mode = self.pooling["mode"]
-        if mode == "pooling_mode_cls_token":
+        if mode == "cls":
             vectors = hidden[:, 0]
-        elif mode == "pooling_mode_max_tokens":
+        elif mode == "max":
             vectors = np.where(mask > 0, hidden, -1e9).max(axis=1)
         else:
             vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
