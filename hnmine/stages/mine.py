@@ -27,18 +27,9 @@ from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import read_manifest
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
+from hnmine.stages.candidate_rows import Corpus, collect
 from hnmine.stages.common import query_identity, shard_slice
-from hnmine.text import text_hash
 from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, manifest_path, run_stage
-
-
-@dataclass
-class Corpus:
-    """corpus.arrow's ids and text hashes, in corpus order, as Arrow and numpy arrays: no Python
-    object per document."""
-
-    ids: pa.Array  # doc ids, corpus order
-    hashes: np.ndarray  # uint64 normalized-text hashes
 
 
 def _load_corpus(workdir: Path) -> Corpus:
@@ -239,8 +230,8 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
     while True:
         k = max(depth.values())
         lists = _ranked_lists(batch_texts, query_vectors, retrievers, k)
-        rows, short = _collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers,
-                               depth, excluded)
+        rows, short = collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers,
+                              depth, excluded)
         growable = [q for q in short if depth[q] < n_docs]
         if not growable or retrievers.keys == ["bm25"]:  # BM25 alone (or a pool of it alone)
             break
@@ -249,121 +240,8 @@ def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _
     short = len(short)
     for key, value in rows.pop("_counts").items():
         counters[key] += value
+    table = pa.table(rows, schema=schema.candidates_schema(retrievers.keys))
     counters["queries"] += len(batch_ids)
-    counters["candidates"] += sum(1 for p in rows[schema.IS_POSITIVE] if not p)
+    counters["candidates"] += table.num_rows - pc.sum(table.column(schema.IS_POSITIVE)).as_py() if table.num_rows else 0
     counters["queries_short_of_top_k"] += short
-    return pa.table(rows, schema=schema.candidates_schema(retrievers.keys))
-
-
-def _collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int,
-             query_vectors, retrievers: _Retrievers, depth: dict[str, int], excluded: frozenset[int] = frozenset()):
-    """The candidates.arrow columns for one batch of queries, and the queries short of top_k.
-
-    The ranked lists arrive as numpy arrays for the whole batch; they become Python lists once, with
-    every entry's text hash, and each query walks its own list in plain Python. Reading numpy scalars
-    one at a time, a dict per list entry and a dot product per query were most of mine's time on a
-    GPU machine."""
-    counts = {"excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
-              "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
-    walked = {name: (positions.tolist(), scores.tolist(), corpus.hashes[np.maximum(positions, 0)].tolist())
-              for name, (positions, scores) in lists.items()}
-    fuse = len(walked) > 1  # hybrid, or a pool of two or more: reciprocal-rank fusion of every list
-    out_query, out_row_query, out_doc, out_rank, out_fused, out_bm25, out_found_by = [], [], [], [], [], [], []
-    out_hits = {name: ([], []) for name in walked}  # per retriever: raw rank and raw score per row
-    short: list[str] = []
-    for qi, (qid, qtext) in enumerate(zip(batch_ids, batch_texts)):
-        pos = positives[qid]
-        pos_set = set(pos)
-        banned_hashes = {int(corpus.hashes[p]) for p in pos}
-        query_hash = text_hash(qtext)
-        d = depth[qid]
-        # per retriever, its first d entries: (position, raw rank, raw score, text hash); -1 = list ran out
-        entries = {name: [(p, r + 1, sc, h) for r, (p, sc, h) in
-                          enumerate(zip(plist[qi][:d], slist[qi][:d], hlist[qi][:d])) if p >= 0]
-                   for name, (plist, slist, hlist) in walked.items()}
-        hits = {name: {p: (r, sc) for p, r, sc, _ in rows} for name, rows in entries.items()}  # p -> (rank, score)
-        if fuse:
-            fused: dict[int, float] = {}
-            hash_of: dict[int, int] = {}
-            for rows in entries.values():
-                for p, rank, _, h in rows:
-                    fused[p] = fused.get(p, 0.0) + 1.0 / (params.rrf_k + rank)
-                    hash_of[p] = h
-            order = [(p, fused[p], hash_of[p]) for p in sorted(fused, key=lambda p: (-fused[p], p))]
-        else:
-            order = [(p, sc, h) for p, _, sc, h in next(iter(entries.values()))]
-        kept: list[int] = []
-        kept_fused: list[float] = []
-        kept_hashes: set[int] = set()
-        for p, fused_score, h in order:
-            if p in pos_set:
-                counts["excluded_positive_by_id"] += 1
-            elif h in banned_hashes:
-                counts["excluded_positive_by_text"] += 1
-            elif h == query_hash:
-                counts["excluded_query_text"] += 1
-            elif h in excluded:  # an evaluation query's positive (mine --exclude-qrels)
-                counts["excluded_eval_positive"] += 1
-            elif h in kept_hashes:  # identical texts are one document: keep the best-ranked copy
-                counts["excluded_duplicate_text"] += 1
-            else:
-                kept.append(p)
-                kept_fused.append(fused_score)
-                kept_hashes.add(h)
-                if len(kept) == top_k:
-                    break
-        if len(kept) < top_k:
-            short.append(qid)
-        docs = pos + kept
-        out_query.extend([qid] * len(docs))
-        out_row_query.extend([qi] * len(docs))
-        out_doc.extend(docs)
-        out_rank.extend([None] * len(pos) + list(range(1, len(kept) + 1)))
-        out_fused.extend([None] * len(pos) + kept_fused)
-        for name, (ranks, scores) in out_hits.items():
-            found = [hits[name].get(p) for p in docs]
-            ranks.extend(hit[0] if hit else None for hit in found)
-            scores.extend(hit[1] if hit else None for hit in found)
-        out_found_by.extend(sum(p in found for found in hits.values()) for p in docs)
-        if retrievers.bm25 is not None:
-            out_bm25.extend(retrievers.bm25.scores_for(qtext, docs))
-    doc_positions = np.asarray(out_doc, dtype=np.int64)
-    none = [None] * len(out_doc)
-    columns = {
-        schema.QUERY_ID: out_query,
-        schema.DOC_ID: corpus.ids.take(pa.array(doc_positions, type=pa.int64())),
-        schema.IS_POSITIVE: [r is None for r in out_rank],
-        schema.RANK: out_rank,
-        schema.FUSED_SCORE: out_fused,
-        schema.FOUND_BY: out_found_by,
-    }
-    row_query = np.asarray(out_row_query, dtype=np.int64)
-    for key in (*schema.RETRIEVERS, *(k for k in retrievers.keys if k not in schema.RETRIEVERS)):
-        if key in retrievers.dense:  # every row's inner product, found by this index or not
-            columns[schema.score_column(key)] = _dense_scores(retrievers.dense[key].embeddings, query_vectors[key],
-                                                              row_query, doc_positions)
-        elif key == "bm25" and retrievers.bm25 is not None:
-            columns[schema.score_column(key)] = out_bm25
-        else:
-            columns[schema.score_column(key)] = none
-        columns[schema.rank_column(key)] = out_hits[key][0] if key in out_hits else none
-    columns["_counts"] = counts
-    return columns, short
-
-
-def _dense_scores(embeddings: np.ndarray, query_vectors: np.ndarray, row_query: np.ndarray,
-                  doc_positions: np.ndarray) -> np.ndarray:
-    """Each row's fp32 query-document inner product, from the matrix: the batch's rows are read in
-    one gather (in file order), then multiplied one query at a time, as a run of any batch size or
-    shard does. (The search's own scores come from a matrix product over the whole batch, whose
-    rounding changes with the batch, so a sharded run would differ in the last bits.)"""
-    scores = np.zeros(len(doc_positions), dtype=np.float32)
-    if not len(doc_positions):
-        return scores
-    unique, inverse = np.unique(doc_positions, return_inverse=True)
-    rows = np.asarray(embeddings[unique], dtype=np.float32)[inverse]
-    queries = np.asarray(query_vectors, dtype=np.float32)
-    bounds = np.flatnonzero(np.diff(row_query)) + 1  # rows are grouped by query, in batch order
-    for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(row_query)]):
-        scores[start:stop] = rows[start:stop] @ queries[row_query[start]]
-    return scores
+    return table
