@@ -21,6 +21,8 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
                 < 0.001, the top k by rank (tests whether harder negatives train better on scifact)
   hnmine-top-clean  the recommended recipe's false-negative rule (logit below the positive's + 2) over
                 ranks 1-40, the top k by rank: the recipe without its rank floor and lowest-score pick
+  hnmine-deep-lowest  the same rule over ranks 21-40, the k the cross-encoder rates lowest
+                (scripts/select_recipe.py's choice)
 The two best fine-tuned arms are trained again with a second seed to show the noise.
 
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
@@ -51,13 +53,18 @@ from _common import filter_recipe, machine_line, splice_section  # noqa: E402  (
 DATA = REPO.parent / "shared" / "data" / "scifact"
 DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
-ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard", "hnmine-top-clean"]
+ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard", "hnmine-top-clean",
+        "hnmine-deep-lowest"]
 # configs/recommended.toml's filter (chosen on nfcorpus test, docs/quality.md), with k negatives
 RECOMMENDED = {k: v for k, v in filter_recipe("recommended").items() if k != "num_negatives"}
 HARD = {"rank_min": 1, "rank_max": 40, "max_probability": 0.001, "sampling": "top"}
 # the recommended recipe's false-negative rule (logit below the positive's + 2) without its rank floor
 # and with the hardest candidates kept: does its rank_min=6 / lowest-score choice cost training signal?
 TOP_CLEAN = {"rank_min": 1, "rank_max": 40, "margin": -2.0, "sampling": "top"}
+# what scripts/select_recipe.py chooses on the development sets: the recommended false-negative rule
+# over ranks 21-40, the survivors the cross-encoder rates lowest
+DEEP_LOWEST = {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"}
+CE_ARMS = ("hnmine-rec", "hnmine-hard", "hnmine-top-clean", "hnmine-deep-lowest")  # read the cross-encoder's scores
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -84,6 +91,29 @@ def load_data():
     corpus = {str(d["_id"]): document_text(d.get("title"), d.get("text")) for d in docs}
     queries = {str(q["_id"]): q["text"] for q in read_jsonl(DATA / "queries.jsonl.gz")}
     return corpus, queries, read_qrels(DATA / "qrels" / "train.tsv"), read_qrels(DATA / "qrels" / "test.tsv")
+
+
+def scifact_subset(data: Path, root: Path, train_queries: int, subset_seed: int) -> Path:
+    """A BEIR folder under root with scifact train cut to a seeded sample of train_queries of its
+    queries (every qrels line of each), the corpus, queries and test qrels linked: the CPU protocol.
+    A folder that holds another sample is refused, so a rerun never mixes two training sets."""
+    import random
+
+    lines = (data / "qrels" / "train.tsv").read_text().splitlines()
+    header, body = lines[0], [line for line in lines[1:] if line.strip()]
+    labeled = sorted({line.split("\t")[0] for line in body if float(line.split("\t")[2]) >= 1})
+    chosen = set(random.Random(subset_seed).sample(labeled, min(train_queries, len(labeled))))
+    text = "\n".join([header, *(line for line in body if line.split("\t")[0] in chosen)]) + "\n"
+    folder = root / "beir"
+    qrels = folder / "qrels" / "train.tsv"
+    if qrels.exists() and qrels.read_text() != text:
+        raise SystemExit(f"{folder}: holds another sample of scifact train; pass another --root")
+    qrels.parent.mkdir(parents=True, exist_ok=True)
+    qrels.write_text(text)
+    for name in ("corpus.jsonl.gz", "queries.jsonl.gz", "qrels/test.tsv"):
+        if not (folder / name).exists():
+            (folder / name).symlink_to((data / name).resolve())
+    return folder
 
 
 MODEL = "all-MiniLM-L6-v2"
@@ -125,7 +155,8 @@ def hnmine_arms(root: Path, k: int, ce_top: int, ce_max_length: int, with_cross_
     scored = score(work, ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length),
                    progress=True)
     print(f"cross-encoder: {scored.stats} in {time.perf_counter() - began:.0f} s", flush=True)
-    for arm, recipe in (("hnmine-rec", RECOMMENDED), ("hnmine-hard", HARD), ("hnmine-top-clean", TOP_CLEAN)):
+    for arm, recipe in (("hnmine-rec", RECOMMENDED), ("hnmine-hard", HARD), ("hnmine-top-clean", TOP_CLEAN),
+                        ("hnmine-deep-lowest", DEEP_LOWEST)):
         result = filter_stage(work, FilterParams(num_negatives=k, **recipe), progress=False)
         print(f"{arm} filter:", result.stats, flush=True)
         out[arm] = export(work, ExportParams(format="n-tuple", output=root / f"{arm}.parquet"),
@@ -244,15 +275,18 @@ def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test
     of pairs is another run)."""
     tag = f"paired{len(rows)}-" if batches is not None else ""
     result_file = root / "results" / f"{tag}{arm}-seed{seed}.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
+    fingerprint = rows_fingerprint(rows, batches)
+    cached = cached_result(result_file, fingerprint)
+    if cached:
+        return cached
     began = time.perf_counter()
     model = fine_tune(rows if arm != "base" else [], seed, args, batches)
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     metrics = evaluate(model, corpus, queries, test)
     result = {"arm": arm, "seed": seed, "rows": len(rows), "paired": batches is not None, **metrics, "train_s": round(train_seconds, 1),
-              "eval_s": round(time.perf_counter() - began, 1), "machine": machine(DEVICE), "python": platform.python_version()}
+              "eval_s": round(time.perf_counter() - began, 1), "machine": machine(DEVICE), "python": platform.python_version(),
+              "rows_fingerprint": fingerprint}
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
     print(result, flush=True)
@@ -274,7 +308,7 @@ def negatives_profile(root: Path) -> list[str]:
     query_by_text = {text: q for q, text in queries.items()}
     ranks = pl.read_ipc(root / "work-dense" / "candidates.arrow").select(["query_id", "doc_id", "rank"])
     arms: dict[str, pl.DataFrame] = {}
-    for arm in ("bm25-top", "dense-top", "hnmine-rec", "hnmine-hard", "hnmine-top-clean"):
+    for arm in ("bm25-top", "dense-top", *CE_ARMS):
         if (root / f"{arm}.ids.parquet").exists():
             ids = pl.read_parquet(root / f"{arm}.ids.parquet")
             arms[arm] = ids.unpivot(index=["query_id"], on=[c for c in ids.columns if c.startswith("negative_")],
@@ -380,22 +414,27 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> Non
     where = kept[0].get("machine") or machine(args.device)
     python = kept[0].get("python") or platform.python_version()
     flags = (" --mined-only" if args.mined_only else "") + (f" --device {args.device}" if args.device != "cpu" else "")
+    if args.train_queries:
+        flags += f" --train-queries {args.train_queries} --subset-seed {args.subset_seed} --ce-top {args.ce_top}"
+    sample = (f"scifact train cut to a seeded sample of {args.train_queries} queries (`--subset-seed {args.subset_seed}`); "
+              if args.train_queries else "")
     lines = [
-        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --root DIR{flags} --negatives {args.negatives} "
-        f"--max-seq-length {args.max_seq_length} --paired --seeds-per-arm {args.seeds_per_arm} --arms "
-        f"{' '.join(args.arms or ARMS)}` "
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --protocol scifact --root DIR{flags} "
+        f"--negatives {args.negatives} --max-seq-length {args.max_seq_length} --paired --seeds-per-arm "
+        f"{args.seeds_per_arm} --arms {' '.join(args.arms or ARMS)}"
+        + (f" --label {args.label}" if args.label else "") + "` "
         + ("(on the default run's ARM.parquet files, copied into DIR)" if args.mined_only
-           else "(after the default run, whose mined files it reuses)"),
+           else "(mines each arm's negatives into DIR first, or reuses those there)"),
         f"- Machine: {where}, Python {python}; date {time.strftime('%Y-%m-%d')}; {len(seeds)} seeds finished by every "
         f"arm; {took:.0f} s per run on average (train + eval)",
-        f"- The same hyper-parameters as above, but every arm trains on the same {pairs} of the {pairs + dropped} "
+        f"- {sample}The same hyper-parameters as above, but every arm trains on the same {pairs} of the {pairs + dropped} "
         "distinct (query, positive) pairs (the rest have no negatives in some arm) in the same batches for a given seed: "
         "batches of 32 with no query or positive twice, decided before the negatives are attached. Only the negatives "
         "differ between arms of one seed.",
         "",
         "| arm | nDCG@10, mean (sd) | nDCG@10, min-max | Recall@100, mean | nDCG@10 minus st-default, same seed: mean ± "
-        "standard error | paired t | seeds ahead |",
-        "|---|---|---|---|---|---|---|",
+        "standard error | paired t | seeds ahead |" + (" minus none (in-batch only) |" if "none" in arms else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if "none" in arms else ""),
     ]
     ndcg = {arm: {s: by_arm[arm][s]["ndcg@10"] for s in seeds} for arm in arms}
     reference = ndcg.get("st-default", {})
@@ -404,6 +443,9 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> Non
         sd = f" ({statistics.stdev(values):.4f})" if len(values) > 1 else ""
         recall = statistics.mean(by_arm[arm][s]["recall@100"] for s in seeds)
         versus = paired_summary(ndcg[arm], reference) if arm != "st-default" and reference else " | |"
+        if "none" in arms:
+            in_batch = _lead_cell(paired_lead(ndcg[arm], ndcg["none"])) if arm not in ("none", "base") else ""
+            versus += f" | {in_batch}"
         lines.append(f"| {arm} | {statistics.mean(values):.4f}{sd} | {min(values):.4f}-{max(values):.4f} | {recall:.4f} | "
                      f"{versus} |")
     lines += ["", "nDCG@10 per seed:", "", "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
@@ -447,9 +489,7 @@ NF_RECIPES = {
     # the recommended false-negative rule, the hardest survivors below dense rank 20 (far from the
     # query's neighbourhood, where nfcorpus' unlabeled positives crowd)
     "hnmine-deep": {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "top"},
-    # what scripts/select_recipe.py chooses on the development sets: the same window, the survivors
-    # the cross-encoder rates lowest
-    "hnmine-deep-lowest": {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"},
+    "hnmine-deep-lowest": DEEP_LOWEST,
     # the recommended recipe, and candidates the cross-encoder rates as likely as the positive set
     # aside as extra positives (RocketQA denoising): rows (query, likely positive, negatives) are added
     "hnmine-relabel": "recommended+relabel",
@@ -795,20 +835,31 @@ def rows_fingerprint(rows: list[dict], batches) -> str:
     return hashlib.blake2b(json.dumps([texts, batches], sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
+def cached_result(result_file: Path, fingerprint: str) -> dict | None:
+    """The result cached in result_file if it was trained on the rows and batches of this
+    fingerprint. One of other rows (a changed recipe) moves to results/stale/ and None is returned,
+    so the run is trained again."""
+    if not result_file.exists():
+        return None
+    cached = json.loads(result_file.read_text())
+    if cached.get("rows_fingerprint", fingerprint) == fingerprint:
+        if "rows_fingerprint" not in cached:  # a result saved before fingerprints: these rows made it
+            result_file.write_text(json.dumps(cached | {"rows_fingerprint": fingerprint}, indent=2))
+        return cached
+    stale = result_file.parent / "stale" / f"{result_file.stem}-{cached['rows_fingerprint']}.json"
+    stale.parent.mkdir(exist_ok=True)
+    result_file.rename(stale)
+    print(f"{result_file.name}: trained on other rows ({cached['rows_fingerprint']}); moved to {stale}", flush=True)
+    return None
+
+
 def nf_train(arm: str, rows: list[dict], seed: int, args, proto: NfProtocol, batches, result_file: Path) -> dict:
     """One (arm, seed) of the nfcorpus protocol, cached as result_file. A cached result of other rows
     or batches moves to results/stale/ and the run is trained again."""
     fingerprint = rows_fingerprint(rows, batches)
-    if result_file.exists():
-        cached = json.loads(result_file.read_text())
-        if cached.get("rows_fingerprint", fingerprint) == fingerprint:
-            if "rows_fingerprint" not in cached:  # a result saved before fingerprints: these rows made it
-                result_file.write_text(json.dumps(cached | {"rows_fingerprint": fingerprint}, indent=2))
-            return cached
-        stale = result_file.parent / "stale" / f"{result_file.stem}-{cached['rows_fingerprint']}.json"
-        stale.parent.mkdir(exist_ok=True)
-        result_file.rename(stale)
-        print(f"{result_file.name}: trained on other rows ({cached['rows_fingerprint']}); moved to {stale}", flush=True)
+    cached = cached_result(result_file, fingerprint)
+    if cached:
+        return cached
     began = time.perf_counter()
     model = fine_tune(rows if arm != "base" else [], seed, args, batches)
     train_seconds = time.perf_counter() - began
@@ -1035,8 +1086,9 @@ def main(argv: list[str]) -> None:
                         help="nfcorpus: train on nfcorpus train with one visible positive per query, evaluate on nfcorpus "
                              "test and scifact test; scifact: train on scifact train, evaluate on scifact test")
     parser.add_argument("--train-queries", type=int, default=None,
-                        help="nfcorpus: a seeded sample of this many training queries (default: all 2,563)")
-    parser.add_argument("--subset-seed", type=int, default=1, help="nfcorpus: the seed of that sample")
+                        help="a seeded sample of this many training queries (default: all: 2,563 of nfcorpus, 809 of "
+                             "scifact); the CPU protocol")
+    parser.add_argument("--subset-seed", type=int, default=1, help="the seed of that sample")
     parser.add_argument("--negatives", type=int, default=3, help="hard negatives per row (mine_hard_negatives' default)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -1077,6 +1129,9 @@ def main(argv: list[str]) -> None:
         return
     if args.label:
         BEGIN, END = f"<!-- BEGIN train_eval:{args.label} -->", f"<!-- END train_eval:{args.label} -->"
+    if args.train_queries:  # one folder per sample, as the nfcorpus protocol's
+        args.root = args.root / f"scifact-q{args.train_queries}-s{args.subset_seed}-k{args.negatives}-ce{args.ce_top}"
+        DATA = scifact_subset(DATA, args.root, args.train_queries, args.subset_seed)
     args.root.mkdir(parents=True, exist_ok=True)
     if args.report_only and args.paired:  # the paired tables from the results in --root (a run elsewhere, or cut short)
         results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("paired*.json"))]
@@ -1101,7 +1156,7 @@ def main(argv: list[str]) -> None:
         arms = [arm for arm in arms if arm == "none" or arm in files]
     else:
         files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length,
-                            bool({"hnmine-rec", "hnmine-hard"} & set(arms)))
+                            bool(set(CE_ARMS) & set(arms)))
         files["st-default"] = st_arm(args.root, args.negatives, corpus, queries, train)
     if args.only_mine:
         return
