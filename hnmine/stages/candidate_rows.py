@@ -244,17 +244,19 @@ def walk_lists(batch_ids, batch_texts, positives, corpus: Corpus, lists, params:
 
 def dense_scores(embeddings: np.ndarray, query_vectors: np.ndarray, row_query: np.ndarray,
                   doc_positions: np.ndarray) -> np.ndarray:
-    """Each row's fp32 query-document inner product, from the matrix: the batch's rows are read in
-    one gather (in file order), then multiplied one query at a time, as a run of any batch size or
-    shard does. (The search's own scores come from a matrix product over the whole batch, whose
-    rounding changes with the batch, so a sharded run would differ in the last bits.)"""
+    """Each row's fp32 query-document inner product, from the matrix: the batch's distinct documents
+    are read in one gather (in file order), then each query's rows are multiplied with it alone, as
+    a run of any batch size or shard does. (The search's own scores come from a matrix product over
+    the whole batch, whose rounding changes with the batch, so a sharded run would differ in the
+    last bits.) A query's rows are gathered from the distinct ones when it is multiplied, so the
+    batch's rows (hundreds of MB at 4096 queries) never exist at once."""
     scores = np.zeros(len(doc_positions), dtype=np.float32)
     if not len(doc_positions):
         return scores
     unique, inverse = np.unique(doc_positions, return_inverse=True)
-    rows = np.asarray(embeddings[unique], dtype=np.float32)[inverse]
+    distinct = np.asarray(embeddings[unique], dtype=np.float32)
     queries = np.asarray(query_vectors, dtype=np.float32)
     bounds = np.flatnonzero(np.diff(row_query)) + 1  # rows are grouped by query, in batch order
     for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(row_query)]):
-        scores[start:stop] = rows[start:stop] @ queries[row_query[start]]
+        scores[start:stop] = distinct[inverse[start:stop]] @ queries[row_query[start]]
     return scores

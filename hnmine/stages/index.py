@@ -20,9 +20,10 @@ from hnmine.config import DataParams, IndexParams, MineParams
 from hnmine.device import default_device, resolve_precision
 from hnmine.errors import HnmineError
 from hnmine.index_names import dense_stage_name
-from hnmine.io import inputs
+from hnmine.io import inputs, readers
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import input_fingerprint
+from hnmine.io.text_hashes import BatchHasher
 from hnmine.packaged.fingerprint import model_fingerprint
 from hnmine.packaged.resolve import resolve_model
 from hnmine.retrievers import embedding_store, encoders, faiss_index
@@ -30,7 +31,7 @@ from hnmine.retrievers.bm25 import BM25Index
 from hnmine.retrievers.imported import import_embeddings, recall_at_k
 from hnmine.rounds import check_round_corpus
 from hnmine.stages.common import corpus_identity
-from hnmine.text import document_text, text_hash
+from hnmine.text import document_text
 from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, is_stage_current, run_stage
 
 
@@ -64,12 +65,21 @@ def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> Sta
     def transform() -> Done:
         check_round_corpus(wd.corpus)
         stats: dict = {}
-        with BatchWriter(wd.corpus, schema.INDEXED_CORPUS) as writer, \
+        with BatchWriter(wd.corpus, schema.INDEXED_CORPUS) as writer, BatchHasher(readers.CORPUS_BATCH_ROWS) as hasher, \
                 tqdm(desc="read corpus", unit="doc", disable=not progress, mininterval=1.0) as bar:
-            for corpus in inputs.iter_corpus(data, stats):
-                hashes = pa.array([text_hash(t) for t in doc_texts(corpus)], type=pa.uint64())
-                writer.write(corpus.append_column(schema.TEXT_HASH, hashes))
+
+            def write(corpus: pa.Table, hashes) -> None:
+                writer.write(corpus.append_column(schema.TEXT_HASH, hashes()))
                 bar.update(corpus.num_rows)
+
+            pending = None  # the batch being hashed while the next one is read
+            for corpus in inputs.iter_corpus(data, stats):
+                if pending:
+                    write(*pending)
+                pending = corpus, hasher.submit(corpus)
+            if pending:
+                write(*pending)
+            stats["text_hash_processes"] = hasher.processes
         skipped = stats.pop("skipped_ids", [])
         write_table(pa.table({"skipped": pa.array(skipped, pa.string())}), wd.corpus_skipped)
         warnings = []

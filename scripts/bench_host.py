@@ -1,0 +1,171 @@
+"""Host costs outside encoding and search: ingest, and `mine`'s candidate rows (docs/benchmarks.md).
+
+At MS MARCO's size these are the CPU-side costs left beside the GPU's encode and search (docs/gpu.md:
+ingest 116 s and the rest of mine 113 s of its extrapolation). The corpus is bench_gpu.py's synthetic
+one (2-3 sentences of the shared sets per passage, each query 6-12 words of its one positive); the
+embeddings are bench_scale.py's seeded clustered vectors, imported, and each query's vector is its
+positive's plus noise, so no model runs: mine's search and its rows do real work on real ids and
+text hashes. `mine` runs twice on the same index, once with every batch walked per query in Python
+(hnmine.stages.candidate_rows.walk_lists, the reference) and once with the array path; the
+candidates must come out identical.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_host.py --root DIR [--docs 200000] [--queries 20000]
+
+Writes docs/benchmarks.md between `<!-- BEGIN host -->` and `<!-- END host -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, machine_line, splice_section, today  # noqa: E402
+from bench_gpu import build_inputs  # noqa: E402
+from bench_scale import DIM, clustered_embeddings, sentences_file  # noqa: E402
+
+DOC = REPO / "docs" / "benchmarks.md"
+MS_MARCO_QUERIES = 503_000
+MS_MARCO_DOCS = 8_800_000
+
+
+def query_vectors(embeddings: np.ndarray, positives: np.ndarray, seed: int = 1) -> np.ndarray:
+    """Each query's vector: its positive's plus noise, unit length (the positive ranks near the top)."""
+    rng = np.random.default_rng(seed)
+    vectors = np.asarray(embeddings[positives], dtype=np.float32) + rng.normal(scale=0.05, size=(len(positives), DIM))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: bool) -> dict:
+    """mine with the given query vectors instead of an encoder; its search timed apart."""
+    from hnmine.stages import candidate_rows
+    from hnmine.stages import mine as mine_stage
+
+    searched = [0.0]
+    search = mine_stage._ranked_lists
+
+    def timed_search(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return search(*args, **kwargs)
+        finally:
+            searched[0] += time.perf_counter() - began
+
+    patches = {(mine_stage._Retrievers, "query_vectors"): lambda self, texts: {
+                   key: np.stack([vectors[t] for t in texts]) for key in self.dense},
+               (mine_stage, "_ranked_lists"): timed_search}
+    if walk:
+        patches[(candidate_rows, "vectorized")] = candidate_rows.walk_lists
+    saved = {target: getattr(*target) for target in patches}
+    for (owner, name), value in patches.items():
+        setattr(owner, name, value)
+    try:
+        began = time.perf_counter()
+        result = mine_stage.mine(work, data, params, progress=False)
+        seconds = time.perf_counter() - began
+    finally:
+        for (owner, name), value in saved.items():
+            setattr(owner, name, value)
+    return {"seconds": seconds, "search": searched[0], "rest": seconds - searched[0],
+            "candidates": result.stats["candidates"]}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--docs", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=4096, help="mine's queries per batch (bench_gpu.py's)")
+    parser.add_argument("--top-k", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    from hnmine.config import DataParams, IndexParams, MineParams
+    from hnmine.stages import index as index_stage
+
+    args.root.mkdir(parents=True, exist_ok=True)
+    inputs = args.root / f"inputs-{args.docs}-{args.queries}"
+    if not (inputs / "qrels.tsv").exists():
+        build_inputs(sentences_file(args.root), args.docs, args.queries, inputs)
+    data = DataParams(corpus=inputs / "corpus.parquet", queries=inputs / "queries.parquet", qrels=inputs / "qrels.tsv")
+    embeddings_file = args.root / f"embeddings-{args.docs}.npy"
+    clustered_embeddings(embeddings_file, args.docs)
+
+    from hnmine.io import text_hashes
+
+    ingest = {}
+    for name, workers in (("in place", 1), ("pool", None)):  # text hashes in this process, then in workers
+        work = args.root / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        count = text_hashes.worker_count
+        text_hashes.worker_count = (lambda: workers) if workers else count
+        try:
+            began = time.perf_counter()
+            result = index_stage.ingest_corpus(work, data, progress=False)
+            ingest[name] = {"seconds": time.perf_counter() - began, "processes": result.stats["text_hash_processes"]}
+        finally:
+            text_hashes.worker_count = count
+        print("ingest", name, ingest[name], flush=True)
+    index_stage.index(work, data, IndexParams(embeddings=embeddings_file), progress=False)
+
+    texts = pq.read_table(inputs / "queries.parquet").column("text").to_pylist()
+    positives = np.array([int(line.split("\t")[1][1:]) for line in (inputs / "qrels.tsv").read_text().splitlines()[1:]])
+    embeddings = np.load(embeddings_file, mmap_mode="r")
+    vectors = dict(zip(texts, query_vectors(embeddings, positives)))
+    params = MineParams(top_k=args.top_k, batch_size=args.batch_size)
+    runs, tables = {}, {}
+    for name, walk in (("walk", True), ("arrays", False)):
+        target = args.root / f"work-{name}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(work, target)
+        runs[name] = timed_mine(target, data, params, vectors, walk)
+        with ipc.open_file(target / "candidates.arrow") as reader:
+            tables[name] = reader.read_all()
+        print(name, runs[name], flush=True)
+    same = tables["walk"].equals(tables["arrays"])
+
+    per_query = {name: run["rest"] / args.queries for name, run in runs.items()}
+    lines = [
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_host.py --root DIR --docs {args.docs} "
+        f"--queries {args.queries}`",
+        f"- Machine: {machine_line()}; date {today()}",
+        f"- {args.docs:,} synthetic passages (scripts/bench_gpu.py's), {args.queries:,} queries with one positive each; "
+        f"imported clustered embeddings, each query's vector its positive's plus noise (no model runs); `mine` top "
+        f"{args.top_k}, batches of {args.batch_size}, exact search. The rest of mine = mine's wall time less its "
+        "search: reading the inputs, the candidate rows, their inner products and the file. Ingest: Parquet in, "
+        "corpus.arrow out. Extrapolated: per query "
+        f"to MS MARCO's {MS_MARCO_QUERIES:,} training queries, per document to its {MS_MARCO_DOCS:,} passages, "
+        "on this machine's cores.",
+        "",
+        "| step | seconds | per 1M documents or 1k queries | extrapolated to MS MARCO |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (("in place", "text hashes in the reading process"),
+                        ("pool", f"text hashes in {ingest['pool']['processes']} worker processes")):
+        seconds = ingest[name]["seconds"]
+        lines.append(f"| ingest {args.docs:,} passages, {label} | {seconds:.1f} | {seconds / args.docs * 1e6:.1f} s per 1M | "
+                     f"{seconds / args.docs * MS_MARCO_DOCS:.0f} s |")
+    for name, label in (("walk", "rows walked per query in Python (the reference)"), ("arrays", "rows as array operations")):
+        run = runs[name]
+        lines.append(f"| mine, {label}: search | {run['search']:.1f} | | |")
+        lines.append(f"| mine, {label}: the rest | {run['rest']:.1f} | {per_query[name] * 1e3:.2f} s per 1k queries | "
+                     f"{per_query[name] * MS_MARCO_QUERIES:.0f} s |")
+    lines += ["", f"The two runs' candidates.arrow ({runs['arrays']['candidates']:,} candidates): "
+                  f"{'identical' if same else 'DIFFERENT'}; the rest of mine {per_query['walk'] / per_query['arrays']:.1f} "
+                  "times faster with arrays."]
+    body = "\n".join(lines)
+    splice_section(DOC, "host", body, heading="Host costs: ingest and mine's candidate rows")
+    print(body)
+    if not same:
+        raise SystemExit("the array path's candidates differ from the walk's")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
