@@ -105,7 +105,7 @@ def main(argv: list[str]) -> None:
         work = args.root / "work"
         shutil.rmtree(work, ignore_errors=True)
         count = text_hashes.worker_count
-        text_hashes.worker_count = (lambda: workers) if workers else count
+        text_hashes.worker_count = (lambda n=workers: n) if workers else count
         try:
             began = time.perf_counter()
             result = index_stage.ingest_corpus(work, data, progress=False)

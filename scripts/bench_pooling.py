@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from _common import machine_line, splice_section  # noqa: E402  (this folder is on sys.path)
 from bench_quality import DATA, DOC, measure, prepare  # noqa: E402
+from train_eval import recipe_options  # noqa: E402
 
 # arm -> (the indexes it needs: (name, model, retrievers), mine options)
 ARMS = {
@@ -139,7 +140,8 @@ def main() -> None:
     for arm in args.arms:
         folder = args.root / f"{args.set}-{args.split}-{arm}"
         cached = folder / "result.json"
-        settings = {"ce_top": args.ce_top, "arm": ARMS[arm][1]}
+        # the recipe too: a changed configs/recommended.toml is measured again, never read from the cache
+        settings = {"ce_top": args.ce_top, "arm": ARMS[arm][1], "recipe": recipe_options("recommended")}
         if cached.exists() and json.loads(cached.read_text()).get("settings") == settings:
             result = json.loads(cached.read_text())["result"]
         else:

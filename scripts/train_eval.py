@@ -22,7 +22,7 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
   hnmine-top-clean  the recommended recipe's false-negative rule (logit below the positive's + 2) over
                 ranks 1-40, the top k by rank: the recipe without its rank floor and lowest-score pick
   hnmine-deep-lowest  the same rule over ranks 21-40, the k the cross-encoder rates lowest
-                (scripts/select_recipe.py's choice)
+                (scripts/select_recipe.py's choice: configs/recommended.toml's filter)
 The two best fine-tuned arms are trained again with a second seed to show the noise.
 
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
@@ -55,11 +55,11 @@ DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
 ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard", "hnmine-top-clean",
         "hnmine-deep-lowest"]
-# configs/recommended.toml's filter (chosen on nfcorpus test, docs/quality.md), with k negatives
+# configs/recommended.toml's filter (chosen by scripts/select_recipe.py, docs/quality.md), with k negatives
 RECOMMENDED = {k: v for k, v in filter_recipe("recommended").items() if k != "num_negatives"}
 HARD = {"rank_min": 1, "rank_max": 40, "max_probability": 0.001, "sampling": "top"}
 # the recommended recipe's false-negative rule (logit below the positive's + 2) without its rank floor
-# and with the hardest candidates kept: does its rank_min=6 / lowest-score choice cost training signal?
+# and with the hardest candidates kept: does its rank floor and lowest-score choice cost training signal?
 TOP_CLEAN = {"rank_min": 1, "rank_max": 40, "margin": -2.0, "sampling": "top"}
 # what scripts/select_recipe.py chooses on the development sets: the recommended false-negative rule
 # over ranks 21-40, the survivors the cross-encoder rates lowest
@@ -416,7 +416,7 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> Non
     flags = (" --mined-only" if args.mined_only else "") + (f" --device {args.device}" if args.device != "cpu" else "")
     if args.train_queries:
         flags += f" --train-queries {args.train_queries} --subset-seed {args.subset_seed} --ce-top {args.ce_top}"
-    sample = (f"scifact train cut to a seeded sample of {args.train_queries} queries (`--subset-seed {args.subset_seed}`); "
+    sample = (f"scifact train cut to a seeded sample of {args.train_queries} queries (`--subset-seed {args.subset_seed}`). "
               if args.train_queries else "")
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_eval.py --protocol scifact --root DIR{flags} "
@@ -425,7 +425,7 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> Non
         + (f" --label {args.label}" if args.label else "") + "` "
         + ("(on the default run's ARM.parquet files, copied into DIR)" if args.mined_only
            else "(mines each arm's negatives into DIR first, or reuses those there)"),
-        f"- Machine: {where}, Python {python}; date {time.strftime('%Y-%m-%d')}; {len(seeds)} seeds finished by every "
+        f"- Machine: {where}{'' if 'Python' in where else f', Python {python}'}; date {time.strftime('%Y-%m-%d')}; {len(seeds)} seeds finished by every "
         f"arm; {took:.0f} s per run on average (train + eval)",
         f"- {sample}The same hyper-parameters as above, but every arm trains on the same {pairs} of the {pairs + dropped} "
         "distinct (query, positive) pairs (the rest have no negatives in some arm) in the same batches for a given seed: "
@@ -478,18 +478,19 @@ def paired_run(args, files: dict[str, Path], corpus, queries, train, test) -> No
 NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 # arms of the nfcorpus protocol; each hnmine-* arm is a filter recipe over the same scored candidates
-NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-top-clean", "hnmine-deep",
-           "hnmine-deep-lowest", "hnmine-relabel", "hnmine-rec-plan"]
+NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-rec-6-40", "hnmine-top-clean",
+           "hnmine-deep", "hnmine-relabel", "hnmine-rec-plan"]
 # arms that train an NF_RECIPES arm's rows in hnmine's planned batches (export --batch-plan) instead
 # of the seed's paired ones
-PLANNED_ARMS = {"hnmine-rec-plan": "hnmine-rec"}
+PLANNED_ARMS = {"hnmine-rec-plan": "hnmine-rec-6-40"}
 NF_RECIPES = {
     "hnmine-rec": "recommended",
     "hnmine-top-clean": TOP_CLEAN,
     # the recommended false-negative rule, the hardest survivors below dense rank 20 (far from the
     # query's neighbourhood, where nfcorpus' unlabeled positives crowd)
     "hnmine-deep": {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "top"},
-    "hnmine-deep-lowest": DEEP_LOWEST,
+    # the recommended recipe before ranks 21-40 (scripts/select_recipe.py's choice) shipped
+    "hnmine-rec-6-40": {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"},
     # the recommended recipe, and candidates the cross-encoder rates as likely as the positive set
     # aside as extra positives (RocketQA denoising): rows (query, likely positive, negatives) are added
     "hnmine-relabel": "recommended+relabel",
@@ -947,13 +948,13 @@ NF_WHAT = {
     "st-default": "`mine_hard_negatives` defaults (dense top 3)",
     "st-ce-margin": "`mine_hard_negatives`, the same cross-encoder, `relative_margin=0.05`",
     "oracle": "dense top 3 after removing every labeled train positive (the ceiling of cleaning)",
-    "hnmine-rec": "configs/recommended.toml's filter",
+    "hnmine-rec": "configs/recommended.toml's filter: ranks 21-40, the 3 the cross-encoder rates lowest "
+                  "(scripts/select_recipe.py's choice)",
+    "hnmine-rec-6-40": "the previous recommended filter: the same over ranks 6-40",
     "hnmine-top-clean": "the recommended false-negative rule over ranks 1-40, the best-ranked 3",
     "hnmine-deep": "the recommended false-negative rule over ranks 21-40, the best-ranked 3",
-    "hnmine-deep-lowest": "the recommended filter over ranks 21-40 (the 3 the cross-encoder rates lowest): "
-                          "scripts/select_recipe.py's choice",
     "hnmine-relabel": "configs/recommended.toml's filter + likely positives (probability ≥ 0.9) as extra positive rows",
-    "hnmine-rec-plan": "hnmine-rec's rows in `export --batch-plan no-false-negatives` batches (visible and likely "
+    "hnmine-rec-plan": "hnmine-rec-6-40's rows in `export --batch-plan no-false-negatives` batches (visible and likely "
                        "positives, probability ≥ 0.9, and near copies never beside another row's query)",
 }
 
@@ -999,7 +1000,7 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, pro
         f"same {queries} queries (those `mine_hard_negatives` and the oracle give {args.negatives} negatives) in the "
         f"same batches per seed (batch {args.batch_size}, no query or positive twice); an arm without "
         f"{args.negatives} negatives for a query leaves its row out of that batch; relabeling rows come in extra "
-        "batches after them. The exception is hnmine-rec-plan: hnmine-rec's rows in the batches hnmine's "
+        "batches after them. The exception is hnmine-rec-plan: hnmine-rec-6-40's rows in the batches hnmine's "
         "no-false-negatives plan makes (its own per seed), so its leads are paired on the seed and the rows, "
         "not on the batches.",
         f"- all-MiniLM-L6-v2, MultipleNegativesRankingLoss, {args.epochs} epoch, lr {args.lr}, warmup 10 %, "
