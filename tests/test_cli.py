@@ -128,8 +128,9 @@ def test_quiet_silences_the_model_libraries_bars_too(tmp_path, adi_rows):
 
     SentenceTransformer(resolve_model(MODEL), device="cpu").save(str(tmp_path / "model"))
     corpus = write_jsonl(tmp_path / "corpus.jsonl", adi_rows[0][:5])
+    # torch: the backend that loads the checkpoint through transformers (ONNX Runtime shows no bar)
     args = ["index", "--workdir", str(tmp_path / "w"), "--corpus", str(corpus), "--retrievers", "dense",
-            "--model", str(tmp_path / "model")]
+            "--backend", "torch", "--model", str(tmp_path / "model")]
     runner = CliRunner()
     try:
         transformers_logging.enable_progress_bar()
