@@ -74,7 +74,7 @@ class DataParams(StageParams):
 
 
 class IndexParams(StageParams):
-    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "chunk_size", "device", "devices"})
+    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "batch_tokens", "chunk_size", "device", "devices"})
 
     retrievers: list[Literal["dense", "bm25"]] = Field(["dense"], strict=False, description="indexes to build: dense, bm25 (repeat for both)")
     name: str = Field("", description="a name for this dense index: it goes to index/dense/NAME/ beside the default "
@@ -84,6 +84,9 @@ class IndexParams(StageParams):
     document_prompt: str = Field("", description="text put before every document when encoding")
     max_length: int | None = Field(None, description="max tokens per text (default: the model's)")
     batch_size: int = Field(32, ge=1, description="encoding batch size")
+    batch_tokens: int | None = Field(
+        None, ge=1, description="GPU encoding: batches by padded tokens (rows x longest row) instead of rows, up to 8x "
+                                "--batch-size rows: short texts go in large batches (default: off, --batch-size rows)")
     chunk_size: int = Field(2048, ge=1, description="documents per saved chunk (the resume granularity)")
     device: str | None = Field(None, description="torch device: cpu, cuda, cuda:1 (default: cuda when present)")
     devices: list[str] | None = Field(

@@ -9,6 +9,13 @@ document. Both tools use the same all-MiniLM-L6-v2 folder in fp16, the same batc
 
 Prints and writes a JSON of figures after every phase, so a run cut short still reports what it
 measured. `--device cpu --docs 2000` checks the script on a machine without a GPU.
+
+Beside the end-to-end phases, on a sample of the corpus (`--sample`, default 100k): the forward
+pass alone on the batches the encoder forms, already on the device (the ceiling the feed is
+measured against); encoding by rows and by a token budget (`--budget`); and each path's vectors
+against `SentenceTransformer.encode` (largest difference, top-10 agreement of 1,000 queries).
+`--render RESULTS.json --doc docs/gpu.md` writes a results file into the doc's `bench_gpu` section,
+with the 8.8M-passage extrapolation, so a run on a lent machine is rendered here.
 """
 
 from __future__ import annotations
@@ -76,6 +83,115 @@ def timed_search(work: Path, matrix: np.ndarray, query_vectors: np.ndarray, devi
             "query_doc_products_per_second": float(f"{pairs / search_s:.3g}")}
 
 
+def feed_checks(args, data: dict, save) -> None:
+    """The sample phases (see the module docstring)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from hnmine.retrievers import encoders, exact_search
+    from hnmine.retrievers.torch_feed import PrefetchTorchEncoder
+
+    sample = data["texts"][:args.sample]
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    reference = SentenceTransformer(args.model, device=args.device)
+    reference.to(torch.float16 if cuda else torch.float32)
+    checked = sample[:20_000]
+    t = time.perf_counter()
+    expected = reference.encode(checked, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    st_rate = len(checked) / (time.perf_counter() - t)
+    queries = data["queries"][:1000]
+    expected_top = exact_search.exact_search(expected.astype(np.float32), reference.encode(
+        queries, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32), 10)[1]
+    figures: dict = {"sample_docs": len(sample), "checked_docs": len(checked), "st_encode_docs_per_second": round(st_rate)}
+    for name, budget in (("rows", None), ("token_budget", args.budget)):
+        encoder = encoders.Encoder(args.model, args.device, batch_size=args.batch_size, backend="torch", batch_tokens=budget)
+        fast = encoder.fast or PrefetchTorchEncoder(encoder.model, Path(args.model), None, args.batch_size, True, budget)
+        fast.encode(sample[:4096])  # warm-up: kernels, allocator
+        sync()
+        t = time.perf_counter()
+        vectors = fast.encode(sample)
+        seconds = time.perf_counter() - t
+        top = exact_search.exact_search(vectors[:len(checked)], fast.encode(queries), 10)[1]
+        # The forward pass alone on the same batches, already on the device: the feed's ceiling.
+        order = np.argsort([-len(x) for x in sample], kind="stable")
+        step = fast._group_rows()
+        batches = [features for s in range(0, len(sample), step) for _, features in fast._pack(sample, order[s:s + step])]
+        stream = torch.cuda.Stream() if cuda else None
+        resident = [fast._to_device(features, encoder.model.device, stream) for features in batches]
+        with torch.inference_mode():
+            encoder.model(resident[len(resident) // 2])
+            sync()
+            t = time.perf_counter()
+            for features in resident:
+                torch.nn.functional.normalize(encoder.model(features)["sentence_embedding"].float(), dim=-1)
+            sync()
+        ceiling = len(sample) / (time.perf_counter() - t)
+        del resident
+        figures[name] = {"batch_tokens": budget, "batches": len(batches), "encode_docs_per_second": round(len(sample) / seconds),
+                         "forward_only_docs_per_second": round(ceiling),
+                         "encode_share_of_forward": round(len(sample) / seconds / ceiling, 3),
+                         "max_abs_diff_vs_st": float(np.abs(vectors[:len(checked)] - expected).max()),
+                         "top10_agreement_vs_st": round(float(np.mean([len(set(a) & set(b)) / 10
+                                                                       for a, b in zip(top, expected_top)])), 4)}
+        save("feed", figures)
+
+
+MS_MARCO_DOCS, MS_MARCO_QUERIES = 8_800_000, 503_000
+
+
+def extrapolate(r: dict) -> dict:
+    """8.8M passages and 503k queries from this run: ingest and encode at their per-1M rates, the
+    search at the rate measured on the largest matrix, the rest of mine scaled by queries."""
+    docs, queries = int(r["inputs"]["docs"]), int(r["inputs"]["queries"])
+    search = r.get("search_large") or r["search"]
+    search_docs = int(search.get("docs", docs))
+    search_s = search["search_seconds"] * (MS_MARCO_DOCS / search_docs) * (MS_MARCO_QUERIES / queries)
+    rest = max(r["hnmine_mine"]["seconds"] - r["search"]["search_seconds"], 0) * MS_MARCO_QUERIES / queries
+    out = {"ingest": r["hnmine_ingest"]["seconds"] * MS_MARCO_DOCS / docs,
+           "encode": r["hnmine_encode"]["seconds"] * MS_MARCO_DOCS / docs,
+           "search": search_s, "rest of mine": rest}
+    return {k: round(v, 1) for k, v in out.items()} | {"total": round(sum(out.values()), 1)}
+
+
+def render(r: dict) -> str:
+    """The doc section for one results file."""
+    a, docs, queries = r["args"], int(r["inputs"]["docs"]), int(r["inputs"]["queries"])
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in a.items()
+                     if k in ("docs", "queries", "batch_size", "batch_tokens", "sample", "budget") and v not in ("None", "0"))
+    lines = [f"- Command: `python3 scripts/bench_gpu.py --sentences sentences.txt.gz --model all-MiniLM-L6-v2-fp16 {flags} "
+             f"--out gpu_bench.json{' --skip-st' if a.get('skip_st') == 'True' else ''}`",
+             f"- Machine: {r.get('gpu', a['device'])}, {r.get('cpus', '?')} CPU cores, torch {r['torch']}, "
+             f"Python {r['python']}, commit {r.get('commit', '?')}",
+             f"- {docs:,} synthetic passages (mean {r['inputs']['mean_doc_chars']} characters), {queries:,} queries, top 50", "",
+             "| phase | figure |", "| --- | --- |",
+             f"| ingest | {r['hnmine_ingest']['seconds']} s |"]
+    e = r["hnmine_encode"]
+    lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}) | {e['seconds']} s "
+                 f"({e['docs_per_second']:,} docs/s) |")
+    for f in r.get("feed", {}).values():
+        if isinstance(f, dict):
+            label = "by rows" if f["batch_tokens"] is None else f"by a budget of {f['batch_tokens']:,} tokens"
+            lines.append(f"| sample of {r['feed']['sample_docs']:,}, batches {label}: encode / forward pass alone | "
+                         f"{f['encode_docs_per_second']:,} / {f['forward_only_docs_per_second']:,} docs/s "
+                         f"(**{f['encode_share_of_forward']:.0%}**); vs `SentenceTransformer.encode`: max difference "
+                         f"{f['max_abs_diff_vs_st']:.1e}, top-10 agreement {f['top10_agreement_vs_st']:.1%} |")
+    if "feed" in r:
+        lines.append(f"| `SentenceTransformer.encode` on {r['feed']['checked_docs']:,} of the sample (the vectors compared) | "
+                     f"{r['feed']['st_encode_docs_per_second']:,} docs/s |")
+    lines += [f"| exact search alone, {queries:,} queries | {r['search']['search_seconds']} s |",
+              f"| `hnmine mine` | {r['hnmine_mine']['seconds']} s |",
+              f"| **ingest + encode + mine** | **{r['hnmine_total']['seconds']} s** |"]
+    if "st_mine_hard_negatives" in r:
+        lines.append(f"| `mine_hard_negatives`, same model and GPU | {r['st_mine_hard_negatives']['seconds']} s "
+                     f"(hnmine **{r['ratio']['hnmine_over_st']}x** of it) |")
+    x = extrapolate(r)
+    lines += ["", f"Extrapolated to {MS_MARCO_DOCS / 1e6:.1f}M passages and {MS_MARCO_QUERIES // 1000}k queries "
+                  "(`extrapolate` in the script): " + ", ".join(f"{k} {v} s" for k, v in x.items() if k != "total")
+              + f"; **total {x['total']} s = {x['total'] / 60:.1f} min**."]
+    return "\n".join(lines)
+
+
 def gpu_memory(device: str) -> dict:
     if not device.startswith("cuda"):
         return {}
@@ -89,26 +205,39 @@ def gpu_memory(device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sentences", type=Path, required=True)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--sentences", type=Path)
+    parser.add_argument("--model")
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hnmine-gpu"))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--render", type=Path, help="write this results file into --doc's bench_gpu section, run nothing")
+    parser.add_argument("--doc", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "gpu.md")
     parser.add_argument("--skip-st", action="store_true")
+    parser.add_argument("--sample", type=int, default=100_000, help="documents for the feed phases (0 = skip them)")
+    parser.add_argument("--budget", type=int, default=65_536, help="padded tokens per batch in the token-budget phase")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="index's --batch-tokens for the 1M encode")
     parser.add_argument("--search-docs", type=int, default=0, help="also time search alone on a matrix this large")
     parser.add_argument("--devices-check", action="store_true", help="also encode with index --devices, 2 processes on the GPU")
     parser.add_argument("--encode-processes", type=int, nargs="+",
                         help="only ingest, then encode the corpus once per count with index --devices naming the one "
                              "device that many times: does encoding scale with processes on one GPU?")
     args = parser.parse_args()
+    if args.render:
+        from _common import splice_section
+
+        splice_section(args.doc, "bench_gpu", render(json.loads(args.render.read_text())))
+        return
+    if not (args.sentences and args.model and args.out):
+        parser.error("--sentences, --model and --out are needed to run (or --render a results file)")
 
     import torch
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "python": platform.python_version(),
-                     "torch": torch.__version__}
+                     "torch": torch.__version__, "cpus": os.cpu_count(), "commit": commit or "?"}
     if args.device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name(0)
 
@@ -130,7 +259,8 @@ def main() -> None:
     work = args.workdir / "hnmine"
     inp = args.workdir / "input"
     data_params = DataParams(corpus=inp / "corpus.parquet", queries=inp / "queries.parquet", qrels=inp / "qrels.tsv")
-    index_params = IndexParams(model=args.model, device=args.device, batch_size=args.batch_size, chunk_size=131_072)
+    index_params = IndexParams(model=args.model, device=args.device, batch_size=args.batch_size, chunk_size=131_072,
+                               batch_tokens=args.batch_tokens)
     t = time.perf_counter()
     result = index_stage.ingest_corpus(work, data_params)
     save("hnmine_ingest", {"seconds": round(time.perf_counter() - t, 1)})
@@ -150,7 +280,8 @@ def main() -> None:
     seconds = time.perf_counter() - t
     from hnmine.retrievers import embedding_store, encoders
 
-    encoder = encoders.Encoder(args.model, args.device, batch_size=args.batch_size)  # also encodes the queries below
+    encoder = encoders.Encoder(args.model, args.device, batch_size=args.batch_size,  # also encodes the queries below
+                               batch_tokens=args.batch_tokens)
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
                            "rust_tokenizer_prefetch": encoder.fast is not None, **gpu_memory(args.device)})
@@ -182,6 +313,8 @@ def main() -> None:
     save("hnmine_total", {"seconds": round(sum(results[p]["seconds"] for p in ("hnmine_ingest", "hnmine_encode",
                                                                               "hnmine_mine")), 1)})
 
+    if args.sample:
+        feed_checks(args, data, save)
     if not args.skip_st:
         run_st(args, data, results, save)
     # The several-GPU path (index --devices), here as two processes sharing the one GPU: shows the

@@ -134,21 +134,42 @@ def test_block_exact_search_matches_faiss_flat(tmp_path):
 
 
 def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows):
-    """The GPU encoding path (Rust tokenizer one batch ahead), run here on the CPU."""
+    """The GPU encoding path (Rust tokenizer groups ahead in threads), run here on the CPU: by rows,
+    and by a token budget small enough that batches of the long texts hold a few rows and those of
+    the queries many."""
     import numpy as np
 
     from hnmine.packaged.resolve import resolve_model
-    from hnmine.retrievers import encoders
+    from hnmine.retrievers import encoders, torch_feed
 
     corpus, queries, _ = adi_rows
-    texts = [d["title"] + " " + d["text"] for d in corpus[:40]] + [q["text"] for q in queries[:10]]
+    texts = [d["title"] + " " + d["text"] for d in corpus[:40]] + [q["text"] for q in queries[:30]]
     path = resolve_model(MODEL)
     model = encoders._load_model(path, "cpu", None, "fp32")
-    fast = encoders.PrefetchTorchEncoder(model, __import__("pathlib").Path(path), None, batch_size=7, normalize=True)
     expected = model.encode(texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
-    np.testing.assert_allclose(fast.encode(texts), expected, atol=2e-5)
-    np.testing.assert_allclose(fast.encode(texts, prompt="query: "),
-                               model.encode(["query: " + t for t in texts], normalize_embeddings=True), atol=2e-5)
+    for batch_tokens in (None, 300):
+        fast = torch_feed.PrefetchTorchEncoder(model, __import__("pathlib").Path(path), None, batch_size=7, normalize=True,
+                                               batch_tokens=batch_tokens)
+        np.testing.assert_allclose(fast.encode(texts), expected, atol=2e-5)
+        np.testing.assert_allclose(fast.encode(texts, prompt="query: "),
+                                   model.encode(["query: " + t for t in texts], normalize_embeddings=True), atol=2e-5)
+        assert fast.encode([]).shape == (0, expected.shape[1])
+    packed = fast._pack(texts, np.arange(len(texts)))
+    assert sorted(np.concatenate([rows for rows, _ in packed]).tolist()) == list(range(len(texts)))
+    shapes = [features["input_ids"].shape for _, features in packed]
+    assert all(r * w <= 300 or r == 1 for r, w in shapes) and max(r for r, _ in shapes) > 7 > min(r for r, _ in shapes)
+
+
+def test_token_budget_batches_fill_the_budget_in_order():
+    import numpy as np
+
+    from hnmine.retrievers.torch_feed import token_budget_batches
+
+    lengths = np.array([500, 120, 100, 100, 60, 20, 20, 20, 20, 20, 20])
+    assert token_budget_batches(lengths, 4, None) == [slice(0, 4), slice(4, 8), slice(8, 11)]
+    batches = token_budget_batches(lengths, 4, 240)
+    assert batches == [slice(0, 1), slice(1, 3), slice(3, 5), slice(5, 9), slice(9, 11)]
+    assert all(b.stop - b.start == 1 or (b.stop - b.start) * lengths[b.start] <= 240 for b in batches)
 
 
 def test_encoding_on_several_devices_gives_the_one_process_matrix(tmp_path, adi, adi_indexed):

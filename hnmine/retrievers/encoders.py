@@ -1,4 +1,4 @@
-"""Sentence encoders: sentence-transformers (torch), fed by the Rust tokenizer on a GPU, or ONNX Runtime."""
+"""Sentence encoders: sentence-transformers (torch), fed by hnmine.retrievers.torch_feed on a GPU, or ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from hnmine.device import TORCH_DTYPES, default_device, resolve_precision
 from hnmine.errors import HnmineError
 from hnmine.packaged.resolve import resolve_model
+from hnmine.retrievers.torch_feed import PrefetchTorchEncoder, embedding_dimension
 
 
 def _folder_stamp(path: str) -> tuple:
@@ -49,7 +50,7 @@ class Encoder:
     """
 
     def __init__(self, model: str, device: str | None = None, max_length: int | None = None, batch_size: int = 32,
-                 normalize: bool = True, backend: str = "auto", precision: str = "auto"):
+                 normalize: bool = True, backend: str = "auto", precision: str = "auto", batch_tokens: int | None = None):
         path = resolve_model(model)
         device = device or default_device()
         self.device = device
@@ -64,7 +65,7 @@ class Encoder:
             self.model = _load_model(path, device, max_length, self.precision, _folder_stamp(path))
             if device.startswith("cuda") and Path(path).is_dir():
                 try:
-                    self.fast = PrefetchTorchEncoder(self.model, Path(path), max_length, batch_size, normalize)
+                    self.fast = PrefetchTorchEncoder(self.model, Path(path), max_length, batch_size, normalize, batch_tokens)
                 except HnmineError:  # not a plain Transformer + Pooling folder: sentence-transformers' encode
                     pass
 
@@ -74,62 +75,11 @@ class Encoder:
         if self.fast is not None:
             return self.fast.encode(texts, prompt=prompt)
         if not texts:
-            return np.zeros((0, int(self.model.get_sentence_embedding_dimension())), dtype=np.float32)
+            return np.zeros((0, embedding_dimension(self.model)), dtype=np.float32)
         return self.model.encode(
             texts, batch_size=self.batch_size, prompt=prompt or None, normalize_embeddings=self.normalize,
             convert_to_numpy=True, show_progress_bar=False,
         ).astype(np.float32, copy=False)
-
-
-class PrefetchTorchEncoder:
-    """sentence-transformers' forward pass fed by hnmine.retrievers.tokenization, AHEAD batches
-    ahead in threads.
-
-    On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (docs/gpu.md: 3.6k
-    docs/s on an H200, the forward pass alone 49.5k). Here the batch tokenizer (nanotoken or
-    `tokenizers`, all cores, no GIL) prepares the next AHEAD batches in threads while the GPU runs
-    batch k. Same modules, same vectors.
-    """
-
-    AHEAD = 4
-
-    def __init__(self, model, path: Path, max_length: int | None, batch_size: int, normalize: bool):
-        from hnmine.retrievers.onnx_encoder import _modules
-        from hnmine.retrievers.tokenization import BatchTokenizer
-
-        _modules(path)
-        self.model = model
-        self.tokenizer = BatchTokenizer(path, max_length or model.max_seq_length)
-        self.batch_size = batch_size
-        self.normalize = normalize
-
-    def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        import torch
-
-        texts = [prompt + t for t in texts] if prompt else list(texts)
-        if not texts:
-            return np.zeros((0, int(self.model.get_sentence_embedding_dimension())), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        batches = [order[s:s + self.batch_size] for s in range(0, len(texts), self.batch_size)]
-        device = self.model.device
-        outputs = []
-        with ThreadPoolExecutor(max_workers=self.AHEAD) as pool, torch.inference_mode():
-            pending = deque(pool.submit(self.tokenizer.arrays, [texts[i] for i in batch]) for batch in batches[:self.AHEAD])
-            for k in range(len(batches)):
-                arrays = pending.popleft().result()
-                if k + self.AHEAD < len(batches):
-                    pending.append(pool.submit(self.tokenizer.arrays, [texts[i] for i in batches[k + self.AHEAD]]))
-                features = {name: torch.from_numpy(value).to(device, non_blocking=True) for name, value in arrays.items()}
-                vectors = self.model(features)["sentence_embedding"].float()
-                if self.normalize:
-                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                outputs.append(vectors)
-        out = np.empty((len(texts), outputs[0].shape[1]), dtype=np.float32)
-        out[order] = torch.cat(outputs).cpu().numpy()
-        return out
 
 
 def resolve_backend(backend: str, model_path: str, device: str, precision: str = "fp32") -> str:

@@ -97,7 +97,7 @@ def ingest_corpus(workdir: Path, data: DataParams, progress: bool = True) -> Sta
 def encoder_factory(params: IndexParams):
     """Builds the corpus encoder only when a chunk is left to encode (a resumed run may need none)."""
     return lambda: encoders.Encoder(params.model, params.device, params.max_length, params.batch_size, params.normalize,
-                                 params.backend, params.precision)
+                                 params.backend, params.precision, params.batch_tokens)
 
 
 def _dense_stage(wd: WorkDir, params: IndexParams) -> Stage:

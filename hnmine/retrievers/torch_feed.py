@@ -1,0 +1,140 @@
+"""sentence-transformers' forward pass fed from hnmine.retrievers.tokenization: the GPU encoding path.
+
+On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (docs/gpu.md: 3.6k
+docs/s on an H200, the forward pass alone 49.5k). Here:
+
+- the texts of a call are sorted by length and tokenized in groups, AHEAD groups ahead, in threads
+  (nanotoken or `tokenizers`: no GIL, every core);
+- each group is cut into batches: `batch_size` rows, or, with `batch_tokens`, as many rows as fit
+  that many padded tokens (rows x the batch's longest row), so short texts (queries) go in large
+  batches and long ones in small; the group is re-sorted by token length first, so a batch pads
+  little;
+- on CUDA the tokenizer threads pack each batch into one pinned host tensor, the main thread copies
+  it on a side stream and the forward pass waits for that copy on the device (an event), not on the
+  host: the host queues batch k + 1 while the GPU computes batch k. The vectors stay on the device
+  until the call ends, then come back in one copy.
+
+Same modules, same vectors (to float rounding: a batch's padding changes a row's sums only at that
+level). tests/test_inputs_and_indexes.py checks them against `SentenceTransformer.encode` on a CPU;
+scripts/bench_gpu.py measures the speed, the forward-pass ceiling and the agreement on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def embedding_dimension(model) -> int:
+    """The model's output width (sentence-transformers 6 renamed the method; 5 has only the old name)."""
+    method = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(method())
+
+
+def token_budget_batches(lengths: np.ndarray, max_rows: int, batch_tokens: int | None) -> list[slice]:
+    """Consecutive batches over rows sorted by length, longest first: `max_rows` rows each, or with
+    `batch_tokens` as many rows (up to `max_rows`) as keep rows x the batch's first (longest) length
+    within the budget; a row longer than the budget goes alone."""
+    n = len(lengths)
+    if batch_tokens is None:
+        return [slice(s, min(s + max_rows, n)) for s in range(0, n, max_rows)]
+    out, start = [], 0
+    while start < n:
+        rows = max(1, min(max_rows, batch_tokens // max(int(lengths[start]), 1), n - start))
+        out.append(slice(start, start + rows))
+        start += rows
+    return out
+
+
+class PrefetchTorchEncoder:
+    """A loaded SentenceTransformer (Transformer + Pooling [+ Normalize] folder) encoding through
+    BatchTokenizer; `batch_tokens` turns on batches by a padded-token budget (see the module)."""
+
+    AHEAD = 4
+    GROUP_BATCHES = 8  # with a token budget, a tokenizer call covers up to this many batch_size-row batches
+
+    def __init__(self, model, path: Path, max_length: int | None, batch_size: int, normalize: bool,
+                 batch_tokens: int | None = None):
+        from hnmine.retrievers.onnx_encoder import _modules
+        from hnmine.retrievers.tokenization import BatchTokenizer
+
+        _modules(path)
+        self.model = model
+        self.tokenizer = BatchTokenizer(path, max_length or model.max_seq_length)
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.normalize = normalize
+        self.cuda = model.device.type == "cuda"
+
+    def _group_rows(self) -> int:
+        return self.batch_size * self.GROUP_BATCHES if self.batch_tokens else self.batch_size
+
+    def _pack(self, texts: list[str], rows: np.ndarray) -> list[tuple[np.ndarray, object]]:
+        """Tokenize one group; returns (positions in the call, features) per batch: the features a
+        [3, rows, width] int64 tensor, pinned on CUDA, or a dict of arrays on a CPU."""
+        import torch
+
+        arrays = self.tokenizer.arrays([texts[i] for i in rows])
+        lengths = arrays["attention_mask"].sum(axis=1)
+        by_length = np.argsort(-lengths, kind="stable")
+        lengths = lengths[by_length]
+        out = []
+        for part in token_budget_batches(lengths, self._group_rows(), self.batch_tokens):
+            picked, width = by_length[part], int(lengths[part.start])
+            if self.cuda:
+                stacked = np.stack([arrays[name][picked, :width] for name in FEATURES])
+                out.append((rows[picked], torch.from_numpy(stacked).pin_memory()))
+            else:
+                out.append((rows[picked], {name: torch.from_numpy(np.ascontiguousarray(arrays[name][picked, :width]))
+                                           for name in FEATURES}))
+        return out
+
+    def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        import torch
+
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        dim = embedding_dimension(self.model)
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        step = self._group_rows()
+        groups = [order[s:s + step] for s in range(0, len(texts), step)]
+        device = self.model.device
+        copy_stream = torch.cuda.Stream(device) if self.cuda else None
+        positions, outputs = [], []
+        with ThreadPoolExecutor(max_workers=self.AHEAD) as pool, torch.inference_mode():
+            pending = deque(pool.submit(self._pack, texts, group) for group in groups[:self.AHEAD])
+            for k in range(len(groups)):
+                batches = pending.popleft().result()
+                if k + self.AHEAD < len(groups):
+                    pending.append(pool.submit(self._pack, texts, groups[k + self.AHEAD]))
+                for rows, host in batches:
+                    features = self._to_device(host, device, copy_stream)
+                    vectors = self.model(features)["sentence_embedding"].float()
+                    if self.normalize:
+                        vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                    positions.append(rows)
+                    outputs.append(vectors)
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        out[np.concatenate(positions)] = torch.cat(outputs).cpu().numpy()
+        return out
+
+    @staticmethod
+    def _to_device(host, device, copy_stream) -> dict:
+        """A batch's features on the model's device: on CUDA copied on the side stream, with the
+        compute stream waiting for the copy on the device (the host does not wait)."""
+        import torch
+
+        if copy_stream is None:
+            return {name: value.to(device) for name, value in host.items()}
+        compute = torch.cuda.current_stream(device)
+        with torch.cuda.stream(copy_stream):
+            stacked = host.to(device, non_blocking=True)
+        compute.wait_stream(copy_stream)
+        stacked.record_stream(compute)  # its block is not reused before compute is done with it
+        return dict(zip(FEATURES, stacked.unbind(0)))
