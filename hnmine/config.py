@@ -84,9 +84,8 @@ class IndexParams(StageParams):
     document_prompt: str = Field("", description="text put before every document when encoding")
     max_length: int | None = Field(None, description="max tokens per text (default: the model's)")
     batch_size: int = Field(32, ge=1, description="encoding batch size")
-    batch_tokens: int | None = Field(
-        None, ge=1, description="GPU encoding: batches by padded tokens (rows x longest row) instead of rows, up to 8x "
-                                "--batch-size rows: short texts go in large batches (default: off, --batch-size rows)")
+    batch_tokens: int | None = Field(None, ge=1, description="GPU encoding: batches of at most this many padded tokens "
+                                     "(rows x longest row), up to 8x --batch-size rows (default: --batch-size rows)")
     chunk_size: int = Field(2048, ge=1, description="documents per saved chunk (the resume granularity)")
     device: str | None = Field(None, description="torch device: cpu, cuda, cuda:1 (default: cuda when present)")
     devices: list[str] | None = Field(
@@ -99,12 +98,10 @@ class IndexParams(StageParams):
         "auto", description="encoding precision: auto (fp16 on a GPU, fp32 on a CPU), fp32, fp16, bf16, or int8 (ONNX "
                             "Runtime on a CPU, quantized weights: faster, vectors at cosine ~0.99 to fp32)")
     faiss_factory: str = Field("Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF1024,PQ32 ...")
-    recall_sample: int = Field(
-        1000, ge=0, description="approximate indexes: recall@10 against exact search on this many sampled corpus "
-                                "vectors, printed at the end of index (0 = off)")
-    storage: Literal["float32", "float16"] = Field(
-        "float32", description="dtype of the saved embeddings: float16 halves disk and page cache (search converts "
-                               "blocks to float32)")
+    recall_sample: int = Field(1000, ge=0, description="approximate indexes: recall@10 against exact search on this "
+                                                       "many sampled corpus vectors, printed at the end of index (0 = off)")
+    storage: Literal["float32", "float16"] = Field("float32", description="dtype of the saved embeddings: float16 "
+                                                   "halves disk and page cache (search converts blocks to float32)")
     embeddings: Path | None = Field(
         None, strict=False, description="precomputed corpus embeddings instead of encoding: a .npy (one row per corpus document, in "
                           "corpus order) or a Parquet file with an id column and a vector column (--model still "
