@@ -106,6 +106,7 @@ def feed_checks(args, data: dict, save) -> None:
     figures: dict = {"sample_docs": len(sample), "checked_docs": len(checked), "st_encode_docs_per_second": round(st_rate)}
     for name, budget in (("rows", None), ("token_budget", args.budget)):
         encoder = encoders.Encoder(args.model, args.device, batch_size=args.batch_size, backend="torch", batch_tokens=budget)
+        # on a CPU the Encoder never builds the feed (ONNX or sentence-transformers' encode): build it here
         fast = encoder.fast or PrefetchTorchEncoder(encoder.model, Path(args.model), None, args.batch_size, True, budget)
         fast.encode(sample[:4096])  # warm-up: kernels, allocator
         sync()
@@ -117,7 +118,7 @@ def feed_checks(args, data: dict, save) -> None:
         order = np.argsort([-len(x) for x in sample], kind="stable")
         step = fast._group_rows()
         batches = [features for s in range(0, len(sample), step) for _, features in fast._pack(sample, order[s:s + step])]
-        stream = torch.cuda.Stream() if cuda else None
+        stream = torch.cuda.Stream(encoder.model.device) if cuda else None
         resident = [fast._to_device(features, encoder.model.device, stream) for features in batches]
         with torch.inference_mode():
             encoder.model(resident[len(resident) // 2])

@@ -85,8 +85,7 @@ def query_encoder(dense_manifest: dict, device: str | None, batch_size: int) -> 
     backend = stats.get("backend", params.get("backend", "auto"))
     precision = stats.get("precision", params.get("precision", "auto")) if backend == "onnx" else params.get("precision", "auto")
     return encoders.Encoder(params["model"], device, params["max_length"], batch_size=min(batch_size, 512),
-                         normalize=params["normalize"], backend=backend, precision=precision,
-                         batch_tokens=params.get("batch_tokens"))
+                         normalize=params["normalize"], backend=backend, precision=precision)
 
 
 def _required_indexes(wd: WorkDir, params: MineParams) -> dict[str, Path]:
