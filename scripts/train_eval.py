@@ -23,6 +23,9 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
                 ranks 1-40, the top k by rank: the recipe without its rank floor and lowest-score pick
   hnmine-deep-lowest  the same rule over ranks 21-40, the k the cross-encoder rates lowest
                 (scripts/select_recipe.py's choice: configs/recommended.toml's filter)
+  hnmine-relabel  hnmine-deep-lowest's rows, and each candidate the cross-encoder rates a likely
+                positive (probability >= 0.9) as an extra (query, candidate, negatives) row: with
+                --paired those rows come in batches of their own after the paired ones
 The two best fine-tuned arms are trained again with a second seed to show the noise.
 
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
@@ -54,7 +57,7 @@ DATA = REPO.parent / "shared" / "data" / "scifact"
 DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
 ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard", "hnmine-top-clean",
-        "hnmine-deep-lowest"]
+        "hnmine-deep-lowest", "hnmine-relabel"]
 # configs/recommended.toml's filter (chosen by scripts/select_recipe.py, docs/quality.md), with k negatives
 RECOMMENDED = {k: v for k, v in filter_recipe("recommended").items() if k != "num_negatives"}
 HARD = {"rank_min": 1, "rank_max": 40, "max_probability": 0.001, "sampling": "top"}
@@ -64,7 +67,7 @@ TOP_CLEAN = {"rank_min": 1, "rank_max": 40, "margin": -2.0, "sampling": "top"}
 # what scripts/select_recipe.py chooses on the development sets: the recommended false-negative rule
 # over ranks 21-40, the survivors the cross-encoder rates lowest
 DEEP_LOWEST = {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"}
-CE_ARMS = ("hnmine-rec", "hnmine-hard", "hnmine-top-clean", "hnmine-deep-lowest")  # read the cross-encoder's scores
+CE_ARMS = ("hnmine-rec", "hnmine-hard", "hnmine-top-clean", "hnmine-deep-lowest", "hnmine-relabel")  # read the cross-encoder's scores
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -156,10 +159,11 @@ def hnmine_arms(root: Path, k: int, ce_top: int, ce_max_length: int, with_cross_
                    progress=True)
     print(f"cross-encoder: {scored.stats} in {time.perf_counter() - began:.0f} s", flush=True)
     for arm, recipe in (("hnmine-rec", RECOMMENDED), ("hnmine-hard", HARD), ("hnmine-top-clean", TOP_CLEAN),
-                        ("hnmine-deep-lowest", DEEP_LOWEST)):
+                        ("hnmine-deep-lowest", DEEP_LOWEST), ("hnmine-relabel", RECOMMENDED | {"likely_positive": 0.9})):
         result = filter_stage(work, FilterParams(num_negatives=k, **recipe), progress=False)
         print(f"{arm} filter:", result.stats, flush=True)
-        out[arm] = export(work, ExportParams(format="n-tuple", output=root / f"{arm}.parquet"),
+        out[arm] = export(work, ExportParams(format="n-tuple", output=root / f"{arm}.parquet",
+                                             extra_positives="likely_positive" in recipe),
                           progress=False).outputs["train"]
     return out
 
@@ -211,7 +215,8 @@ def evaluate(model, corpus, queries, test) -> dict:
 def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries, train) -> tuple[dict[str, list[dict]], int]:
     """Every arm's rows for the same (query, positive) pairs in the same order: the pairs that every
     arm has negatives for, in scifact's train order. With the same batches (fixed_batches) the arms
-    then differ only in their negatives. Returns the rows per arm and how many pairs were left out."""
+    then differ only in their negatives. A relabeling arm's extra positives of those queries follow
+    its paired rows. Returns the rows per arm and how many pairs were left out."""
     by_arm = {}
     for arm in arms:
         if arm == "none":
@@ -221,6 +226,9 @@ def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries
     common = [key for key in keys if all(key in rows for rows in by_arm.values())]
     out = {arm: [by_arm[arm][key] if arm in by_arm else {"anchor": key[0], "positive": key[1]} for key in common]
            for arm in arms}
+    known, anchors = set(keys), {anchor for anchor, _ in common}
+    for arm, rows in by_arm.items():
+        out[arm] += [row for key, row in rows.items() if key not in known and key[0] in anchors]
     return out, len(keys) - len(common)
 
 
@@ -269,11 +277,10 @@ def fixed_batch_sampler(batches: list[list[int]]):
 
 
 def train_arm(arm: str, rows: list[dict], seed: int, args, corpus, queries, test, root: Path,
-              batches: list[list[int]] | None = None) -> dict:
+              batches: list[list[int]] | None = None, tag: str = "") -> dict:
     """Fine-tune from the base model on rows and evaluate. With batches: exactly those batches (a
-    paired run, cached as results/pairedROWS-ARM-seedN.json: the same arm and seed over another set
-    of pairs is another run)."""
-    tag = f"paired{len(rows)}-" if batches is not None else ""
+    paired run, cached as results/pairedPAIRS-ARM-seedN.json, tag naming the paired pairs: the same
+    arm and seed over another set of pairs is another run)."""
     result_file = root / "results" / f"{tag}{arm}-seed{seed}.json"
     fingerprint = rows_fingerprint(rows, batches)
     cached = cached_result(result_file, fingerprint)
@@ -398,7 +405,7 @@ def paired_summary(runs: dict[int, float], reference: dict[int, float]) -> str:
     return f"{mean:+.4f} ± {se:.4f} | {t} | {ahead}"
 
 
-def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> None:
+def write_paired_doc(results: list[dict], args, pairs: int, dropped: int, extra: dict[str, int]) -> None:
     """The paired tables: per arm the mean over seeds and its difference from mine_hard_negatives'
     defaults trained on the same batches (mean ± standard error, paired t, seeds ahead), then one row
     per seed. Only seeds every arm finished count (a run cut short ends mid-seed)."""
@@ -430,7 +437,9 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int) -> Non
         f"- {sample}The same hyper-parameters as above, but every arm trains on the same {pairs} of the {pairs + dropped} "
         "distinct (query, positive) pairs (the rest have no negatives in some arm) in the same batches for a given seed: "
         "batches of 32 with no query or positive twice, decided before the negatives are attached. Only the negatives "
-        "differ between arms of one seed.",
+        "differ between arms of one seed"
+        + "".join(f"; {arm} adds {n} rows, its likely positives (cross-encoder probability ≥ 0.9) as extra positives, "
+                  "in batches of their own after the paired ones" for arm, n in extra.items()) + ".",
         "",
         "| arm | nDCG@10, mean (sd) | nDCG@10, min-max | Recall@100, mean | nDCG@10 minus st-default, same seed: mean ± "
         "standard error | paired t | seeds ahead |" + (" minus none (in-batch only) |" if "none" in arms else ""),
@@ -464,13 +473,17 @@ def paired_run(args, files: dict[str, Path], corpus, queries, train, test) -> No
     rewritten after every seed."""
     arms = [arm for arm in (args.arms or ARMS) if arm == "none" or arm in files]
     rows_by_arm, dropped = paired_rows(arms, files, args.negatives, corpus, queries, train)
-    pairs = len(next(iter(rows_by_arm.values())))
+    pairs = min(len(rows) for rows in rows_by_arm.values())
     results = []
     for seed in range(1, (args.seeds_per_arm or 3) + 1):
-        batches = fixed_batches(rows_by_arm[arms[0]], seed, args.batch_size)
+        batches = fixed_batches(rows_by_arm[arms[0]][:pairs], seed, args.batch_size)
         for arm in arms:
-            results.append(train_arm(arm, rows_by_arm[arm], seed, args, corpus, queries, test, args.root, batches))
-        write_paired_doc(results, args, pairs, dropped)
+            rows = rows_by_arm[arm]
+            extra = [[pairs + i for i in batch] for batch in fixed_batches(rows[pairs:], seed, args.batch_size)]
+            results.append(train_arm(arm, rows, seed, args, corpus, queries, test, args.root, batches + extra,
+                                     tag=f"paired{pairs}-"))
+        write_paired_doc(results, args, pairs, dropped,
+                         {arm: len(rows) - pairs for arm, rows in rows_by_arm.items() if len(rows) > pairs})
 
 
 # ------------------------------------------------------------------------------------ nfcorpus protocol
