@@ -23,9 +23,9 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
                 ranks 1-40, the top k by rank: the recipe without its rank floor and lowest-score pick
   hnmine-deep-lowest  the same rule over ranks 21-40, the k the cross-encoder rates lowest
                 (scripts/select_recipe.py's choice: configs/recommended.toml's filter)
-  hnmine-relabel  hnmine-deep-lowest's rows, and each candidate the cross-encoder rates a likely
-                positive (probability >= 0.9) as an extra (query, candidate, negatives) row: with
-                --paired those rows come in batches of their own after the paired ones
+  hnmine-relabel  the recommended filter with likely positives (cross-encoder probability >= 0.9)
+                kept out of the negatives and added as extra (query, candidate, negatives) rows:
+                with --paired those rows come in batches of their own after the paired ones
 The two best fine-tuned arms are trained again with a second seed to show the noise.
 
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
