@@ -219,3 +219,24 @@ def test_extra_positives_counted_are_the_ones_written(exported, adi_workdir):
     ids = pl.read_parquet(result.outputs["ids"])
     assert result.stats["extra_positives"] == ids.filter(~pl.col("labeled")).height
     assert result.stats["extra_positives"] < result.stats["likely_positives"] >= 10
+
+
+def test_the_card_says_how_to_batch_a_query_with_extra_positive_rows(exported, adi_workdir):
+    """Extra positives give a query several n-tuple rows; in one MNRL batch its own positives would be
+    its negatives, so the dataset card says which sampler keeps them apart."""
+    from hnmine.io.files import read_table
+
+    score(adi_workdir, ScoreParams(scorer="cross-encoder", backend="onnx", top=3), progress=False)
+    candidates = pl.from_arrow(read_table(adi_workdir / "scored.arrow")).filter(~pl.col("is_positive"))
+    threshold = float(candidates["ce_prob"].sort(descending=True, nulls_last=True)[9])
+    filter_stage(adi_workdir, FilterParams(num_negatives=3, likely_positive=threshold), progress=False)
+    plain = export(adi_workdir, ExportParams(format="n-tuple"), progress=False)
+    card = plain.outputs["train"].parent / "README.md"
+    assert "## Extra positives" not in card.read_text()
+    result = export(adi_workdir, ExportParams(format="n-tuple", extra_positives=True), progress=False)
+    text = card.read_text()
+    assert f"`n-tuple.parquet` has {result.stats['extra_positives']} extra positives" in text
+    assert "BatchSamplers.NO_DUPLICATES" in text
+    export(adi_workdir, ExportParams(format="n-tuple", extra_positives=True, batch_plan="no-false-negatives",
+                                     batch_size=8), progress=False)
+    assert "planned_batches" in card.read_text()

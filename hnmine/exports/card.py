@@ -169,6 +169,7 @@ def _body(folder: Path, exports: list[dict]) -> str:
         lines.append(f'{_config_name(path).replace("-", "_").replace(".", "_")} = load_dataset("{_builder(path)}", '
                      f'data_files="{folder.name}/{path.name}", split="train")')
     lines += ["```", ""]
+    lines += _extra_positive_lines(exports)
     seen: list[dict] = []
     for manifest in reversed(exports):
         mined = manifest.get("outputs", {}).get("provenance")
@@ -179,6 +180,33 @@ def _body(folder: Path, exports: list[dict]) -> str:
         lines += [f"## How {', '.join(files)} {'was' if len(files) == 1 else 'were'} mined", ""]
         lines += _provenance_lines(mined, exports, files)
     return "\n".join(lines)
+
+
+# formats with a row per (query, positive): a query with extra positives has several rows, which an
+# in-batch-negative loss must not see in one batch (its other rows' positives would be its negatives)
+_ROW_PER_POSITIVE = ("n-tuple", "triplet", "labeled-pair", "labeled-list")
+
+
+def _extra_positive_lines(exports: list[dict]) -> list[str]:
+    """How to batch the files whose extra positives give a query several rows."""
+    files = [manifest for manifest in exports if manifest.get("params", {}).get("format") in _ROW_PER_POSITIVE
+             and manifest.get("stats", {}).get("extra_positives")]
+    if not files:
+        return []
+    lines = ["## Extra positives", ""]
+    for manifest in reversed(files):
+        planned = manifest["params"].get("batch_plan", "none") != "none"
+        lines.append(
+            f"`{manifest['_train'].name}` has {manifest['stats']['extra_positives']} extra positives (the filter's likely "
+            "positives; `labeled` or `positive_labeled` is false for them in the ids file), so a query can have several "
+            "rows. With an in-batch-negative loss (MultipleNegativesRankingLoss) one query's rows must not share a "
+            "batch, or its own positives become its negatives: "
+            + ("its rows are in a batch plan that keeps them apart; train with `hnmine.exports.sampler.planned_batches`."
+               if planned else
+               "train with `batch_sampler=BatchSamplers.NO_DUPLICATES` (sentence-transformers), or export with "
+               "`--batch-plan no-false-negatives`."))
+        lines.append("")
+    return lines
 
 
 def _provenance_lines(mined: dict, exports: list[dict], files: list[str]) -> list[str]:
