@@ -16,16 +16,21 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
   bm25-top      hnmine, BM25 top-k negatives (no filter)
   dense-top     hnmine, dense top-k negatives (no filter)
   st-default    sentence-transformers' mine_hard_negatives with its defaults (num_negatives=k)
-  hnmine-rec    hnmine's recommended recipe (configs/recommended.toml's filter, num_negatives=k)
+  hnmine-rec    configs/recommended.toml's rule for the negatives alone (its filter without setting
+                likely positives aside, num_negatives=k)
   hnmine-hard   the hardest candidates the cross-encoder calls clearly negative: ranks 1-40, probability
                 < 0.001, the top k by rank (tests whether harder negatives train better on scifact)
   hnmine-top-clean  the recommended recipe's false-negative rule (logit below the positive's + 2) over
                 ranks 1-40, the top k by rank: the recipe without its rank floor and lowest-score pick
   hnmine-deep-lowest  the same rule over ranks 21-40, the k the cross-encoder rates lowest
-                (scripts/select_recipe.py's choice: configs/recommended.toml's filter)
-  hnmine-relabel  the recommended filter with likely positives (cross-encoder probability >= 0.9)
-                kept out of the negatives and added as extra (query, candidate, negatives) rows:
-                with --paired those rows come in batches of their own after the paired ones
+                (scripts/select_recipe.py's choice: configs/recommended.toml's rule for the negatives)
+  hnmine-relabel  configs/recommended.toml as shipped: that rule with likely positives (cross-encoder
+                probability >= 0.9) kept out of the negatives and added as extra (query, candidate,
+                negatives) rows: with --paired those rows come in batches of their own after the paired ones
+  hnmine-repeat  (--paired only) hnmine-relabel's paired rows, and in its extra batches a copy of the
+                query's paired row in place of each extra positive row: hnmine-relabel's optimizer
+                steps and queries without its new positives, the control that tells relabeling from
+                more training
 The two best fine-tuned arms are trained again with a second seed to show the noise.
 
 Stages are cached in --root (hnmine's own manifests; ST's output and each training result as
@@ -57,9 +62,16 @@ DATA = REPO.parent / "shared" / "data" / "scifact"
 DOC = REPO / "docs" / "quality.md"
 BEGIN, END = "<!-- BEGIN train_eval -->", "<!-- END train_eval -->"
 ARMS = ["none", "bm25-top", "dense-top", "st-default", "hnmine-rec", "hnmine-hard", "hnmine-top-clean",
-        "hnmine-deep-lowest", "hnmine-relabel"]
-# configs/recommended.toml's filter (chosen by scripts/select_recipe.py, docs/quality.md), with k negatives
-RECOMMENDED = {k: v for k, v in filter_recipe("recommended").items() if k != "num_negatives"}
+        "hnmine-deep-lowest", "hnmine-relabel", "hnmine-repeat"]
+# paired arms built from another arm's rows: its extra rows' batches, each row replaced by a copy of
+# its query's paired row (the same steps and queries per batch, no new positives)
+REPEAT_ARMS = {"hnmine-repeat": "hnmine-relabel"}
+# configs/recommended.toml's [filter] as shipped, with k negatives (docs/quality.md: chosen by
+# scripts/select_recipe.py, trained with here)
+SHIPPED = {k: v for k, v in filter_recipe("recommended").items() if k != "num_negatives"}
+# its rule for the negatives alone, without setting likely positives aside; relabeling arms add that
+RECOMMENDED = {k: v for k, v in SHIPPED.items() if k != "likely_positive"}
+RELABEL = RECOMMENDED | {"likely_positive": SHIPPED.get("likely_positive", 0.9)}
 HARD = {"rank_min": 1, "rank_max": 40, "max_probability": 0.001, "sampling": "top"}
 # the recommended recipe's false-negative rule (logit below the positive's + 2) without its rank floor
 # and with the hardest candidates kept: does its rank floor and lowest-score choice cost training signal?
@@ -67,7 +79,8 @@ TOP_CLEAN = {"rank_min": 1, "rank_max": 40, "margin": -2.0, "sampling": "top"}
 # what scripts/select_recipe.py chooses on the development sets: the recommended false-negative rule
 # over ranks 21-40, the survivors the cross-encoder rates lowest
 DEEP_LOWEST = {"rank_min": 21, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"}
-CE_ARMS = ("hnmine-rec", "hnmine-hard", "hnmine-top-clean", "hnmine-deep-lowest", "hnmine-relabel")  # read the cross-encoder's scores
+CE_ARMS = ("hnmine-rec", "hnmine-hard", "hnmine-top-clean", "hnmine-deep-lowest", "hnmine-relabel",
+           "hnmine-repeat")  # read the cross-encoder's scores
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -159,7 +172,7 @@ def hnmine_arms(root: Path, k: int, ce_top: int, ce_max_length: int, with_cross_
                    progress=True)
     print(f"cross-encoder: {scored.stats} in {time.perf_counter() - began:.0f} s", flush=True)
     for arm, recipe in (("hnmine-rec", RECOMMENDED), ("hnmine-hard", HARD), ("hnmine-top-clean", TOP_CLEAN),
-                        ("hnmine-deep-lowest", DEEP_LOWEST), ("hnmine-relabel", RECOMMENDED | {"likely_positive": 0.9})):
+                        ("hnmine-deep-lowest", DEEP_LOWEST), ("hnmine-relabel", RELABEL)):
         result = filter_stage(work, FilterParams(num_negatives=k, **recipe), progress=False)
         print(f"{arm} filter:", result.stats, flush=True)
         out[arm] = export(work, ExportParams(format="n-tuple", output=root / f"{arm}.parquet",
@@ -212,13 +225,16 @@ def evaluate(model, corpus, queries, test) -> dict:
     return {"ndcg@10": metrics["scifact-test_cosine_ndcg@10"], "recall@100": metrics["scifact-test_cosine_recall@100"]}
 
 
-def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries, train) -> tuple[dict[str, list[dict]], int]:
+def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries,
+                train) -> tuple[dict[str, list[dict]], int, int]:
     """Every arm's rows for the same (query, positive) pairs in the same order: the pairs that every
     arm has negatives for, in scifact's train order. With the same batches (fixed_batches) the arms
     then differ only in their negatives. A relabeling arm's extra positives of those queries follow
-    its paired rows. Returns the rows per arm and how many pairs were left out."""
+    its paired rows; a REPEAT_ARMS arm repeats its source's paired rows in their place. Returns the
+    rows per arm (and per source of a repeat arm), how many pairs are paired (each arm's first rows)
+    and how many were left out."""
     by_arm = {}
-    for arm in arms:
+    for arm in dict.fromkeys(REPEAT_ARMS.get(arm, arm) for arm in arms):
         if arm == "none":
             continue
         by_arm[arm] = {(r["anchor"], r["positive"]): r for r in rows_for(arm, files, k, corpus, queries, train)}
@@ -228,8 +244,16 @@ def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries
            for arm in arms}
     known, anchors = set(keys), {anchor for anchor, _ in common}
     for arm, rows in by_arm.items():
+        out.setdefault(arm, [by_arm[arm][key] for key in common])
         out[arm] += [row for key, row in rows.items() if key not in known and key[0] in anchors]
-    return out, len(keys) - len(common)
+    for arm in arms:
+        if arm in REPEAT_ARMS:
+            source = out[REPEAT_ARMS[arm]]
+            first = {}
+            for row in source[:len(common)]:
+                first.setdefault(row["anchor"], row)
+            out[arm] = source[:len(common)] + [first[row["anchor"]] for row in source[len(common):]]
+    return out, len(common), len(keys) - len(common)
 
 
 def distinct_pairs(corpus, queries, train) -> list[tuple[str, str]]:
@@ -361,7 +385,7 @@ def write_doc(results: list[dict], args, mining: dict) -> None:
         f"MultipleNegativesRankingLoss: {args.epochs} epoch(s), batch {args.batch_size} (no duplicates in a batch), lr "
         f"{args.lr}, warmup 10 %, max_seq_length {args.max_seq_length}, {args.negatives} hard negatives per row (none: "
         "in-batch only); evaluated on scifact test (300 queries, 5183 documents) with InformationRetrievalEvaluator.",
-        f"- hnmine-rec: {', '.join(f'{k}={v}' for k, v in RECOMMENDED.items())} (configs/recommended.toml's filter), "
+        f"- hnmine-rec: {', '.join(f'{k}={v}' for k, v in RECOMMENDED.items())} (configs/recommended.toml's rule for the negatives), "
         f"cross-encoder (offline int8 ONNX, max_length {args.ce_max_length}) over the dense top {args.ce_top}; "
         f"hnmine-hard: {', '.join(f'{k}={v}' for k, v in HARD.items())} over the same scores.",
         "",
@@ -438,8 +462,12 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int, extra:
         "distinct (query, positive) pairs (the rest have no negatives in some arm) in the same batches for a given seed: "
         "batches of 32 with no query or positive twice, decided before the negatives are attached. Only the negatives "
         "differ between arms of one seed"
-        + "".join(f"; {arm} adds {n} rows, its likely positives (cross-encoder probability ≥ 0.9) as extra positives, "
-                  "in batches of their own after the paired ones" for arm, n in extra.items()) + ".",
+        + "".join(f"; {arm} adds {n} rows, " + (f"in {REPEAT_ARMS[arm]}'s extra batches, each a copy of its query's paired "
+                                                  "row in place of an extra positive (the same steps, no new positives)"
+                                                  if arm in REPEAT_ARMS else
+                                                  "its likely positives (cross-encoder probability ≥ 0.9) as extra "
+                                                  "positives, in batches of their own after the paired ones")
+                  for arm, n in extra.items()) + ".",
         "",
         "| arm | nDCG@10, mean (sd) | nDCG@10, min-max | Recall@100, mean | nDCG@10 minus st-default, same seed: mean ± "
         "standard error | paired t | seeds ahead |" + (" minus none (in-batch only) |" if "none" in arms else ""),
@@ -471,19 +499,20 @@ def write_paired_doc(results: list[dict], args, pairs: int, dropped: int, extra:
 def paired_run(args, files: dict[str, Path], corpus, queries, train, test) -> None:
     """--paired: seeds 1..N outer, arms inner, so a run cut short still has whole seeds; the doc is
     rewritten after every seed."""
-    arms = [arm for arm in (args.arms or ARMS) if arm == "none" or arm in files]
-    rows_by_arm, dropped = paired_rows(arms, files, args.negatives, corpus, queries, train)
-    pairs = min(len(rows) for rows in rows_by_arm.values())
+    arms = [arm for arm in (args.arms or ARMS) if arm == "none" or REPEAT_ARMS.get(arm, arm) in files]
+    rows_by_arm, pairs, dropped = paired_rows(arms, files, args.negatives, corpus, queries, train)
     results = []
     for seed in range(1, (args.seeds_per_arm or 3) + 1):
         batches = fixed_batches(rows_by_arm[arms[0]][:pairs], seed, args.batch_size)
         for arm in arms:
             rows = rows_by_arm[arm]
-            extra = [[pairs + i for i in batch] for batch in fixed_batches(rows[pairs:], seed, args.batch_size)]
+            # a repeat arm trains in its source's extra batches: its own copies would batch differently
+            batched = rows_by_arm[REPEAT_ARMS[arm]] if arm in REPEAT_ARMS else rows
+            extra = [[pairs + i for i in batch] for batch in fixed_batches(batched[pairs:], seed, args.batch_size)]
             results.append(train_arm(arm, rows, seed, args, corpus, queries, test, args.root, batches + extra,
                                      tag=f"paired{pairs}-"))
         write_paired_doc(results, args, pairs, dropped,
-                         {arm: len(rows) - pairs for arm, rows in rows_by_arm.items() if len(rows) > pairs})
+                         {arm: len(rows_by_arm[arm]) - pairs for arm in arms if len(rows_by_arm[arm]) > pairs})
 
 
 # ------------------------------------------------------------------------------------ nfcorpus protocol
@@ -601,13 +630,11 @@ def nf_beir(proto: NfProtocol, folder: Path) -> Path:
 
 
 def recipe_options(recipe) -> dict:
-    """A recipe's filter options: configs/recommended.toml's [filter] for "recommended"."""
+    """A recipe's filter options: configs/recommended.toml's rule for the negatives for "recommended",
+    with its likely positives set aside for "recommended+relabel"."""
     if isinstance(recipe, dict):
         return dict(recipe)
-    options = dict(RECOMMENDED)
-    if recipe == "recommended+relabel":
-        options["likely_positive"] = 0.9
-    return options
+    return dict(RELABEL if recipe == "recommended+relabel" else RECOMMENDED)
 
 
 def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_length: int, arms: list[str]) -> dict[str, dict]:
@@ -961,12 +988,13 @@ NF_WHAT = {
     "st-default": "`mine_hard_negatives` defaults (dense top 3)",
     "st-ce-margin": "`mine_hard_negatives`, the same cross-encoder, `relative_margin=0.05`",
     "oracle": "dense top 3 after removing every labeled train positive (the ceiling of cleaning)",
-    "hnmine-rec": "configs/recommended.toml's filter: ranks 21-40, the 3 the cross-encoder rates lowest "
-                  "(scripts/select_recipe.py's choice)",
+    "hnmine-rec": "configs/recommended.toml's rule for the negatives alone: ranks 21-40, the 3 the cross-encoder "
+                  "rates lowest (scripts/select_recipe.py's choice)",
     "hnmine-rec-6-40": "the previous recommended filter: the same over ranks 6-40",
     "hnmine-top-clean": "the recommended false-negative rule over ranks 1-40, the best-ranked 3",
     "hnmine-deep": "the recommended false-negative rule over ranks 21-40, the best-ranked 3",
-    "hnmine-relabel": "configs/recommended.toml's filter + likely positives (probability ≥ 0.9) as extra positive rows",
+    "hnmine-relabel": "configs/recommended.toml as shipped: that rule + likely positives (probability ≥ 0.9) as extra "
+                      "positive rows",
     "hnmine-rec-plan": "hnmine-rec-6-40's rows in `export --batch-plan no-false-negatives` batches (visible and likely "
                        "positives, probability ≥ 0.9, and near copies never beside another row's query)",
 }
@@ -1153,8 +1181,9 @@ def main(argv: list[str]) -> None:
         if not results:
             raise SystemExit(f"{args.root / 'results'}: no paired results of these arms; run with --paired first")
         corpus, queries, train, _ = load_data()
-        pairs = results[0]["rows"]
-        write_paired_doc(results, args, pairs, len(distinct_pairs(corpus, queries, train)) - pairs)
+        pairs = min(r["rows"] for r in results)  # the paired rows; arms with extra rows have more
+        extra = {r["arm"]: r["rows"] - pairs for r in results if r["rows"] > pairs}
+        write_paired_doc(results, args, pairs, len(distinct_pairs(corpus, queries, train)) - pairs, extra)
         return
     if args.report_only:
         results = [json.loads(f.read_text()) for f in sorted((args.root / "results").glob("*.json"))
@@ -1167,7 +1196,7 @@ def main(argv: list[str]) -> None:
     arms = args.arms or ARMS
     if args.mined_only:
         files = {arm: args.root / f"{arm}.parquet" for arm in ARMS if (args.root / f"{arm}.parquet").exists()}
-        arms = [arm for arm in arms if arm == "none" or arm in files]
+        arms = [arm for arm in arms if arm == "none" or REPEAT_ARMS.get(arm, arm) in files]
     else:
         files = hnmine_arms(args.root, args.negatives, args.ce_top, args.ce_max_length,
                             bool(set(CE_ARMS) & set(arms)))
@@ -1178,6 +1207,7 @@ def main(argv: list[str]) -> None:
         paired_run(args, files, corpus, queries, train, test)
         return
     first, second = args.seeds
+    arms = [arm for arm in arms if arm not in REPEAT_ARMS]  # repeat arms are paired runs' controls
     if args.seeds_per_arm:
         results = [train_arm("base", [], first, args, corpus, queries, test, args.root)]
         for seed in range(1, args.seeds_per_arm + 1):
@@ -1192,7 +1222,7 @@ def main(argv: list[str]) -> None:
                       queries, test, args.root)
         return
     results = [train_arm("base", [], first, args, corpus, queries, test, args.root)]
-    for arm in ARMS:
+    for arm in arms:
         rows = rows_for(arm, files, args.negatives, corpus, queries, train)
         results.append(train_arm(arm, rows, first, args, corpus, queries, test, args.root))
     best = sorted((r for r in results if r["arm"] != "base"), key=lambda r: -r["ndcg@10"])[:2]
