@@ -17,7 +17,7 @@ and three filter recipes read them (each keeps 5 negatives per query):
                   decided_prob) is above t, keep the 5 best-ranked survivors: the teacher alone decides
   top-clean+veto  train_eval.py's top-clean (cross-encoder logit below the positive's + 2, ranks 1-40,
                   best-ranked 5) with the veto; for the judge alone, the veto only
-  shipped+veto    configs/recommended.toml's filter with the veto; for the judge alone, the veto only
+  shipped+veto    configs/recommended.toml's rule for the negatives with the veto; for the judge alone, the veto only
 
 The veto's t is either given (--thresholds; 0.5: the teacher says yes more than no) or chosen per
 teacher without labels so that it vetoes a share q of the candidates at ranks 1-40 (--shares): the
@@ -173,7 +173,8 @@ def write_doc(results: list[dict], args, queries: int, candidates: int) -> None:
              "- Recipes (5 negatives each): **veto** drops a candidate whose probability (the teacher's) is above t and "
              "keeps the 5 best-ranked survivors of ranks 1-40; **top-clean+veto** adds the veto to train_eval.py's "
              "top-clean (logit below the positive's + 2, best-ranked 5); **shipped+veto** adds it to "
-             "configs/recommended.toml's filter. With the judge alone there is no logit, so those two are the veto alone. "
+             "configs/recommended.toml's rule for the negatives. With the judge alone there is no logit, so those two are "
+             "the veto alone. "
              "t is 0.5 (the teacher says yes more than no), or each teacher's own probability above which its top q of "
              "the candidates lie (no labels), so that the teachers veto as many candidates.",
              "", "| teacher | judge calls on candidates | veto at | vetoed at ranks 1-40 | share of its band the judge vetoes | veto | "

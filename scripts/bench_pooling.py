@@ -102,7 +102,7 @@ def write_doc(results: list[dict], args, queries: int) -> None:
              f"- Machine: {machine_line()}",
              f"- nfcorpus test, {queries} queries, one positive each visible, the other labeled positives hidden (they count "
              f"false negatives); top 50 candidates per query, the cross-encoder over ranks 1-{args.ce_top} of each arm's "
-             "own (fused) ranking; 5 negatives per query; the shipped recipe is configs/recommended.toml's filter.",
+             "own (fused) ranking; 5 negatives per query; the shipped recipe is configs/recommended.toml's rule for the negatives.",
              "",
              "| candidates from | recipe false negatives | top-5 false negatives | queries with 5 | median rank of "
              "kept | cross-encoder pairs |",

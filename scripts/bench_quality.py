@@ -34,7 +34,11 @@ from _common import splice_section  # noqa: E402  (this folder is on sys.path)
 DATA = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "quality.md"
 
-from train_eval import HARD, RECOMMENDED, TOP_CLEAN  # noqa: E402  (scripts/ is on sys.path: this file's folder)
+from train_eval import HARD, SHIPPED, TOP_CLEAN  # noqa: E402  (scripts/ is on sys.path: this file's folder)
+
+SHIPPED_WHAT = ("configs/recommended.toml: ranks 21-40, CE logit below the positive's + 2, the 5 the cross-encoder rates "
+                "lowest" + (f", probability ≥ {SHIPPED['likely_positive']:g} set aside as likely positives"
+                            if "likely_positive" in SHIPPED else ""))
 
 # (name, filter options, what it is)
 RECIPES = [
@@ -55,8 +59,7 @@ RECIPES = [
      "an earlier recommendation: ranks 12-30, CE probability below 0.02 and logit below the positive's + 2"),
     ("rec-6-40", {"rank_min": 6, "rank_max": 40, "margin": -2.0, "sampling": "lowest-score"},
      "the previous recommendation: the recommended rule over ranks 6-40"),
-    ("recommended", RECOMMENDED,
-     "configs/recommended.toml: ranks 21-40, CE logit below the positive's + 2, the 5 the cross-encoder rates lowest"),
+    ("recommended", SHIPPED, SHIPPED_WHAT),
     # the two other hnmine arms of scripts/train_eval.py: their false negatives here
     ("hard", HARD, "train_eval.py's hnmine-hard: ranks 1-40, CE probability below 0.001, the best-ranked 5"),
     ("top-clean", TOP_CLEAN,
@@ -320,12 +323,10 @@ def main() -> None:
 
 
 def dev_sets(args) -> None:
-    """The shipped recipe (configs/recommended.toml's filter) against top-5 on every development set,
+    """The shipped recipe (configs/recommended.toml's [filter]) against top-5 on every development set,
     each with one visible positive per query: false negatives, queries full, median rank. Each set's
     work dir and its measured row are kept in ROOT/SET-SPLIT (result.json), so a rerun, an added set
     or a run split over sessions reuses what is done; the table is rewritten after every set."""
-    from train_eval import recipe_options
-
     from hnmine.config import DataParams, FilterParams, IndexParams, MineParams, ScoreParams
     from hnmine.stages.filter import filter_stage
     from hnmine.stages.index import index
@@ -333,7 +334,7 @@ def dev_sets(args) -> None:
     from hnmine.stages.score import score
 
     root = args.root or Path(tempfile.mkdtemp(prefix="hnmine-quality-sets-"))
-    recommended = recipe_options("recommended")
+    recommended = dict(SHIPPED)
     results = []
     for spec in args.sets:
         name, _, split = spec.partition(":")

@@ -38,7 +38,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, splice_section  # noqa: E402  (this folder is on sys.path)
 from bench_quality import DOC, measure_subset, prepare  # noqa: E402
-from train_eval import RECOMMENDED  # noqa: E402
+from train_eval import SHIPPED as RECOMMENDED  # noqa: E402  (configs/recommended.toml's [filter] as shipped)
 
 TOP_5 = {"near_duplicate": 0, "duplicate_negatives": 0}
 GRID = {
@@ -50,8 +50,11 @@ GRID = {
 
 
 def grid() -> list[dict]:
+    """The grid's recipes; each sets likely positives aside as the shipped recipe does (that part is
+    chosen by training, scripts/train_eval.py's hnmine-relabel arm), so only the negatives' rule varies."""
     keys = list(GRID)
-    recipes = [dict(zip(keys, values)) | {"short_queries": "keep"} for values in itertools.product(*GRID.values())]
+    relabel = {"likely_positive": RECOMMENDED["likely_positive"]} if "likely_positive" in RECOMMENDED else {}
+    recipes = [dict(zip(keys, values)) | {"short_queries": "keep"} | relabel for values in itertools.product(*GRID.values())]
     return [r for r in recipes if r["rank_min"] < r["rank_max"]]
 
 
@@ -159,8 +162,10 @@ def write_doc(args, sets, recipes, feasible, chosen, per_set) -> None:
         "(DIR: the root of `bench_quality.py --sets`, whose index, mine and score it reuses)",
         f"- Machine: {os.cpu_count()}-core CPU, Python {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
         f"- Grid: {len(recipes)} filter recipes ({', '.join(f'{k} in {v}' for k, v in GRID.items())}, and the current "
-        "configs/recommended.toml), 5 negatives per query. Each set's queries by sorted id: the even positions choose, "
-        "the odd ones are held out.",
+        "configs/recommended.toml), 5 negatives per query"
+        + (f"; each sets likely positives aside (`--likely-positive {RECOMMENDED['likely_positive']:g}`, as "
+           "configs/recommended.toml does)" if "likely_positive" in RECOMMENDED else "")
+        + ". Each set's queries by sorted id: the even positions choose, the odd ones are held out.",
         f"- Rule: on the choosing half of every set, false negatives at most {args.max_ratio:g} of top-5's, at least "
         f"{100 * args.min_full:.0f} % of queries with 5 negatives, at most {100 * args.nfcorpus_max:.0f} % on nfcorpus; "
         "of those, the lowest false-negative ratio on the worst set, then the lowest mean median dense rank. "
