@@ -241,10 +241,9 @@ def paired_rows(arms: list[str], files: dict[str, Path], k: int, corpus, queries
     keys = distinct_pairs(corpus, queries, train)
     common = [key for key in keys if all(key in rows for rows in by_arm.values())]
     out = {arm: [by_arm[arm][key] if arm in by_arm else {"anchor": key[0], "positive": key[1]} for key in common]
-           for arm in arms}
+           for arm in dict.fromkeys([*by_arm, *arms]) if arm not in REPEAT_ARMS}
     known, anchors = set(keys), {anchor for anchor, _ in common}
     for arm, rows in by_arm.items():
-        out.setdefault(arm, [by_arm[arm][key] for key in common])
         out[arm] += [row for key, row in rows.items() if key not in known and key[0] in anchors]
     for arm in arms:
         if arm in REPEAT_ARMS:
