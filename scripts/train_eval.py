@@ -520,7 +520,7 @@ NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 # arms of the nfcorpus protocol; each hnmine-* arm is a filter recipe over the same scored candidates
 NF_ARMS = ["none", "st-default", "st-ce-margin", "oracle", "hnmine-rec", "hnmine-rec-6-40", "hnmine-top-clean",
-           "hnmine-deep", "hnmine-relabel", "hnmine-rec-plan"]
+           "hnmine-deep", "hnmine-relabel", "hnmine-repeat", "hnmine-rec-plan"]
 # arms that train an NF_RECIPES arm's rows in hnmine's planned batches (export --batch-plan) instead
 # of the seed's paired ones
 PLANNED_ARMS = {"hnmine-rec-plan": "hnmine-rec-6-40"}
@@ -540,7 +540,9 @@ NF_RECIPES = {
 # both leave such a query out): they train on the paired batches minus the rows they lack. The paired
 # queries are those the other arms (none, st-default, oracle) all fill, so they do not depend on
 # the cross-encoder and those arms can train before it has scored.
-SPARSE_ARMS = {"st-ce-margin", *NF_RECIPES, *PLANNED_ARMS}
+SPARSE_ARMS = {"st-ce-margin", *NF_RECIPES, *PLANNED_ARMS, *REPEAT_ARMS}
+# arms trained on another arm's mined rows (in other batches, or with its extra rows replaced)
+NF_SOURCES = PLANNED_ARMS | REPEAT_ARMS
 PAIRING_ARMS = ("st-default", "oracle")  # mined in every run, so the paired queries never depend on --arms
 
 
@@ -655,7 +657,7 @@ def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_leng
     index(work, data, IndexParams(retrievers=["dense"]), progress=True)
     mine(work, data, MineParams(retriever="dense", top_k=50), progress=True)
     score_params = ScoreParams(scorer="cross-encoder", backend="onnx", top=ce_top, max_length=ce_max_length)
-    recipes = list(dict.fromkeys([*arms, *(PLANNED_ARMS[a] for a in arms if a in PLANNED_ARMS)]))
+    recipes = list(dict.fromkeys([*arms, *(NF_SOURCES[a] for a in arms if a in NF_SOURCES)]))
     if any(arm in NF_RECIPES or arm == "st-ce-margin" for arm in recipes):
         score(work, score_params, progress=True)
     out: dict[str, dict] = {}
@@ -671,7 +673,7 @@ def nf_negatives(proto: NfProtocol, root: Path, k: int, ce_top: int, ce_max_leng
         out[arm] = {"negatives": dict(zip(table["query_id"], (list(x) for x in table["negative_ids"]))),
                     "extra_positives": {q: [d for d in ids if d != proto.visible[q]]
                                         for q, ids in zip(table["query_id"], table["positive_ids"])}}
-    out |= {arm: out[source] for arm, source in PLANNED_ARMS.items() if arm in arms}
+    out |= {arm: out[source] for arm, source in NF_SOURCES.items() if arm in arms}
     candidates = pl.read_ipc(work / "candidates.arrow").select("query_id", "doc_id", "rank").sort("query_id", "rank")
     # the oracle, and st-default below, decide the paired queries (PAIRING_ARMS): mined in every run
     hidden = {q: {proto.corpus[d] for d in ds} for q, ds in proto.labeled.items()}
@@ -723,7 +725,10 @@ def st_negatives(proto: NfProtocol, root: Path, arm: str, k: int, options: dict,
 def nf_rows(proto: NfProtocol, mined: dict[str, dict], arms: list[str], k: int):
     """Paired rows: every arm's row of a query holds the same anchor and visible positive; the queries
     are those every arm outside SPARSE_ARMS has k negatives for, in qrels order. Relabeling arms add
-    a row (query, likely positive, the same negatives) per extra positive after the query's row."""
+    a row (query, likely positive, the same negatives) per extra positive after the query's row; a
+    REPEAT_ARMS arm has its source's rows (mined alike) with each of those replaced by a copy of the
+    query's row, marked `_repeat` and `_in_place_of` (the positive it replaces, so that nf_batches puts
+    it where the source's row goes): the same steps on the same queries without the new positives."""
     queries = [q for q in proto.visible if all(len(mined[arm]["negatives"].get(q, [])) == k for arm in PAIRING_ARMS)]
     rows: dict[str, list[dict]] = {}
     for arm in arms:
@@ -741,6 +746,10 @@ def nf_rows(proto: NfProtocol, mined: dict[str, dict], arms: list[str], k: int):
             for extra in mined[arm].get("extra_positives", {}).get(q, []):
                 arm_rows.append(base | {"positive": proto.corpus[extra], "_extra": True} | negs | {"_negatives": negatives})
         rows[arm] = arm_rows
+    for arm in set(REPEAT_ARMS) & set(rows):
+        own = {row["_query"]: row for row in rows[arm] if not row.get("_extra")}
+        rows[arm] = [own[row["_query"]] | {"_repeat": True, "_in_place_of": row["positive"]} if row.get("_extra")
+                     else row for row in rows[arm]]
     return queries, rows
 
 
@@ -779,20 +788,21 @@ def planned_batches(proto: NfProtocol, work: Path, rows: list[dict], seed: int, 
 def nf_batches(queries: list[str], rows: list[dict], seed: int, batch_size: int) -> list[list[int]]:
     """The seed's batches over the paired queries (fixed_batches on the in-batch arm's rows), mapped to
     this arm's row positions: a query's row lands in its query's batch; its extra-positive rows
-    (relabeling) in later batches of their own, so no batch holds one query twice; a row the arm lacks
-    leaves its batch one smaller."""
+    (relabeling) in later batches of their own, so no batch holds one query twice, and a repeat arm's
+    copies where the rows they replace go; a row the arm lacks leaves its batch one smaller."""
     base = [{"anchor": q, "positive": q} for q in queries]
     plan = fixed_batches(base, seed, batch_size)
     position: dict[str, int] = {}
     extras: list[int] = []
     for i, row in enumerate(rows):
-        if row.get("_extra"):
+        if row.get("_extra") or row.get("_repeat"):
             extras.append(i)
         else:
             position[row["_query"]] = i
     batches = [[position[queries[j]] for j in batch if queries[j] in position] for batch in plan]
     if extras:
-        extra_rows = [{"anchor": rows[i]["_query"], "positive": rows[i]["positive"]} for i in extras]
+        extra_rows = [{"anchor": rows[i]["_query"], "positive": rows[i].get("_in_place_of", rows[i]["positive"])}
+                      for i in extras]
         batches += [[extras[j] for j in batch] for batch in fixed_batches(extra_rows, seed, batch_size)]
     return [b for b in batches if b]
 
@@ -801,7 +811,7 @@ def false_negative_rate(proto: NfProtocol, rows: list[dict]) -> float | None:
     """Share of an arm's negatives that are hidden labeled train positives of their query (by id or text)."""
     total = false = 0
     for row in rows:
-        if row.get("_extra"):
+        if row.get("_extra") or row.get("_repeat"):
             continue
         hidden_text = {proto.corpus[d] for d in proto.labeled[row["_query"]]}
         for d in row.get("_negatives", []):
@@ -813,7 +823,8 @@ def false_negative_rate(proto: NfProtocol, rows: list[dict]) -> float | None:
 def median_rank(rows: list[dict], ranks: dict) -> float | None:
     import statistics
 
-    found = [ranks.get((r["_query"], d), 51) for r in rows if not r.get("_extra") for d in r.get("_negatives", [])]
+    found = [ranks.get((r["_query"], d), 51) for r in rows if not (r.get("_extra") or r.get("_repeat"))
+             for d in r.get("_negatives", [])]
     return float(statistics.median(found)) if found else None
 
 
@@ -930,6 +941,7 @@ def nf_run(args) -> None:
     profile_file = root / "profile.json"
     profile = json.loads(profile_file.read_text()) if profile_file.exists() else {}
     profile |= {arm: {"rows": len(rows[arm]), "extra": sum(bool(r.get("_extra")) for r in rows[arm]),
+                      "repeats": sum(bool(r.get("_repeat")) for r in rows[arm]),
                       "fn_rate": false_negative_rate(proto, rows[arm]), "median_rank": median_rank(rows[arm], mined["_ranks"]),
                       "extra_labeled": _extra_precision(proto, rows[arm])} for arm in profiled}
     profile["_paired_queries"] = len(queries)
@@ -994,9 +1006,20 @@ NF_WHAT = {
     "hnmine-deep": "the recommended false-negative rule over ranks 21-40, the best-ranked 3",
     "hnmine-relabel": "configs/recommended.toml as shipped: that rule + likely positives (probability ≥ 0.9) as extra "
                       "positive rows",
+    "hnmine-repeat": "the control of hnmine-relabel: its rows and batches, each extra positive row replaced by a copy "
+                     "of its query's row (the same steps and queries, no new positives)",
     "hnmine-rec-plan": "hnmine-rec-6-40's rows in `export --batch-plan no-false-negatives` batches (visible and likely "
                        "positives, probability ≥ 0.9, and near copies never beside another row's query)",
 }
+
+
+def _rows_note(profile: dict) -> str:
+    """What an arm's rows beyond one per paired query are: extra positives, or copies in their place."""
+    if profile.get("extra"):
+        return f" ({profile['extra']} extra positives, {100 * profile['extra_labeled']:.0f} % labeled)"
+    if profile.get("repeats"):
+        return f" ({profile['repeats']} copies of their query's row)"
+    return ""
 
 
 def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, profile: dict) -> None:
@@ -1064,8 +1087,7 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, pro
         p = profile.get(arm, {})
         fn = "" if p.get("fn_rate") is None else f"{100 * p['fn_rate']:.1f} %"
         rank = "" if p.get("median_rank") is None else f"{p['median_rank']:.0f}"
-        rows = "" if arm == "base" else f"{p.get('rows', '')}" + (
-            f" ({p['extra']} extra positives, {100 * p['extra_labeled']:.0f} % labeled)" if p.get("extra") else "")
+        rows = "" if arm == "base" else f"{p.get('rows', '')}{_rows_note(p)}"
         seeds = "" if arm == "base" else str(len(values))
         recall = statistics.mean(series(arm, "nfcorpus-test/recall@100").values())
         sci = series(arm, sf)
@@ -1079,8 +1101,7 @@ def write_nf_doc(results: list[dict], args, proto: NfProtocol, queries: int, pro
         p = profile[arm]
         fn = "" if p.get("fn_rate") is None else f"{100 * p['fn_rate']:.1f} %"
         rank = "" if p.get("median_rank") is None else f"{p['median_rank']:.0f}"
-        extra = f" ({p['extra']} extra positives, {100 * p['extra_labeled']:.0f} % labeled)" if p.get("extra") else ""
-        lines.append(f"| {arm}: {NF_WHAT.get(arm, arm)} | {p['rows']}{extra} | {fn} | {rank} | 0 | not trained yet | | | | | |")
+        lines.append(f"| {arm}: {NF_WHAT.get(arm, arm)} | {p['rows']}{_rows_note(p)} | {fn} | {rank} | 0 | not trained yet | | | | | |")
     if {"oracle", "st-default"} <= set(by_arm):
         gap = paired_lead(series("oracle", nf), reference)[0]
         closes = [f"{arm} {100 * paired_lead(series(arm, nf), reference)[0] / gap:.0f} %" for arm in trained
