@@ -75,6 +75,39 @@ def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: b
             "candidates": result.stats["candidates"]}
 
 
+def write_json_lines(corpus, path: Path) -> None:
+    import json
+
+    with open(path, "w") as handle:
+        for doc_id, text in zip(corpus.column("_id").to_pylist(), corpus.column("text").to_pylist()):
+            handle.write(json.dumps({"_id": doc_id, "title": "", "text": text, "metadata": {}}) + "\n")
+
+
+def timed_ingest(work: Path, data, row_path: bool, in_place: bool) -> dict:
+    """ingest_corpus, read row by row (the reference: the columnar path switched off) or column-wise,
+    with the text hashes in this process or in the worker pool."""
+    from hnmine.io import readers, text_hashes
+    from hnmine.stages import index as index_stage
+
+    patches = {}
+    if row_path:
+        patches[(readers, "_columnar_tables")] = lambda *args, **kwargs: None
+    if in_place:
+        patches[(text_hashes, "worker_count")] = lambda: 1
+    saved = {target: getattr(*target) for target in patches}
+    for (owner, name), value in patches.items():
+        setattr(owner, name, value)
+    try:
+        began = time.perf_counter()
+        result = index_stage.ingest_corpus(work, data, progress=False)
+        seconds = time.perf_counter() - began
+    finally:
+        for (owner, name), value in saved.items():
+            setattr(owner, name, value)
+    return {"seconds": seconds, "processes": result.stats["text_hash_processes"],
+            "reader": result.stats["corpus_reader"]}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
@@ -98,21 +131,23 @@ def main(argv: list[str]) -> None:
     embeddings_file = args.root / f"embeddings-{args.docs}.npy"
     clustered_embeddings(embeddings_file, args.docs)
 
-    from hnmine.io import text_hashes
-
-    ingest = {}
-    for name, workers in (("in place", 1), ("pool", None)):  # text hashes in this process, then in workers
-        work = args.root / "work"
-        shutil.rmtree(work, ignore_errors=True)
-        count = text_hashes.worker_count
-        text_hashes.worker_count = (lambda n=workers: n) if workers else count
-        try:
-            began = time.perf_counter()
-            result = index_stage.ingest_corpus(work, data, progress=False)
-            ingest[name] = {"seconds": time.perf_counter() - began, "processes": result.stats["text_hash_processes"]}
-        finally:
-            text_hashes.worker_count = count
-        print("ingest", name, ingest[name], flush=True)
+    jsonl = inputs / "corpus.jsonl"
+    if not jsonl.exists():  # the same corpus as BEIR's JSON lines
+        write_json_lines(pq.read_table(inputs / "corpus.parquet"), jsonl)
+    ingest, corpora = {}, {}
+    for file in (jsonl, inputs / "corpus.parquet"):  # Parquet last: its work dir is the one mined
+        for reader in ("rows", "columns"):
+            for hashes in ("in place", "pool"):
+                work = args.root / "work"
+                shutil.rmtree(work, ignore_errors=True)
+                key = (file.suffix[1:], reader, hashes)
+                ingest[key] = timed_ingest(work, DataParams(corpus=file, queries=data.queries, qrels=data.qrels),
+                                           row_path=reader == "rows", in_place=hashes == "in place")
+                with ipc.open_file(work / "corpus.arrow") as handle:
+                    corpora[key] = handle.read_all()
+                print("ingest", key, ingest[key], flush=True)
+    first = next(iter(corpora.values()))
+    ingest_same = all(table.equals(first) for table in corpora.values())
     index_stage.index(work, data, IndexParams(embeddings=embeddings_file), progress=False)
 
     texts = pq.read_table(inputs / "queries.parquet").column("text").to_pylist()
@@ -139,25 +174,29 @@ def main(argv: list[str]) -> None:
         f"- {args.docs:,} synthetic passages (scripts/bench_gpu.py's), {args.queries:,} queries with one positive each; "
         f"imported clustered embeddings, each query's vector its positive's plus noise (no model runs); `mine` top "
         f"{args.top_k}, batches of {args.batch_size}, exact search. The rest of mine = mine's wall time less its "
-        "search: reading the inputs, the candidate rows, their inner products and the file. Ingest: Parquet in, "
-        "corpus.arrow out. Extrapolated: per query "
+        "search: reading the inputs, the candidate rows, their inner products and the file. Ingest: the same "
+        "corpus as Parquet and as BEIR's JSON lines (title, text, metadata), corpus.arrow out. Extrapolated: per query "
         f"to MS MARCO's {MS_MARCO_QUERIES:,} training queries, per document to its {MS_MARCO_DOCS:,} passages, "
         "on this machine's cores.",
         "",
         "| step | seconds | per 1M documents or 1k queries | extrapolated to MS MARCO |",
         "|---|---|---|---|",
     ]
-    for name, label in (("in place", "text hashes in the reading process"),
-                        ("pool", f"text hashes in {ingest['pool']['processes']} worker processes")):
-        seconds = ingest[name]["seconds"]
-        lines.append(f"| ingest {args.docs:,} passages, {label} | {seconds:.1f} | {seconds / args.docs * 1e6:.1f} s per 1M | "
+    for (kind, reader, hashes), run in ingest.items():
+        read = "read row by row (the reference)" if reader == "rows" else "read column-wise"
+        where = ("text hashes in the reading process" if hashes == "in place"
+                 else f"text hashes in {run['processes']} worker processes")
+        seconds = run["seconds"]
+        lines.append(f"| ingest {args.docs:,} passages from {'JSON lines' if kind == 'jsonl' else 'Parquet'}, {read}, "
+                     f"{where} | {seconds:.1f} | {seconds / args.docs * 1e6:.1f} s per 1M | "
                      f"{seconds / args.docs * MS_MARCO_DOCS:.0f} s |")
     for name, label in (("walk", "rows walked per query in Python (the reference)"), ("arrays", "rows as array operations")):
         run = runs[name]
         lines.append(f"| mine, {label}: search | {run['search']:.1f} | | |")
         lines.append(f"| mine, {label}: the rest | {run['rest']:.1f} | {per_query[name] * 1e3:.2f} s per 1k queries | "
                      f"{per_query[name] * MS_MARCO_QUERIES:.0f} s |")
-    lines += ["", f"The two runs' candidates.arrow ({runs['arrays']['candidates']:,} candidates): "
+    lines += ["", f"The {len(corpora)} ingests' corpus.arrow: {'identical' if ingest_same else 'DIFFERENT'}. "
+              f"The two mine runs' candidates.arrow ({runs['arrays']['candidates']:,} candidates): "
                   f"{'identical' if same else 'DIFFERENT'}; the rest of mine {per_query['walk'] / per_query['arrays']:.1f} "
                   "times faster with arrays."]
     body = "\n".join(lines)
@@ -165,6 +204,8 @@ def main(argv: list[str]) -> None:
     print(body)
     if not same:
         raise SystemExit("the array path's candidates differ from the walk's")
+    if not ingest_same:
+        raise SystemExit("the column-wise ingest's corpus.arrow differs from the row path's")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from conftest import dataset, read_jsonl
 from hnmine.config import DataParams
 from hnmine.errors import HnmineError
 from hnmine.io import readers, text_hashes
-from hnmine.io.text_hashes import document_hashes
 from hnmine.stages.index import ingest_corpus
+from hnmine.text import document_text, text_hash
 
 
 def _corpus(work):
@@ -30,8 +30,9 @@ def test_hashes_from_the_worker_pool_are_the_in_place_hashes(tmp_path, monkeypat
     corpus = _corpus(tmp_path / "work")
     docs = read_jsonl(dataset("nfcorpus") / "corpus.jsonl.gz")
     assert corpus.column("doc_id").to_pylist() == [str(d["_id"]) for d in docs]
-    in_place = document_hashes(corpus.column("title").to_pylist(), corpus.column("text").to_pylist())
-    assert corpus.column("text_hash").to_pylist() == in_place
+    reference = [text_hash(document_text(title, text))
+                 for title, text in zip(corpus.column("title").to_pylist(), corpus.column("text").to_pylist())]
+    assert corpus.column("text_hash").to_pylist() == reference
 
 
 def test_a_corpus_of_one_partial_batch_is_hashed_in_place(tmp_path):

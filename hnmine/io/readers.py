@@ -9,6 +9,7 @@ skipped and counted.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from hnmine import schema
 from hnmine.errors import HnmineError
+from hnmine.io import columnar_corpus
 from hnmine.io.userfiles import csv_reader, is_empty, open_text, reading
 from hnmine.text import document_text, text_id
 
@@ -179,25 +181,99 @@ CORPUS_BATCH_ROWS = 65536
 
 def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", title_column: str | None = "title",
                 hash_ids: bool = False, stats: dict | None = None) -> Iterator[pa.Table]:
-    """Corpus file -> CORPUS tables of up to CORPUS_BATCH_ROWS documents, in file order, so a corpus of
-    any size is read in bounded memory (only the ids seen so far are kept, for the duplicate check).
+    """Corpus file -> CORPUS tables of CORPUS_BATCH_ROWS documents (the last one fewer), in file order,
+    so a corpus of any size is read in bounded memory (only the ids seen so far are kept, for the
+    duplicate check).
 
     Documents with no title and no text are skipped; `stats` (filled as the file is read) counts
     them and lists their ids. A problem raises HnmineError naming the row, after the tables before it
-    were yielded: callers write through an atomic BatchWriter, so nothing looks finished."""
+    were yielded: callers write through an atomic BatchWriter, so nothing looks finished.
+
+    Parquet and JSON lines are read column-wise (hnmine.io.columnar_corpus) where that is exact; the
+    row path below takes over from the first batch it is not, reading the file again and skipping
+    the documents already yielded, and is the one that raises. `stats["corpus_reader"]` says which
+    path read the file to its end: "columns" or "rows"."""
     stats = {} if stats is None else stats
-    stats.update({"corpus_rows": 0, "corpus_skipped_empty_text": 0, "skipped_ids": []})
-    if hash_ids:
-        stats["corpus_repeated_text"] = 0
     rows = table_rows(path, "corpus")
     wanted = {"text-column": text_column}
     if not hash_ids:
         wanted["id-column"] = id_column
     require_columns(rows, wanted)
     has_title = bool(title_column) and (title_column in rows.columns or rows.keys_vary)
+    title_column = title_column if has_title else None
+    yielded = 0
+    tables = None if hash_ids else _columnar_tables(rows, id_column, title_column, text_column, stats)
+    if tables is not None:
+        batches = _Rebatched(tables, CORPUS_BATCH_ROWS)
+        for table in batches:
+            yielded += table.num_rows
+            stats["corpus_rows"] += table.num_rows
+            yield table
+        if batches.finished:
+            stats["corpus_reader"] = "columns"
+            if not stats["corpus_rows"]:  # an empty corpus is one empty table, not none
+                yield schema.CORPUS.empty_table()
+            return
+        rows = table_rows(path, "corpus")  # the row path reads the file again from its start
+    yield from _row_corpus(rows, id_column, text_column, title_column, hash_ids, stats, yielded)
+
+
+def _columnar_tables(rows: Rows, id_column: str, title_column: str | None, text_column: str, stats: dict):
+    """The columnar path's tables for Parquet and JSON lines files (a generator that returns whether
+    it read the whole file); None for the other formats."""
+    if rows.unit == "row":
+        read = functools.partial(columnar_corpus.parquet_batches, batch_rows=CORPUS_BATCH_ROWS)
+    elif rows.keys_vary:
+        read = columnar_corpus.json_lines_batches
+    else:
+        return None
+    _reset_corpus_stats(stats, hash_ids=False)
+    return read(rows.path, id_column, title_column, text_column, corpus=columnar_corpus.ColumnarCorpus(stats))
+
+
+def _reset_corpus_stats(stats: dict, hash_ids: bool) -> None:
+    stats.update({"corpus_rows": 0, "corpus_skipped_empty_text": 0, "skipped_ids": []})
+    if hash_ids:
+        stats["corpus_repeated_text"] = 0
+
+
+class _Rebatched:
+    """Tables of exactly `rows` rows (the last fewer) from tables of any size; `finished` says
+    whether the source generator returned True (read to its end) once iteration stops. Rows held
+    back when the source stops short are not yielded."""
+
+    def __init__(self, tables, rows: int):
+        self.tables, self.rows, self.finished = tables, rows, False
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        held: list[pa.Table] = []
+        count = 0
+        while True:
+            try:
+                table = next(self.tables)
+            except StopIteration as stop:
+                self.finished = bool(stop.value)
+                break
+            held.append(table)
+            count += table.num_rows
+            while count >= self.rows:
+                joined = pa.concat_tables(held)
+                yield joined.slice(0, self.rows).combine_chunks()
+                held, count = [joined.slice(self.rows)], count - self.rows
+        if self.finished and count:
+            yield pa.concat_tables(held).combine_chunks()
+
+
+def _row_corpus(rows: Rows, id_column: str, text_column: str, title_column: str | None, hash_ids: bool, stats: dict,
+                skip_documents: int) -> Iterator[pa.Table]:
+    """The row path: every row's cells checked one by one. The first `skip_documents` documents were
+    yielded already (by the columnar path): they are checked and counted, not yielded again."""
+    _reset_corpus_stats(stats, hash_ids)
+    stats["corpus_reader"] = "rows"
     ids, titles, texts = [], [], []
     seen = _UniqueIds(rows.path, rows.unit)
     skipped: list[str] = stats["skipped_ids"]
+    stats["corpus_rows"] = skip_documents
 
     def flush() -> pa.Table:
         table = pa.table({schema.DOC_ID: ids, schema.TITLE: titles, schema.TEXT: texts}, schema=schema.CORPUS)
@@ -205,8 +281,8 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
         ids.clear(), titles.clear(), texts.clear()
         return table
 
-    for row, raw_id, raw_title, raw_text in _corpus_fields(rows, id_column, title_column if has_title else None,
-                                                           text_column):
+    documents = 0
+    for row, raw_id, raw_title, raw_text in _corpus_fields(rows, id_column, title_column, text_column):
         title = cell_text(raw_title, rows.path, row, title_column)
         text = cell_text(raw_text, rows.path, row, text_column)
         joined = document_text(title, text)
@@ -225,6 +301,9 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
             seen.first_seen[doc_id] = row
         else:
             seen.add(doc_id, row)
+        documents += 1
+        if documents <= skip_documents:
+            continue
         ids.append(doc_id)
         titles.append(title.strip())
         texts.append(text.strip())

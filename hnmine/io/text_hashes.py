@@ -1,7 +1,7 @@
 """corpus.arrow's text hashes, computed in worker processes while the next batch is read.
 
-Ingest is Python per document: reading the row, then hashing its normalized text (NFKC, casefold,
-whitespace, BLAKE2b: `hnmine.text.text_hash`), which holds the GIL, so threads cannot share it out.
+Hashing a document's normalized text (NFKC, casefold, whitespace, BLAKE2b: `hnmine.text.text_hash`)
+is a Python step per document that holds the GIL, so threads cannot share it out.
 Once the corpus fills a whole batch (it may have more), each batch's hashes are computed by a pool
 of processes, a chunk per process, while the main process reads the next batch. The pool is
 spawned, not forked: the calling process may have loaded torch or started threads. A corpus of one
@@ -24,9 +24,10 @@ from hnmine.text import document_text, text_hash
 CHUNK_ROWS = 8192  # documents per task: large enough that a task's pickling is small beside its hashing
 
 
-def document_hashes(titles: list[str], texts: list[str]) -> list[int]:
-    """The text hash of each document: title and body joined as a model sees them."""
-    return [text_hash(document_text(title, text)) for title, text in zip(titles, texts)]
+def document_hashes(titles: pa.Array, texts: pa.Array) -> list[int]:
+    """The text hash of each document: title and body joined as a model sees them. Takes Arrow
+    arrays, so that a worker, not the reading process, turns them into Python strings."""
+    return [text_hash(document_text(title, text)) for title, text in zip(titles.to_pylist(), texts.to_pylist())]
 
 
 def worker_count() -> int:
@@ -35,6 +36,11 @@ def worker_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _compact(array: pa.Array, start: int) -> pa.Array:
+    """CHUNK_ROWS rows from `start` in buffers of their own: a pickled slice carries its whole parent."""
+    return pa.concat_arrays([array.slice(start, CHUNK_ROWS)])
 
 
 class BatchHasher:
@@ -58,13 +64,13 @@ class BatchHasher:
         return self.workers if self.pool is not None else 0
 
     def submit(self, batch: pa.Table) -> Callable[[], pa.Array]:
-        titles = batch.column(schema.TITLE).to_pylist()
-        texts = batch.column(schema.TEXT).to_pylist()
+        titles = batch.column(schema.TITLE).combine_chunks()
+        texts = batch.column(schema.TEXT).combine_chunks()
         if self.pool is None and (batch.num_rows < self.full_batch_rows or self.workers < 2):
             hashes = pa.array(document_hashes(titles, texts), type=pa.uint64())
             return lambda: hashes
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        futures: list[Future] = [self.pool.submit(document_hashes, titles[s:s + CHUNK_ROWS], texts[s:s + CHUNK_ROWS])
+        futures: list[Future] = [self.pool.submit(document_hashes, _compact(titles, s), _compact(texts, s))
                                  for s in range(0, len(texts), CHUNK_ROWS)]
         return lambda: pa.array([h for future in futures for h in future.result()], type=pa.uint64())
