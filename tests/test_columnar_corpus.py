@@ -146,6 +146,26 @@ def test_a_repeated_id_is_the_row_paths_error_after_the_batches_before_it(late, 
         assert pa.concat_tables(yielded).column("doc_id").to_pylist() == [f"d{i}" for i in range(24)]
 
 
+def test_bytes_that_are_not_utf8_are_the_row_paths_error(tmp_path):
+    path = _write_lines(tmp_path / "corpus.jsonl", _docs(1000))
+    lines = path.read_bytes().split(b"\n")
+    # past the first line's read (which decodes a block of the file); Arrow's JSON reader passes these through
+    lines[900] = lines[900].replace(b"text of", b"text \xff\xfe of")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(HnmineError, match="row 901: not UTF-8 text"):
+        list(readers.iter_corpus(path))
+
+
+def test_a_file_of_lone_carriage_returns_is_read_by_the_row_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(columnar_corpus, "LONGEST_LINE_BYTES", 100)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\r".join(json.dumps(d) for d in _docs()) + "\r", newline="")
+    fast, reference, reader = _both(path)
+    assert reader == "rows"
+    _same(fast, reference)
+    assert fast[1]["corpus_rows"] == 40
+
+
 def test_an_empty_id_and_a_corrupt_gzip_are_the_row_paths_errors(tmp_path):
     docs = _docs()
     docs[12]["_id"] = "  "

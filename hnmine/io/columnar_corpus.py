@@ -33,6 +33,7 @@ PYTHON_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x20\x85\xa0\u1680\u2000\u20
                      "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 JSON_CHUNK_BYTES = 16 << 20  # raw JSON lines parsed per Arrow call (whole lines)
 JSON_BLOCK_BYTES = 1 << 20  # Arrow's parallel blocks within a chunk; a longer line makes the chunk one block
+LONGEST_LINE_BYTES = 1 << 28  # a "line" longer than this (a file of lone \r line ends) is left to the row path
 
 
 class NeedsRowPath(Exception):
@@ -54,6 +55,7 @@ def _text_column(array: pa.ChunkedArray | pa.Array) -> pa.Array:
         array = pc.cast(array, pa.string())
     elif not pa.types.is_string(kind):
         raise NeedsRowPath(f"a column of type {kind}")
+    array.validate(full=True)  # Arrow's JSON and Parquet readers pass bytes that are not UTF-8 through
     if array.null_count:
         array = pc.fill_null(array, "")
     return pc.utf8_trim(array, characters=PYTHON_WHITESPACE)
@@ -100,7 +102,7 @@ def parquet_batches(path: Path, id_column: str, title_column: str | None, text_c
             table = corpus.table(batch.column(id_column), title, batch.column(text_column))
             if table.num_rows:
                 yield table
-    except (NeedsRowPath, pa.ArrowException, OSError, KeyError):
+    except (NeedsRowPath, pa.ArrowException, OSError, ValueError):
         return False
     return True
 
@@ -120,6 +122,8 @@ def _json_chunks(path: Path) -> Generator[bytes, None, None]:
             block = rest + block
             end = block.rfind(b"\n") + 1
             if end == 0:
+                if len(block) > LONGEST_LINE_BYTES:
+                    raise NeedsRowPath("no line end")
                 rest = block
                 continue
             rest = block[end:]
