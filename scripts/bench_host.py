@@ -5,11 +5,14 @@ ingest 116 s and the rest of mine 113 s of its extrapolation). The corpus is ben
 one (2-3 sentences of the shared sets per passage, each query 6-12 words of its one positive); the
 embeddings are bench_scale.py's seeded clustered vectors, imported, and each query's vector is its
 positive's plus noise, so no model runs: mine's search and its rows do real work on real ids and
-text hashes. `mine` runs twice on the same index, once with every batch walked per query in Python
+text hashes. Ingest reads the same corpus as Parquet and as BEIR's JSON lines, each row by row (the
+reference: hnmine.io.readers' row path alone) and column-wise, with the text hashes in the reading
+process and in the worker pool; every corpus.arrow must come out identical. `mine` runs twice on
+the same index, once with every batch walked per query in Python
 (hnmine.stages.candidate_rows.walk_lists, the reference) and once with the array path; the
 candidates must come out identical.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_host.py --root DIR [--docs 200000] [--queries 20000]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_host.py --root DIR [--docs 200000] [--queries 20000] [--repeats 3]
 
 Writes docs/benchmarks.md between `<!-- BEGIN host -->` and `<!-- END host -->`.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -83,6 +87,23 @@ def write_json_lines(corpus, path: Path) -> None:
             handle.write(json.dumps({"_id": doc_id, "title": "", "text": text, "metadata": {}}) + "\n")
 
 
+def timed_read(file: Path, row_path: bool) -> float:
+    """The corpus read alone (readers.iter_corpus, no hashes, nothing written): the reading process's
+    own share of ingest, the bound where the hash workers have cores of their own."""
+    from hnmine.io import readers
+
+    saved = readers._columnar_tables
+    if row_path:
+        readers._columnar_tables = lambda *args, **kwargs: None
+    try:
+        began = time.perf_counter()
+        for _ in readers.iter_corpus(file):
+            pass
+        return time.perf_counter() - began
+    finally:
+        readers._columnar_tables = saved
+
+
 def timed_ingest(work: Path, data, row_path: bool, in_place: bool) -> dict:
     """ingest_corpus, read row by row (the reference: the columnar path switched off) or column-wise,
     with the text hashes in this process or in the worker pool."""
@@ -115,6 +136,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--queries", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=4096, help="mine's queries per batch (bench_gpu.py's)")
     parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each ingest; the median is reported")
     args = parser.parse_args(argv)
 
     import pyarrow.ipc as ipc
@@ -134,15 +156,22 @@ def main(argv: list[str]) -> None:
     jsonl = inputs / "corpus.jsonl"
     if not jsonl.exists():  # the same corpus as BEIR's JSON lines
         write_json_lines(pq.read_table(inputs / "corpus.parquet"), jsonl)
-    ingest, corpora = {}, {}
+    ingest, corpora, reads = {}, {}, {}
     for file in (jsonl, inputs / "corpus.parquet"):  # Parquet last: its work dir is the one mined
         for reader in ("rows", "columns"):
+            reads[(file.suffix[1:], reader)] = statistics.median(timed_read(file, reader == "rows")
+                                                                 for _ in range(args.repeats))
+            print("read", file.suffix, reader, reads[(file.suffix[1:], reader)], flush=True)
             for hashes in ("in place", "pool"):
                 work = args.root / "work"
-                shutil.rmtree(work, ignore_errors=True)
                 key = (file.suffix[1:], reader, hashes)
-                ingest[key] = timed_ingest(work, DataParams(corpus=file, queries=data.queries, qrels=data.qrels),
-                                           row_path=reader == "rows", in_place=hashes == "in place")
+                runs_of_key = []
+                for _ in range(args.repeats):
+                    shutil.rmtree(work, ignore_errors=True)
+                    runs_of_key.append(timed_ingest(work, DataParams(corpus=file, queries=data.queries, qrels=data.qrels),
+                                                    row_path=reader == "rows", in_place=hashes == "in place"))
+                ingest[key] = runs_of_key[0] | {"seconds": statistics.median(r["seconds"] for r in runs_of_key),
+                                                "runs": [round(r["seconds"], 2) for r in runs_of_key]}
                 with ipc.open_file(work / "corpus.arrow") as handle:
                     corpora[key] = handle.read_all()
                 print("ingest", key, ingest[key], flush=True)
@@ -169,11 +198,11 @@ def main(argv: list[str]) -> None:
     per_query = {name: run["rest"] / args.queries for name, run in runs.items()}
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_host.py --root DIR --docs {args.docs} "
-        f"--queries {args.queries}`",
+        f"--queries {args.queries} --repeats {args.repeats}`",
         f"- Machine: {machine_line()}; date {today()}",
         f"- {args.docs:,} synthetic passages (scripts/bench_gpu.py's), {args.queries:,} queries with one positive each; "
         f"imported clustered embeddings, each query's vector its positive's plus noise (no model runs); `mine` top "
-        f"{args.top_k}, batches of {args.batch_size}, exact search. The rest of mine = mine's wall time less its "
+        f"{args.top_k}, batches of {args.batch_size}, exact search. Ingest seconds: the median of {args.repeats} runs. The rest of mine = mine's wall time less its "
         "search: reading the inputs, the candidate rows, their inner products and the file. Ingest: the same "
         "corpus as Parquet and as BEIR's JSON lines (title, text, metadata), corpus.arrow out. Extrapolated: per query "
         f"to MS MARCO's {MS_MARCO_QUERIES:,} training queries, per document to its {MS_MARCO_DOCS:,} passages, "
@@ -182,6 +211,11 @@ def main(argv: list[str]) -> None:
         "| step | seconds | per 1M documents or 1k queries | extrapolated to MS MARCO |",
         "|---|---|---|---|",
     ]
+    for (kind, reader), seconds in reads.items():
+        read = "row by row (the reference)" if reader == "rows" else "column-wise"
+        lines.append(f"| read {args.docs:,} passages from {'JSON lines' if kind == 'jsonl' else 'Parquet'} {read}, "
+                     f"alone (no text hashes, nothing written) | {seconds:.1f} | {seconds / args.docs * 1e6:.1f} s per 1M | "
+                     f"{seconds / args.docs * MS_MARCO_DOCS:.0f} s |")
     for (kind, reader, hashes), run in ingest.items():
         read = "read row by row (the reference)" if reader == "rows" else "read column-wise"
         where = ("text hashes in the reading process" if hashes == "in place"
