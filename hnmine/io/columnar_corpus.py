@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,6 +90,33 @@ class ColumnarCorpus:
                         schema=schema.CORPUS)
 
 
+class Rebatched:
+    """Tables of exactly `rows` rows (the last fewer) from tables of any size; `finished` says
+    whether the source generator returned True (read to its end) once iteration stops. Rows held
+    back when the source stops short are not yielded."""
+
+    def __init__(self, tables, rows: int):
+        self.tables, self.rows, self.finished = tables, rows, False
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        held: list[pa.Table] = []
+        count = 0
+        while True:
+            try:
+                table = next(self.tables)
+            except StopIteration as stop:
+                self.finished = bool(stop.value)
+                break
+            held.append(table)
+            count += table.num_rows
+            while count >= self.rows:
+                joined = pa.concat_tables(held)
+                yield joined.slice(0, self.rows).combine_chunks()
+                held, count = [joined.slice(self.rows)], count - self.rows
+        if self.finished and count:
+            yield pa.concat_tables(held).combine_chunks()
+
+
 def parquet_batches(path: Path, id_column: str, title_column: str | None, text_column: str, batch_rows: int,
                     corpus: ColumnarCorpus) -> Generator[pa.Table, None, bool]:
     """CORPUS tables of a Parquet file; returns True when the whole file was read, False where the
@@ -160,3 +187,13 @@ def json_lines_batches(path: Path, id_column: str, title_column: str | None, tex
     except (NeedsRowPath, pa.ArrowException, OSError, EOFError, zlib.error, ValueError):
         return False
     return True
+
+
+def corpus_tables(kind: str, path: Path, id_column: str, title_column: str | None, text_column: str, batch_rows: int,
+                  stats: dict) -> Generator[pa.Table, None, bool]:
+    """The tables of a "parquet" or "json lines" corpus file; the generator returns whether it read
+    the whole file (False: the row path takes over)."""
+    corpus = ColumnarCorpus(stats)
+    if kind == "parquet":
+        return parquet_batches(path, id_column, title_column, text_column, batch_rows, corpus)
+    return json_lines_batches(path, id_column, title_column, text_column, corpus)

@@ -9,7 +9,6 @@ skipped and counted.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -204,7 +203,7 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
     yielded = 0
     tables = None if hash_ids else _columnar_tables(rows, id_column, title_column, text_column, stats)
     if tables is not None:
-        batches = _Rebatched(tables, CORPUS_BATCH_ROWS)
+        batches = columnar_corpus.Rebatched(tables, CORPUS_BATCH_ROWS)
         for table in batches:
             yielded += table.num_rows
             stats["corpus_rows"] += table.num_rows
@@ -221,47 +220,17 @@ def iter_corpus(path: Path, id_column: str = "_id", text_column: str = "text", t
 def _columnar_tables(rows: Rows, id_column: str, title_column: str | None, text_column: str, stats: dict):
     """The columnar path's tables for Parquet and JSON lines files (a generator that returns whether
     it read the whole file); None for the other formats."""
-    if rows.unit == "row":
-        read = functools.partial(columnar_corpus.parquet_batches, batch_rows=CORPUS_BATCH_ROWS)
-    elif rows.keys_vary:
-        read = columnar_corpus.json_lines_batches
-    else:
+    kind = "parquet" if rows.unit == "row" else "json lines" if rows.keys_vary else None
+    if kind is None:
         return None
     _reset_corpus_stats(stats, hash_ids=False)
-    return read(rows.path, id_column, title_column, text_column, corpus=columnar_corpus.ColumnarCorpus(stats))
+    return columnar_corpus.corpus_tables(kind, rows.path, id_column, title_column, text_column, CORPUS_BATCH_ROWS, stats)
 
 
 def _reset_corpus_stats(stats: dict, hash_ids: bool) -> None:
     stats.update({"corpus_rows": 0, "corpus_skipped_empty_text": 0, "skipped_ids": []})
     if hash_ids:
         stats["corpus_repeated_text"] = 0
-
-
-class _Rebatched:
-    """Tables of exactly `rows` rows (the last fewer) from tables of any size; `finished` says
-    whether the source generator returned True (read to its end) once iteration stops. Rows held
-    back when the source stops short are not yielded."""
-
-    def __init__(self, tables, rows: int):
-        self.tables, self.rows, self.finished = tables, rows, False
-
-    def __iter__(self) -> Iterator[pa.Table]:
-        held: list[pa.Table] = []
-        count = 0
-        while True:
-            try:
-                table = next(self.tables)
-            except StopIteration as stop:
-                self.finished = bool(stop.value)
-                break
-            held.append(table)
-            count += table.num_rows
-            while count >= self.rows:
-                joined = pa.concat_tables(held)
-                yield joined.slice(0, self.rows).combine_chunks()
-                held, count = [joined.slice(self.rows)], count - self.rows
-        if self.finished and count:
-            yield pa.concat_tables(held).combine_chunks()
 
 
 def _row_corpus(rows: Rows, id_column: str, text_column: str, title_column: str | None, hash_ids: bool, stats: dict,
