@@ -1,8 +1,9 @@
 """The corpus read column-wise with Arrow: the fast path of `readers.iter_corpus`.
 
-The row path (`readers.iter_corpus`) is the reference: a Python step per row that checks every cell,
+The row path (`readers._row_corpus`) is the reference: a Python step per row that checks every cell,
 strips it, skips documents with no text and checks ids are unique, raising an error that names the
-row. At MS MARCO's 8.8M passages that loop is most of ingest. This path does the same work on whole
+row. With the text hashes in worker processes, that loop is most of the reading process's work
+(docs/benchmarks.md, "Host costs"). This path does the same work on whole
 Arrow columns for the inputs where it can be exact: Parquet and JSON lines files whose id, title and
 text cells are strings (integer ids too), nulls and absent keys read as "". On anything it cannot
 decide exactly (another type, an empty or repeated id, a JSON line Arrow parses differently from
