@@ -27,7 +27,7 @@ Arms (each row is (anchor, positive[, negative_1..k]), one per labeled (query, p
   hnmine-relabel  configs/recommended.toml as shipped: that rule with likely positives (cross-encoder
                 probability >= 0.9) kept out of the negatives and added as extra (query, candidate,
                 negatives) rows: with --paired those rows come in batches of their own after the paired ones
-  hnmine-repeat  (--paired only) hnmine-relabel's paired rows, and in its extra batches a copy of the
+  hnmine-repeat  (--paired, and in NF_ARMS) hnmine-relabel's paired rows, and in its extra batches a copy of the
                 query's paired row in place of each extra positive row: hnmine-relabel's optimizer
                 steps and queries without its new positives, the control that tells relabeling from
                 more training
