@@ -161,17 +161,34 @@ def beir_subset(source: Path, target: Path, query_ids: set[str], split: str = "t
 # ----------------------------------------------------------------------------------- measurement
 
 
+def _high_water(pid: int) -> int:
+    """A process's peak RSS since its exec (VmHWM in /proc/PID/status), in bytes; 0 where not readable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def measure(cmd: list[str], log_stem: Path, env: dict[str, str] | None = None, poll_seconds: float = 0.1) -> dict:
     """Run `cmd` (in the repository) to completion, its output in `log_stem`.stdout.txt / .stderr.txt.
 
     Returns wall seconds, the exit code, the output, and the peak RSS in bytes of the command and its
-    descendants: psutil polling every `poll_seconds`, and the child's own ru_maxrss from wait4; the
-    larger is `peak_rss`, both are kept."""
+    descendants: psutil polling every `poll_seconds` (the tree's summed RSS, and the command's own
+    high-water mark, VmHWM, which exec resets), and the child's ru_maxrss from wait4; the largest is
+    `peak_rss`, each is kept. ru_maxrss counts only where it exceeds this process's own peak: Linux
+    carries the spawning process's high-water mark into the child through fork and exec, so a small
+    child of a large parent would report the parent's memory."""
+    import resource
+
     import psutil
 
     out_path, err_path = (log_stem.with_name(log_stem.name + suffix) for suffix in (".stdout.txt", ".stderr.txt"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    peak = 0
+    peak = high_water = 0
+    parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     with open(out_path, "w") as out, open(err_path, "w") as err:
         start = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
@@ -189,15 +206,17 @@ def measure(cmd: list[str], log_stem: Path, env: dict[str, str] | None = None, p
                     except psutil.Error:
                         pass
                 peak = max(peak, rss)
+                high_water = max(high_water, _high_water(child.pid))
             except psutil.Error:
                 pass
             time.sleep(poll_seconds)
         wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
     rss_from_rusage = usage.ru_maxrss * 1024  # Linux: KiB
+    own_rusage = rss_from_rusage if rss_from_rusage > parent_peak else 0
     return {
-        "cmd": cmd, "wall_s": wall, "peak_rss": max(peak, rss_from_rusage), "peak_rss_polled": peak,
-        "peak_rss_rusage": rss_from_rusage, "rc": child.returncode,
+        "cmd": cmd, "wall_s": wall, "peak_rss": max(peak, high_water, own_rusage), "peak_rss_polled": peak,
+        "peak_rss_high_water": high_water, "peak_rss_rusage": rss_from_rusage, "rc": child.returncode,
         "stdout": out_path.read_text(), "stderr": err_path.read_text(), "stdout_path": out_path, "stderr_path": err_path,
     }
 
