@@ -5,7 +5,9 @@ passage each), a fixed number of queries (the opening words of one positive each
 are random but seeded and clustered like real ones (a point = one of 4096 centres + noise), so
 the retrieval stages do real work without encoding a million passages on a CPU; they are imported
 with `hnmine index --embeddings`. Each stage runs as its own `hnmine` process, and its peak RSS is
-measured by `_common.measure` (polled RSS of it and its children, or its ru_maxrss if larger). The query count stays fixed while the corpus grows 100-fold, so memory
+measured by `_common.measure` (polled RSS of it and its children, its own high-water mark, or its
+ru_maxrss where that exceeds this script's peak). The query count stays fixed while the corpus grows
+100-fold, so memory
 that grows with the corpus shows, and memory that would grow with queries x corpus would too.
 
     .venv/bin/python scripts/bench_scale.py --root /tmp/scale [--sizes 10000 100000 1000000] [--queries 5000]

@@ -2,7 +2,8 @@
 
 Per dataset, each side runs cold in its own fresh subprocess (Python imports and model load
 included); the parent records the child's wall time and peak RSS (psutil polling of the child and
-its descendants every 0.1 s, and the child's own ru_maxrss from wait4: the larger is reported).
+its descendants every 0.1 s, the child's high-water mark, and its ru_maxrss from wait4 where that
+exceeds the parent's own peak: the largest is reported).
 
   hnmine  `hnmine run CONFIG -q` on an empty work dir (cold), then the same config with only a filter
           parameter changed (rank_min 1 -> 2): the "filter-only rerun", which must reuse index and mine.
