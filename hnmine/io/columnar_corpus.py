@@ -15,7 +15,6 @@ the same order, and every user-facing error comes from the row path.
 
 from __future__ import annotations
 
-import gzip
 import io
 import zlib
 from collections.abc import Generator, Iterator
@@ -27,6 +26,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from hnmine import schema
+from hnmine.io.userfiles import open_binary
 
 # The characters str.strip() removes (str.isspace over every code point; a test checks the list):
 # Arrow's own trim of whitespace uses another definition, so the set is given explicitly.
@@ -137,8 +137,7 @@ def parquet_batches(path: Path, id_column: str, title_column: str | None, text_c
 
 def _json_chunks(path: Path) -> Generator[bytes, None, None]:
     """The file's bytes in pieces of whole lines (a leading byte-order mark dropped, as open_text does)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
+    with open_binary(path) as handle:
         rest = b""
         first = True
         while True:

@@ -24,13 +24,13 @@ CSV_FIELD_LIMIT = 2**31 - 1
 _UNDECODED = re.compile("[\udc80-\udcff]")
 
 
-def _binary(path: Path) -> io.BufferedIOBase:
+def open_binary(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
 def open_text(path: Path) -> io.TextIOWrapper:
     """UTF-8 text, a leading byte-order mark dropped, line endings kept (for csv)."""
-    return io.TextIOWrapper(_binary(Path(path)), encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(open_binary(Path(path)), encoding="utf-8-sig", newline="")
 
 
 def is_empty(path: Path) -> bool:
@@ -46,7 +46,7 @@ def csv_reader(handle: io.TextIOBase, delimiter: str):
 def first_undecodable_line(path: Path) -> tuple[int, int] | None:
     """(line, byte) of the first bytes that are not UTF-8, counting lines as open_text does."""
     try:
-        with io.TextIOWrapper(_binary(Path(path)), encoding="utf-8-sig", errors="surrogateescape",
+        with io.TextIOWrapper(open_binary(Path(path)), encoding="utf-8-sig", errors="surrogateescape",
                               newline="") as handle:
             for line_no, line in enumerate(handle, start=1):
                 if match := _UNDECODED.search(line):
