@@ -20,6 +20,7 @@ Writes docs/benchmarks.md between `<!-- BEGIN host -->` and `<!-- END host -->`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import sys
@@ -45,6 +46,19 @@ def query_vectors(embeddings: np.ndarray, positives: np.ndarray, seed: int = 1) 
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def patched(patches: dict):
+    """{(owner, attribute name): value} set for the block, the originals restored after it."""
+    saved = {target: getattr(*target) for target in patches}
+    for (owner, name), value in patches.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for (owner, name), value in saved.items():
+            setattr(owner, name, value)
+
+
 def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: bool) -> dict:
     """mine with the given query vectors instead of an encoder; its search timed apart."""
     from hnmine.stages import candidate_rows
@@ -65,16 +79,10 @@ def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: b
                (mine_stage, "_ranked_lists"): timed_search}
     if walk:
         patches[(candidate_rows, "vectorized")] = candidate_rows.walk_lists
-    saved = {target: getattr(*target) for target in patches}
-    for (owner, name), value in patches.items():
-        setattr(owner, name, value)
-    try:
+    with patched(patches):
         began = time.perf_counter()
         result = mine_stage.mine(work, data, params, progress=False)
         seconds = time.perf_counter() - began
-    finally:
-        for (owner, name), value in saved.items():
-            setattr(owner, name, value)
     return {"seconds": seconds, "search": searched[0], "rest": seconds - searched[0],
             "candidates": result.stats["candidates"]}
 
@@ -92,16 +100,11 @@ def timed_read(file: Path, row_path: bool) -> float:
     own share of ingest, the bound where the hash workers have cores of their own."""
     from hnmine.io import readers
 
-    saved = readers._columnar_tables
-    if row_path:
-        readers._columnar_tables = lambda *args, **kwargs: None
-    try:
+    with patched({(readers, "_columnar_tables"): lambda *args, **kwargs: None} if row_path else {}):
         began = time.perf_counter()
         for _ in readers.iter_corpus(file):
             pass
         return time.perf_counter() - began
-    finally:
-        readers._columnar_tables = saved
 
 
 def timed_ingest(work: Path, data, row_path: bool, in_place: bool) -> dict:
@@ -115,16 +118,10 @@ def timed_ingest(work: Path, data, row_path: bool, in_place: bool) -> dict:
         patches[(readers, "_columnar_tables")] = lambda *args, **kwargs: None
     if in_place:
         patches[(text_hashes, "worker_count")] = lambda: 1
-    saved = {target: getattr(*target) for target in patches}
-    for (owner, name), value in patches.items():
-        setattr(owner, name, value)
-    try:
+    with patched(patches):
         began = time.perf_counter()
         result = index_stage.ingest_corpus(work, data, progress=False)
         seconds = time.perf_counter() - began
-    finally:
-        for (owner, name), value in saved.items():
-            setattr(owner, name, value)
     return {"seconds": seconds, "processes": result.stats["text_hash_processes"],
             "reader": result.stats["corpus_reader"]}
 
