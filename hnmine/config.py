@@ -102,10 +102,9 @@ class IndexParams(StageParams):
                                                        "many sampled corpus vectors, printed at the end of index (0 = off)")
     storage: Literal["float32", "float16"] = Field("float32", description="dtype of the saved embeddings: float16 "
                                                    "halves disk and page cache (search converts blocks to float32)")
-    embeddings: Path | None = Field(
-        None, strict=False, description="precomputed corpus embeddings instead of encoding: a .npy (one row per corpus document, in "
-                          "corpus order) or a Parquet file with an id column and a vector column (--model still "
-                          "encodes the queries: use the model that made them)")
+    embeddings: Path | None = Field(None, strict=False, description="precomputed corpus embeddings instead of encoding: "
+                                    "a .npy (one row per corpus document, in corpus order) or a Parquet file with an id "
+                                    "column and a vector column (--model still encodes the queries: use the model that made them)")
     embeddings_id_column: str = Field("_id", description="Parquet embeddings: the document id column")
     embeddings_column: str = Field("embedding", description="Parquet embeddings: the vector column (list of floats)")
     bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = Field("lucene", description="BM25 variant")
@@ -118,7 +117,7 @@ class IndexParams(StageParams):
 
 
 class MineParams(StageParams):
-    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})
+    execution_only: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "row_workers"})
 
     retriever: Literal["dense", "bm25", "hybrid", "pooled"] = Field(
         "dense", description="dense, bm25, hybrid (reciprocal-rank fusion of the two), or pooled (fusion of --pool)")
@@ -139,6 +138,7 @@ class MineParams(StageParams):
                            "only, or kept (none)")
     batch_size: int = Field(256, ge=1, description="queries per search batch")
     device: str | None = Field(None, description="torch device for query encoding")
+    row_workers: int | None = Field(None, ge=0, description="processes building candidate rows beside the search (0: none; default: 1 per 4 cores, up to 4, from 4 batches)")
     shard: str | None = Field(None, description="K/N: mine only the K-th of N query shards")
 
     _check_shard = field_validator("shard")(lambda v: (parse_shard(v), v)[1])

@@ -5,7 +5,10 @@ their first depth and search again."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pyarrow.ipc as ipc
 import pytest
@@ -70,3 +73,52 @@ def test_the_array_path_gives_the_walks_rows_counts_and_short_queries(edited, tm
         assert fast_stats[key] == walked_stats[key], key
     # every exclusion fired, so each mask of the array path was compared
     assert all(fast_stats[key] > 0 for key in candidate_rows.COUNTS), {k: fast_stats[k] for k in candidate_rows.COUNTS}
+
+
+@pytest.mark.parametrize("retriever", ["dense", "bm25", "hybrid"])
+def test_rows_built_in_worker_processes_are_the_in_process_rows(edited, tmp_path, retriever):
+    """Batches of 7 queries (several per worker, one of them searched deeper in the mining process)."""
+    folder, eval_qrels, work = edited
+    runs = {}
+    for workers in (0, 2):
+        target = tmp_path / f"workers-{workers}"
+        shutil.copytree(work, target)
+        result = mine(target, DataParams(beir=folder),
+                      MineParams(retriever=retriever, top_k=12, batch_size=7, exclude_qrels=eval_qrels,
+                                 exclude_queries=folder / "queries.jsonl", row_workers=workers), progress=False)
+        with ipc.open_file(target / "candidates.arrow") as reader:
+            runs[workers] = reader.read_all(), result.stats
+    (in_process, in_stats), (pooled, pooled_stats) = runs[0], runs[2]
+    assert (in_stats["row_workers"], pooled_stats["row_workers"]) == (0, 2)
+    assert pooled.num_rows > 0 and pooled.equals(in_process)
+    for key in ("candidates", "queries", "queries_short_of_top_k", "queries_searched_deeper", *candidate_rows.COUNTS):
+        assert pooled_stats[key] == in_stats[key], key
+    assert all(in_stats[key] > 0 for key in candidate_rows.COUNTS)
+    # copies of positives send queries deeper, in the mining process (BM25 alone never searches deeper)
+    assert (pooled_stats["queries_searched_deeper"] > 0) == (retriever != "bm25")
+
+
+def test_row_workers_by_default():
+    from hnmine.stages.row_pool import MIN_BATCHES, worker_count
+
+    assert worker_count(None, 100, 2) == 0  # a 2-core machine collects in the mining process
+    assert worker_count(None, MIN_BATCHES - 1, 16) == 0
+    assert worker_count(None, 100, 16) == 4 and worker_count(None, 100, 8) == 2
+    assert worker_count(3, 1, 2) == 3  # asked for: as asked
+
+
+def test_a_script_that_mines_at_import_fails_instead_of_hanging(edited, tmp_path):
+    """Spawned row workers import the calling script; one without a main guard would run mine again
+    in each worker, which then waits forever for the work dir lock its parent holds."""
+    folder, _, work = edited
+    target = tmp_path / "work"
+    shutil.copytree(work, target)
+    script = tmp_path / "unguarded.py"
+    script.write_text("from hnmine.config import DataParams, MineParams\nfrom hnmine.stages.mine import mine\n"
+                      f"mine({str(target)!r}, DataParams(beir={str(folder)!r}), "
+                      "MineParams(top_k=12, batch_size=7, row_workers=1), progress=False)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert 'put the script\'s calls under `if __name__ == "__main__":`' in result.stderr
+    assert not (target / "candidates.arrow").exists()

@@ -43,14 +43,16 @@ class BM25Index:
         (out_dir / "tokenizer.json").write_text(json.dumps(config))
 
     @classmethod
-    def load(cls, out_dir: Path) -> BM25Index:
+    def load(cls, out_dir: Path, mmap: bool = False) -> BM25Index:
+        """The saved index; `mmap` maps its arrays instead of reading them (processes that open the
+        same index share its pages)."""
         import bm25s
 
         out_dir = Path(out_dir)
         if not (out_dir / "tokenizer.json").exists():
             raise HnmineError("no BM25 index", path=out_dir, fix="run `hnmine index --retrievers bm25` first")
         config = json.loads((out_dir / "tokenizer.json").read_text())
-        retriever = bm25s.BM25.load(str(out_dir), show_progress=False)
+        retriever = bm25s.BM25.load(str(out_dir), mmap=mmap, show_progress=False)
         tokenizer = cls._tokenizer(config["stemmer"], config["stopwords"])
         tokenizer.load_vocab(str(out_dir))
         return cls(retriever, tokenizer)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from hnmine import schema
 from hnmine.config import MineParams
+from hnmine.io.files import read_table
 from hnmine.text import text_hash
+from hnmine.workdir import WorkDir
 
 COUNTS = ("excluded_positive_by_id", "excluded_positive_by_text", "excluded_query_text", "excluded_duplicate_text",
           "excluded_eval_positive")
@@ -32,6 +35,11 @@ class Corpus:
 
     ids: pa.Array  # doc ids, corpus order
     hashes: np.ndarray  # uint64 normalized-text hashes
+
+    @classmethod
+    def read(cls, workdir: Path) -> Corpus:
+        table = read_table(WorkDir(workdir).corpus, [schema.DOC_ID, schema.TEXT_HASH])
+        return cls(table.column(schema.DOC_ID).combine_chunks(), table.column(schema.TEXT_HASH).to_numpy())
 
 
 def collect(batch_ids, batch_texts, positives, corpus: Corpus, lists, params: MineParams, top_k: int, query_vectors,

@@ -9,6 +9,8 @@ no two of which share a normalized text.
 
 from __future__ import annotations
 
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,20 +23,16 @@ from hnmine import schema
 from hnmine.config import DataParams, MineParams
 from hnmine.errors import HnmineError
 from hnmine.index_names import dense_stage_name, index_name
-from hnmine.io import inputs
+from hnmine.io import inputs, text_hashes
 from hnmine.io.exclusion import exclude, read_evaluation
 from hnmine.io.files import BatchWriter, read_table, write_table
 from hnmine.io.manifest import read_manifest
 from hnmine.retrievers import embedding_store, encoders, faiss_index
 from hnmine.retrievers.bm25 import BM25Index
+from hnmine.stages import row_pool
 from hnmine.stages.candidate_rows import Corpus, collect
 from hnmine.stages.common import query_identity, shard_slice
 from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, manifest_path, run_stage
-
-
-def _load_corpus(workdir: Path) -> Corpus:
-    table = read_table(WorkDir(workdir).corpus, [schema.DOC_ID, schema.TEXT_HASH])
-    return Corpus(table.column(schema.DOC_ID).combine_chunks(), table.column(schema.TEXT_HASH).to_numpy())
 
 
 @dataclass
@@ -121,7 +119,7 @@ def mine(workdir: Path, data: DataParams, params: MineParams, progress: bool = T
 def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> Done:
     workdir, out, queries_out, qrels_out = wd.root, wd.output("candidates", params.shard), wd.queries, wd.qrels
     warnings: list[str] = []
-    corpus = _load_corpus(workdir)
+    corpus = Corpus.read(workdir)
     skipped_docs = set(read_table(wd.corpus_skipped).column("skipped").to_pylist())
     queries, qrels, stats = inputs.load_queries(data, pa.table({schema.DOC_ID: corpus.ids}),
                                                 skipped_doc_ids=skipped_docs)
@@ -145,20 +143,33 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
     query_texts = queries.column(schema.TEXT).to_pylist()[part]
 
     retrievers = _Retrievers(workdir, params, n_docs)
-    counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0,
+    counters = {"queries": 0, "candidates": 0, "queries_short_of_top_k": 0, "queries_searched_deeper": 0,
                 "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
                 "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
+    starts = range(0, len(query_ids), params.batch_size)
+    workers = row_pool.worker_count(params.row_workers, len(starts), text_hashes.worker_count())
     with BatchWriter(out, schema.candidates_schema(retrievers.keys)) as writer, \
-            tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar:
-        for start in range(0, len(query_ids), params.batch_size):
-            batch_ids = query_ids[start:start + params.batch_size]
-            batch_texts = query_texts[start:start + params.batch_size]
-            table = _mine_batch(batch_ids, batch_texts, positives, corpus, retrievers, params, top_k, counters,
-                                excluded_docs)
-            writer.write(table)
-            bar.update(len(batch_ids))
+            tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar, \
+            _row_pool(workers, workdir, retrievers, params, top_k, excluded_docs) as pool:
+        pending: deque = deque()  # batches searched, their rows being collected, in query order
+        for start in starts:
+            batch = _search(query_ids[start:start + params.batch_size], query_texts[start:start + params.batch_size],
+                            positives, retrievers, top_k, n_docs)
+            if pool is None:
+                rows = collect(batch.ids, batch.texts, positives, corpus, batch.lists, params, top_k, batch.vectors,
+                               retrievers, batch.depth, excluded_docs)
+                pending.append((batch, lambda collected=rows: collected))
+            else:
+                pending.append((batch, pool.submit(batch.ids, batch.texts, positives, batch.lists, batch.vectors,
+                                                   batch.depth)))
+            while len(pending) > workers or (pending and start == starts[-1]):
+                batch, collected = pending.popleft()
+                writer.write(_finish(batch, collected(), positives, corpus, retrievers, params, top_k, counters,
+                                     excluded_docs))
+                bar.update(len(batch.ids))
     whole_run = sorted(set(stats) - set(counters))  # from the whole query and qrels files, and top_k
     stats.update(counters)
+    stats["row_workers"] = workers
     stats["shard"] = params.shard
     if params.shard:
         stats["whole_run_stats"] = whole_run  # the same in every shard: merged once, not summed
@@ -219,29 +230,64 @@ def _ranked_lists(query_texts, query_vectors: dict[str, np.ndarray], retrievers:
     return lists
 
 
-def _mine_batch(batch_ids, batch_texts, positives, corpus: Corpus, retrievers: _Retrievers, params: MineParams,
-                top_k: int, counters: dict, excluded: frozenset[int] = frozenset()) -> pa.Table:
-    n_docs = len(corpus.ids)
+@dataclass
+class _Batch:
+    """One batch of queries, searched: their vectors, each query's list depth, the ranked lists."""
+
+    ids: list[str]
+    texts: list[str]
+    vectors: dict[str, np.ndarray]
+    depth: dict[str, int]
+    lists: dict
+
+
+def _search(batch_ids, batch_texts, positives, retrievers: _Retrievers, top_k: int, n_docs: int) -> _Batch:
     query_vectors = retrievers.query_vectors(batch_texts)
     # Each query reads its retrievers' lists to a depth of its own (more than top_k: its positives and
     # their copies are removed after the search), never the batch's: hybrid fusion over a deeper list
     # could change its order, and then the output would depend on batch size and sharding.
     depth = {q: min(n_docs, top_k + len(positives[q]) + 16) for q in batch_ids}
+    lists = _ranked_lists(batch_texts, query_vectors, retrievers, max(depth.values()))
+    return _Batch(batch_ids, batch_texts, query_vectors, depth, lists)
+
+
+def _finish(batch: _Batch, collected, positives, corpus: Corpus, retrievers: _Retrievers, params: MineParams,
+            top_k: int, counters: dict, excluded: frozenset[int] = frozenset()) -> pa.Table:
+    """The batch's table from its collected rows, after searching deeper for the queries that lost
+    too many candidates to copies of their positives."""
+    n_docs = len(corpus.ids)
+    rows, short = collected
+    deeper: set[str] = set()
     while True:
-        k = max(depth.values())
-        lists = _ranked_lists(batch_texts, query_vectors, retrievers, k)
-        rows, short = collect(batch_ids, batch_texts, positives, corpus, lists, params, top_k, query_vectors, retrievers,
-                              depth, excluded)
-        growable = [q for q in short if depth[q] < n_docs]
+        growable = [q for q in short if batch.depth[q] < n_docs]
         if not growable or retrievers.keys == ["bm25"]:  # BM25 alone (or a pool of it alone)
             break
-        for q in growable:  # lost too many candidates to copies of its positives: look deeper
-            depth[q] = min(n_docs, depth[q] * 2)
-    short = len(short)
+        deeper.update(growable)
+        for q in growable:
+            batch.depth[q] = min(n_docs, batch.depth[q] * 2)
+        batch.lists = _ranked_lists(batch.texts, batch.vectors, retrievers, max(batch.depth.values()))
+        rows, short = collect(batch.ids, batch.texts, positives, corpus, batch.lists, params, top_k, batch.vectors,
+                              retrievers, batch.depth, excluded)
     for key, value in rows.pop("_counts").items():
         counters[key] += value
     table = pa.table(rows, schema=schema.candidates_schema(retrievers.keys))
-    counters["queries"] += len(batch_ids)
+    counters["queries"] += len(batch.ids)
     counters["candidates"] += table.num_rows - pc.sum(table.column(schema.IS_POSITIVE)).as_py() if table.num_rows else 0
-    counters["queries_short_of_top_k"] += short
+    counters["queries_short_of_top_k"] += len(short)
+    counters["queries_searched_deeper"] += len(deeper)
     return table
+
+
+@contextmanager
+def _row_pool(workers: int, workdir: Path, retrievers: _Retrievers, params: MineParams, top_k: int,
+              excluded: frozenset[int]):
+    """A RowPool of `workers` processes over this run's indexes, or None (collect in this process)."""
+    if not workers:
+        yield None
+        return
+    wd = WorkDir(workdir)
+    dense = {schema.retriever_key(name): wd.dense_index(index_name(name)) for name in params.retriever_names()
+             if name != "bm25"}
+    with row_pool.RowPool(workers, workdir, retrievers.keys, dense, wd.bm25 if retrievers.bm25 else None, params,
+                          top_k, excluded) as pool:
+        yield pool
