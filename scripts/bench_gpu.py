@@ -193,7 +193,9 @@ def render(r: dict) -> str:
         lines.append(f"| exact search alone, {queries:,} queries x {int(r['search_large']['docs']):,} rows "
                      f"| {r['search_large']['search_seconds']} s |")
     if "hnmine_mine" in r:
-        lines += [f"| `hnmine mine` | {r['hnmine_mine']['seconds']} s |",
+        workers = r["hnmine_mine"].get("row_workers")
+        lines += [f"| `hnmine mine`{f' (candidate rows in {workers} worker processes)' if workers else ''} "
+                  f"| {r['hnmine_mine']['seconds']} s |",
                   f"| **ingest + encode + mine** | **{r['hnmine_total']['seconds']} s** |"]
     if "hnmine_encode_two_processes" in r:
         e = r["hnmine_encode_two_processes"]
@@ -328,6 +330,7 @@ def main() -> None:
     seconds = time.perf_counter() - t
     save("hnmine_mine", {"seconds": round(seconds, 1), "queries_per_second": round(args.queries / seconds),
                          "candidates": result.stats.get("candidates"), "dense_search": result.stats.get("dense_search"),
+                         "row_workers": result.stats.get("row_workers"),
                          **gpu_memory(args.device)})
     # ingest + encode + mine: what `hnmine index` + `hnmine mine` cost (the search-alone phases are extra)
     save("hnmine_total", {"seconds": round(sum(results[p]["seconds"] for p in ("hnmine_ingest", "hnmine_encode",

@@ -9,8 +9,10 @@ text hashes. Ingest reads the same corpus as Parquet and as BEIR's JSON lines, e
 reference: hnmine.io.readers' row path alone) and column-wise, with the text hashes in the reading
 process and in the worker pool; every corpus.arrow must come out identical. `mine` runs twice on
 the same index, once with every batch walked per query in Python
-(hnmine.stages.candidate_rows.walk_lists, the reference) and once with the array path; the
-candidates must come out identical.
+(hnmine.stages.candidate_rows.walk_lists, the reference), once with the array path, and once with
+the array path in a worker process beside the search (`--row-workers 1`); the candidates must come
+out identical. The array run's batches are then collected alone, in this process and in a pool of
+`--row-workers` processes (hnmine.stages.row_pool), with the same rows.
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_host.py --root DIR [--docs 200000] [--queries 20000] [--repeats 3]
 
@@ -59,8 +61,9 @@ def patched(patches: dict):
             setattr(owner, name, value)
 
 
-def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: bool) -> dict:
-    """mine with the given query vectors instead of an encoder; its search timed apart."""
+def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: bool, record: list | None = None) -> dict:
+    """mine with the given query vectors instead of an encoder; its search timed apart. `record`
+    gets the arguments of every in-process collect call."""
     from hnmine.stages import candidate_rows
     from hnmine.stages import mine as mine_stage
 
@@ -79,12 +82,47 @@ def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: b
                (mine_stage, "_ranked_lists"): timed_search}
     if walk:
         patches[(candidate_rows, "vectorized")] = candidate_rows.walk_lists
+    if record is not None:
+        collect = mine_stage.collect
+        patches[(mine_stage, "collect")] = lambda *args: record.append(args) or collect(*args)
     with patched(patches):
         began = time.perf_counter()
         result = mine_stage.mine(work, data, params, progress=False)
         seconds = time.perf_counter() - began
     return {"seconds": seconds, "search": searched[0], "rest": seconds - searched[0],
             "candidates": result.stats["candidates"]}
+
+
+def timed_rows(work: Path, calls: list, workers: int) -> dict:
+    """collect alone over a run's batches (recorded by timed_mine): in this process (warm: it has
+    just searched), then in a RowPool of `workers` processes, twice, its start and first pass timed
+    apart (a worker's first batch also maps its pages of the matrix and the corpus). Rows must come
+    out the same."""
+    from hnmine.index_names import index_name
+    from hnmine.stages.candidate_rows import collect
+    from hnmine.stages.row_pool import RowPool
+    from hnmine.workdir import WorkDir
+
+    began = time.perf_counter()
+    in_process = [collect(*args) for args in calls]
+    seconds = time.perf_counter() - began
+    params, top_k, retrievers, excluded = (calls[0][i] for i in (5, 6, 8, 10))
+    began = time.perf_counter()
+    with RowPool(workers, work, retrievers.keys, {"dense": WorkDir(work).dense_index(index_name("dense"))}, None,
+                 params, top_k, excluded) as pool:
+        for future in [pool.pool.submit(int) for _ in range(workers)]:  # every worker started
+            future.result()
+        started = time.perf_counter() - began
+        passes = []
+        for _ in range(2):  # the first pass also maps each worker's pages of the matrix and the corpus
+            began = time.perf_counter()
+            waits = [pool.submit(a[0], a[1], a[2], a[4], a[7], a[9]) for a in calls]
+            pooled = [wait() for wait in waits]
+            passes.append(time.perf_counter() - began)
+    same = all(a[1] == b[1] and all(a[0][k].equals(b[0][k]) if k != "_counts" else a[0][k] == b[0][k] for k in a[0])
+               for a, b in zip(in_process, pooled))
+    return {"in_process": seconds, "first_pass": passes[0], "pooled": passes[1], "start": started, "workers": workers,
+            "same": same}
 
 
 def write_json_lines(corpus, path: Path) -> None:
@@ -134,6 +172,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=4096, help="mine's queries per batch (bench_gpu.py's)")
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each ingest; the median is reported")
+    parser.add_argument("--row-workers", type=int, default=2, help="processes of the candidate rows timed alone")
     args = parser.parse_args(argv)
 
     import pyarrow.ipc as ipc
@@ -181,16 +220,19 @@ def main(argv: list[str]) -> None:
     embeddings = np.load(embeddings_file, mmap_mode="r")
     vectors = dict(zip(texts, query_vectors(embeddings, positives)))
     params = MineParams(top_k=args.top_k, batch_size=args.batch_size)
-    runs, tables = {}, {}
-    for name, walk in (("walk", True), ("arrays", False)):
+    runs, tables, calls = {}, {}, []
+    for name, walk, workers in (("walk", True, 0), ("arrays", False, 0), ("workers", False, 1)):
         target = args.root / f"work-{name}"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(work, target)
-        runs[name] = timed_mine(target, data, params, vectors, walk)
+        runs[name] = timed_mine(target, data, params.model_copy(update={"row_workers": workers}), vectors, walk,
+                                record=calls if name == "arrays" else None)
         with ipc.open_file(target / "candidates.arrow") as reader:
             tables[name] = reader.read_all()
         print(name, runs[name], flush=True)
-    same = tables["walk"].equals(tables["arrays"])
+    same = tables["walk"].equals(tables["arrays"]) and tables["workers"].equals(tables["arrays"])
+    rows = timed_rows(args.root / "work-arrays", calls, args.row_workers)
+    print("rows", rows, flush=True)
 
     per_query = {name: run["rest"] / args.queries for name, run in runs.items()}
     lines = [
@@ -221,20 +263,30 @@ def main(argv: list[str]) -> None:
         lines.append(f"| ingest {args.docs:,} passages from {'JSON lines' if kind == 'jsonl' else 'Parquet'}, {read}, "
                      f"{where} | {seconds:.1f} | {seconds / args.docs * 1e6:.1f} s per 1M | "
                      f"{seconds / args.docs * MS_MARCO_DOCS:.0f} s |")
-    for name, label in (("walk", "rows walked per query in Python (the reference)"), ("arrays", "rows as array operations")):
+    for name, label in (("walk", "rows walked per query in Python (the reference)"), ("arrays", "rows as array operations"),
+                        ("workers", "rows as array operations in 1 worker process (`--row-workers 1`)")):
         run = runs[name]
         lines.append(f"| mine, {label}: search | {run['search']:.1f} | | |")
         lines.append(f"| mine, {label}: the rest | {run['rest']:.1f} | {per_query[name] * 1e3:.2f} s per 1k queries | "
                      f"{per_query[name] * MS_MARCO_QUERIES:.0f} s |")
+    for label, seconds in (("in the mining process", rows["in_process"]),
+                           (f"in {rows['workers']} worker processes, warm (their start {rows['start']:.1f} s and a "
+                            f"first pass {rows['first_pass']:.1f} s apart)", rows["pooled"])):
+        lines.append(f"| the candidate rows alone (`candidate_rows.collect` over mine's batches), {label} | {seconds:.1f} "
+                     f"| {seconds / args.queries * 1e3:.2f} s per 1k queries | {seconds / args.queries * MS_MARCO_QUERIES:.0f} s |")
+    same_rows = "identical" if rows["same"] else "DIFFERENT"
     lines += ["", f"The {len(corpora)} ingests' corpus.arrow: {'identical' if ingest_same else 'DIFFERENT'}. "
-              f"The two mine runs' candidates.arrow ({runs['arrays']['candidates']:,} candidates): "
+              f"The three mine runs' candidates.arrow ({runs['arrays']['candidates']:,} candidates): "
                   f"{'identical' if same else 'DIFFERENT'}; the rest of mine {per_query['walk'] / per_query['arrays']:.1f} "
-                  "times faster with arrays."]
+                  f"times faster with arrays. The rows built in worker processes: {same_rows} to the in-process ones, "
+                  f"{rows['in_process'] / rows['pooled']:.1f} times faster with {rows['workers']} workers."]
     body = "\n".join(lines)
     splice_section(DOC, "host", body, heading="Host costs: ingest and mine's candidate rows")
     print(body)
     if not same:
-        raise SystemExit("the array path's candidates differ from the walk's")
+        raise SystemExit("the array path's candidates differ from the walk's, or the worker run's")
+    if not rows["same"]:
+        raise SystemExit("the rows built in worker processes differ from the in-process ones")
     if not ingest_same:
         raise SystemExit("the column-wise ingest's corpus.arrow differs from the row path's")
 
