@@ -138,7 +138,7 @@ class MineParams(StageParams):
                            "only, or kept (none)")
     batch_size: int = Field(256, ge=1, description="queries per search batch")
     device: str | None = Field(None, description="torch device for query encoding")
-    row_workers: int | None = Field(None, ge=0, description="processes building candidate rows beside the search (0: none; default: 1 per 4 cores, up to 4, from 4 batches)")
+    row_workers: int | None = Field(None, ge=0, description="processes building candidate rows beside the search (0: none; default: 1 per 4 cores, up to 4, from 4 batches, unsharded)")
     shard: str | None = Field(None, description="K/N: mine only the K-th of N query shards")
 
     _check_shard = field_validator("shard")(lambda v: (parse_shard(v), v)[1])

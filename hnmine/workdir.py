@@ -10,9 +10,9 @@ also writes the folder manifest once the shard set is complete.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -317,10 +317,10 @@ def holding_lock(function):
 
     @functools.wraps(function)
     def wrapper(workdir, *args, **kwargs):
-        if "__mp_main__" in sys.modules and sys.modules["__mp_main__"] is not sys.modules.get("__main__"):
-            # a spawned worker (text hashes, candidate rows) is importing the caller's script (as
-            # __mp_main__, before it becomes __main__), which runs a stage at import: it would wait
-            # forever for the lock its parent holds
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # a spawned worker (text hashes, candidate rows) is importing the caller's script, which
+            # runs a stage at import: it would wait forever for the lock its parent holds (the flag
+            # is the one multiprocessing's own spawn checks for this case)
             raise HnmineError("a worker process started by hnmine ran the calling script's stage calls",
                               fix="put the script's calls under `if __name__ == \"__main__\":`")
         shard = next((getattr(a, "shard", None) for a in (*args, *kwargs.values()) if getattr(a, "shard", None)), None)

@@ -84,7 +84,7 @@ def timed_mine(work: Path, data, params, vectors: dict[str, np.ndarray], walk: b
         patches[(candidate_rows, "vectorized")] = candidate_rows.walk_lists
     if record is not None:
         collect = mine_stage.collect
-        patches[(mine_stage, "collect")] = lambda *args: record.append(args) or collect(*args)
+        patches[(mine_stage, "collect")] = lambda *args: record.append((*args[:9], dict(args[9]), args[10])) or collect(*args)
     with patched(patches):
         began = time.perf_counter()
         result = mine_stage.mine(work, data, params, progress=False)

@@ -104,6 +104,7 @@ def test_row_workers_by_default():
     assert worker_count(None, 100, 2) == 0  # a 2-core machine collects in the mining process
     assert worker_count(None, MIN_BATCHES - 1, 16) == 0
     assert worker_count(None, 100, 16) == 4 and worker_count(None, 100, 8) == 2
+    assert worker_count(None, 100, 16, sharded=True) == 0  # shards run side by side, each seeing every core
     assert worker_count(3, 1, 2) == 3  # asked for: as asked
 
 
@@ -121,4 +122,45 @@ def test_a_script_that_mines_at_import_fails_instead_of_hanging(edited, tmp_path
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0
     assert 'put the script\'s calls under `if __name__ == "__main__":`' in result.stderr
+    assert not (target / "candidates.arrow").exists()
+
+
+def test_a_script_run_by_a_launcher_still_runs_its_stages(edited, tmp_path):
+    """A launcher (IPython's %run, coverage, runpy) swaps __main__ after multiprocessing was imported:
+    that is not a spawned worker's import, and the stage runs."""
+    folder, _, work = edited
+    target = tmp_path / "work"
+    shutil.copytree(work, target)
+    script = tmp_path / "guarded.py"
+    script.write_text("from hnmine.config import DataParams, MineParams\nfrom hnmine.stages.mine import mine\n"
+                      "if __name__ == '__main__':\n"
+                      f"    mine({str(target)!r}, DataParams(beir={str(folder)!r}), MineParams(top_k=12, row_workers=0),"
+                      " progress=False)\n")
+    launcher = f"import multiprocessing, runpy\nrunpy.run_path({str(script)!r}, run_name='__main__')\n"
+    result = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (target / "candidates.arrow").exists()
+
+
+def test_a_worker_that_dies_is_one_error_naming_the_fix(edited, tmp_path, monkeypatch):
+    """The matrix vanishes after the mining process opened it: the worker's start fails, and mine
+    says so in one error instead of a pool traceback, with no candidates.arrow written."""
+    from hnmine.errors import HnmineError
+    from hnmine.stages import mine as mine_stage
+
+    folder, _, work = edited
+    target = tmp_path / "work"
+    shutil.copytree(work, target)
+    search = mine_stage._search
+
+    def search_then_remove(*args, **kwargs):
+        batch = search(*args, **kwargs)
+        for matrix in (target / "index").rglob("embeddings.npy"):
+            matrix.unlink()  # this process keeps its memory map
+        return batch
+
+    monkeypatch.setattr(mine_stage, "_search", search_then_remove)
+    with pytest.raises(HnmineError, match="candidate-row worker process died.*--row-workers 1, or 0"):
+        mine(target, DataParams(beir=folder), MineParams(top_k=12, batch_size=7, row_workers=1), progress=False)
     assert not (target / "candidates.arrow").exists()

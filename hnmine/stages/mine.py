@@ -147,7 +147,7 @@ def _mine(wd: WorkDir, data: DataParams, params: MineParams, progress: bool) -> 
                 "excluded_positive_by_id": 0, "excluded_positive_by_text": 0, "excluded_query_text": 0,
                 "excluded_duplicate_text": 0, "excluded_eval_positive": 0}
     starts = range(0, len(query_ids), params.batch_size)
-    workers = row_pool.worker_count(params.row_workers, len(starts), text_hashes.worker_count())
+    workers = row_pool.worker_count(params.row_workers, len(starts), text_hashes.worker_count(), bool(params.shard))
     with BatchWriter(out, schema.candidates_schema(retrievers.keys)) as writer, \
             tqdm(total=len(query_ids), desc="mine", unit="query", disable=not progress) as bar, \
             _row_pool(workers, workdir, retrievers, params, top_k, excluded_docs) as pool:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hnmine.config import MineParams
+from hnmine.errors import HnmineError
 from hnmine.retrievers import embedding_store
 from hnmine.retrievers.bm25 import BM25Index
 from hnmine.stages.candidate_rows import Corpus, collect
@@ -75,13 +77,14 @@ def _collect(batch_ids, batch_texts, positives, lists, query_vectors, depth):
                    depth, w.excluded)
 
 
-def worker_count(requested: int | None, batches: int, cores: int) -> int:
+def worker_count(requested: int | None, batches: int, cores: int, sharded: bool = False) -> int:
     """Worker processes for a run of `batches` batches: `requested` (mine --row-workers), else one
-    per 4 cores, at most 4, and none below MIN_BATCHES batches or 4 cores. The mining process keeps
-    a core for itself (and its tokenizer threads)."""
+    per 4 cores, at most 4, and none below MIN_BATCHES batches or 4 cores, or in a shard (shards run
+    side by side, as Ray tasks or processes, each seeing every core). The mining process keeps a core
+    for itself (and its tokenizer threads)."""
     if requested is not None:
         return requested
-    if batches < MIN_BATCHES or cores < 4:
+    if sharded or batches < MIN_BATCHES or cores < 4:
         return 0
     return min(4, cores // 4)
 
@@ -105,6 +108,21 @@ class RowPool:
 
     def submit(self, batch_ids, batch_texts, positives: dict[str, list[int]], lists, query_vectors,
                depth: dict[str, int]) -> Callable[[], tuple[dict, list[str]]]:
-        future: Future = self.pool.submit(_collect, batch_ids, batch_texts, {q: positives[q] for q in batch_ids},
-                                          lists, query_vectors, depth)
-        return future.result
+        try:
+            future: Future = self.pool.submit(_collect, batch_ids, batch_texts, {q: positives[q] for q in batch_ids},
+                                              lists, query_vectors, depth)
+        except BrokenProcessPool as error:
+            raise _broken(error) from error
+
+        def wait():
+            try:
+                return future.result()
+            except BrokenProcessPool as error:
+                raise _broken(error) from error
+
+        return wait
+
+
+def _broken(error: BrokenProcessPool) -> HnmineError:
+    return HnmineError(f"a candidate-row worker process died ({error})",
+                       fix="see its error above; out of memory, rerun with fewer: --row-workers 1, or 0 for none")
