@@ -98,18 +98,15 @@ def timed_rows(work: Path, calls: list, workers: int) -> dict:
     just searched), then in a RowPool of `workers` processes, twice, its start and first pass timed
     apart (a worker's first batch also maps its pages of the matrix and the corpus). Rows must come
     out the same."""
-    from hnmine.index_names import index_name
     from hnmine.stages.candidate_rows import collect
-    from hnmine.stages.row_pool import RowPool
-    from hnmine.workdir import WorkDir
+    from hnmine.stages.mine import _row_pool
 
     began = time.perf_counter()
     in_process = [collect(*args) for args in calls]
     seconds = time.perf_counter() - began
     params, top_k, retrievers, excluded = (calls[0][i] for i in (5, 6, 8, 10))
     began = time.perf_counter()
-    with RowPool(workers, work, retrievers.keys, {"dense": WorkDir(work).dense_index(index_name("dense"))}, None,
-                 params, top_k, excluded) as pool:
+    with _row_pool(workers, work, retrievers, params, top_k, excluded) as pool:
         for future in [pool.pool.submit(int) for _ in range(workers)]:  # every worker started
             future.result()
         started = time.perf_counter() - began

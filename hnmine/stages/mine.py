@@ -37,9 +37,10 @@ from hnmine.workdir import Done, Stage, StageResult, WorkDir, holding_lock, mani
 
 @dataclass
 class _DenseIndex:
-    """One dense index a mining run searches: its manifest's parameters, the embedding matrix, the
-    query encoder and the searcher."""
+    """One dense index a mining run searches: its folder, its manifest's parameters, the embedding
+    matrix, the query encoder and the searcher."""
 
+    folder: Path
     params: dict
     embeddings: np.ndarray
     encoder: encoders.Encoder
@@ -63,7 +64,8 @@ class _Retrievers:
             encoder = query_encoder(manifest, params.device, params.batch_size)
             searcher, kind = faiss_index.open_search(folder, manifest["params"]["faiss_factory"], embeddings,
                                                      encoder.device, nprobe=params.nprobe, ef_search=params.ef_search)
-            self.dense[schema.retriever_key(name)] = _DenseIndex(manifest["params"], embeddings, encoder, searcher, kind)
+            self.dense[schema.retriever_key(name)] = _DenseIndex(folder, manifest["params"], embeddings, encoder, searcher,
+                                                                    kind)
         self.bm25 = BM25Index.load(wd.bm25) if "bm25" in self.keys else None
 
     def query_vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -285,9 +287,7 @@ def _row_pool(workers: int, workdir: Path, retrievers: _Retrievers, params: Mine
     if not workers:
         yield None
         return
-    wd = WorkDir(workdir)
-    dense = {schema.retriever_key(name): wd.dense_index(index_name(name)) for name in params.retriever_names()
-             if name != "bm25"}
-    with row_pool.RowPool(workers, workdir, retrievers.keys, dense, wd.bm25 if retrievers.bm25 else None, params,
-                          top_k, excluded) as pool:
+    dense = {key: index.folder for key, index in retrievers.dense.items()}
+    with row_pool.RowPool(workers, workdir, retrievers.keys, dense, WorkDir(workdir).bm25 if retrievers.bm25 else None,
+                          params, top_k, excluded) as pool:
         yield pool

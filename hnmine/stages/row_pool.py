@@ -1,8 +1,8 @@
 """mine's candidate rows built in worker processes while the mining process searches the next batch.
 
-`candidate_rows.collect` is array operations over a batch, but a third of its time is Python that
-holds the GIL (its own steps, the per-query products of `dense_scores`, BM25's per-query postings):
-two threads on two cores ran it 1.02-1.07x faster than one. Processes share it out. Each worker
+`candidate_rows.collect` is array operations over a batch, but much of its time is Python that
+holds the GIL (its own steps, the per-query products of `dense_scores`, BM25's per-query postings),
+so threads cannot share it out; processes can. Each worker
 opens the work dir's corpus.arrow, every dense matrix (memory-mapped, so the pages are shared) and
 the BM25 index once; the mining process sends each batch's ranked lists, query vectors, depths and
 positives, and writes the finished batches in order. A query that must search deeper (too many of
@@ -95,7 +95,6 @@ class RowPool:
 
     def __init__(self, workers: int, workdir: Path, keys: list[str], dense_folders: dict[str, Path],
                  bm25_folder: Path | None, params: MineParams, top_k: int, excluded: frozenset[int]):
-        self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_start_worker,
                                         initargs=(workdir, keys, dense_folders, bm25_folder, params, top_k, excluded))
@@ -125,4 +124,4 @@ class RowPool:
 
 def _broken(error: BrokenProcessPool) -> HnmineError:
     return HnmineError(f"a candidate-row worker process died ({error})",
-                       fix="see its error above; out of memory, rerun with fewer: --row-workers 1, or 0 for none")
+                       fix="see its error above; if it ran out of memory, use fewer: --row-workers 1, or 0 for none")
