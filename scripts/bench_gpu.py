@@ -117,15 +117,16 @@ def feed_checks(args, data: dict, save) -> None:
         # The forward pass alone on the same batches, already on the device: the feed's ceiling.
         order = np.argsort([-len(x) for x in sample], kind="stable")
         step = fast._group_rows()
-        batches = [features for s in range(0, len(sample), step) for _, features in fast._pack(sample, order[s:s + step])]
+        batches = [(features, padded) for s in range(0, len(sample), step)
+                   for _, features, padded in fast._pack(sample, order[s:s + step])]
         stream = torch.cuda.Stream(encoder.model.device) if cuda else None
-        resident = [fast._to_device(features, encoder.model.device, stream) for features in batches]
+        resident = [(fast._to_device(features, encoder.model.device, stream), padded) for features, padded in batches]
         with torch.inference_mode():
-            encoder.model(resident[len(resident) // 2])
+            fast._forward(*resident[len(resident) // 2])
             sync()
             t = time.perf_counter()
-            for features in resident:
-                torch.nn.functional.normalize(encoder.model(features)["sentence_embedding"].float(), dim=-1)
+            for features, padded in resident:
+                torch.nn.functional.normalize(fast._forward(features, padded)["sentence_embedding"].float(), dim=-1)
             sync()
         ceiling = len(sample) / (time.perf_counter() - t)
         del resident

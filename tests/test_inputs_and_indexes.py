@@ -155,9 +155,54 @@ def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows)
                                    model.encode(["query: " + t for t in texts], normalize_embeddings=True), atol=2e-5)
         assert fast.encode([]).shape == (0, expected.shape[1])
     packed = fast._pack(texts, np.arange(len(texts)))
-    assert sorted(np.concatenate([rows for rows, _ in packed]).tolist()) == list(range(len(texts)))
-    shapes = [features["input_ids"].shape for _, features in packed]
+    assert sorted(np.concatenate([rows for rows, _, _ in packed]).tolist()) == list(range(len(texts)))
+    shapes = [features["input_ids"].shape for _, features, _ in packed]
+    assert [bool((features["attention_mask"] == 0).any()) for _, features, _ in packed] == [p for _, _, p in packed]
     assert all(r * w <= 300 or r == 1 for r, w in shapes) and max(r for r, _ in shapes) > 7 > min(r for r, _ in shapes)
+
+
+def test_prefetching_torch_encoder_forward_reads_nothing_back_from_the_device(adi_rows):
+    """A GPU forward pass that reads a tensor's value on the host (`.item()`, `bool(t)`, a shape that
+    depends on data) waits for the device and stalls the feed once per batch. On the CPU the same ops
+    go through the dispatcher: count them over an encode call whose batches are padded and not."""
+    import collections
+    import pathlib
+
+    import numpy as np
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hnmine.packaged.resolve import resolve_model
+    from hnmine.retrievers import encoders, torch_feed
+
+    host_reads = ("_local_scalar_dense", "is_nonzero", "item", "nonzero", "masked_select", "unique")
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket).removeprefix("aten.")
+            if name.split(".")[0] in host_reads:
+                self.seen[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    corpus, queries, _ = adi_rows
+    texts = [d["title"] + " " + d["text"] for d in corpus[:30]] + [q["text"] for q in queries[:20]] + ["same width"] * 12
+    path = resolve_model(MODEL)
+    model = encoders._load_model(path, "cpu", None, "fp32")
+    fast = torch_feed.PrefetchTorchEncoder(model, pathlib.Path(path), None, batch_size=6, normalize=True)
+    assert fast.sdpa is not None
+    padded = [p for _, _, p in fast._pack(texts, np.argsort([-len(t) for t in texts], kind="stable"))]
+    assert True in padded and False in padded
+    with HostReads() as reads:
+        vectors = fast.encode(texts)
+    assert not reads.seen
+    np.testing.assert_allclose(vectors, model.encode(texts, normalize_embeddings=True), atol=2e-5)
+    with HostReads() as reads, torch.inference_mode():
+        model(fast._pack(texts, np.arange(len(texts)))[0][1])
+    assert reads.seen, "the counter no longer sees transformers' own mask check: it proves nothing"
 
 
 def test_token_budget_batches_fill_the_budget_in_order():

@@ -12,7 +12,10 @@ docs/s on an H200, the forward pass alone 49.5k). Here:
 - on CUDA the tokenizer threads pack each batch into one pinned host tensor, the main thread copies
   it on a side stream and the forward pass waits for that copy on the device (an event), not on the
   host: the host queues batch k + 1 while the GPU computes batch k. The vectors stay on the device
-  until the call ends, then come back in one copy.
+  until the call ends, then come back in one copy;
+- an SDPA model gets its attention mask already in 4D (or none for a batch without padding): from
+  the 2D mask, transformers' mask builder reads `mask.all()` back to the host to decide whether it
+  can drop the mask, a device sync in every batch's forward pass.
 
 Same modules, same vectors (to float rounding: a batch's padding changes a row's sums only at that
 level). tests/test_inputs_and_indexes.py checks them against `SentenceTransformer.encode` on a CPU;
@@ -28,6 +31,14 @@ from pathlib import Path
 import numpy as np
 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def sdpa_transformer(model):
+    """The model's first module when it runs a Hugging Face model through SDPA, else None."""
+    first = model[0]
+    hf_model = getattr(first, "auto_model", None) or getattr(first, "model", None)
+    implementation = getattr(getattr(hf_model, "config", None), "_attn_implementation", None)
+    return first if implementation == "sdpa" else None
 
 
 def embedding_dimension(model) -> int:
@@ -70,13 +81,15 @@ class PrefetchTorchEncoder:
         self.batch_tokens = batch_tokens
         self.normalize = normalize
         self.cuda = model.device.type == "cuda"
+        self.sdpa = sdpa_transformer(model)
 
     def _group_rows(self) -> int:
         return self.batch_size * self.GROUP_BATCHES if self.batch_tokens else self.batch_size
 
-    def _pack(self, texts: list[str], rows: np.ndarray) -> list[tuple[np.ndarray, object]]:
-        """Tokenize one group; returns (positions in the call, features) per batch: the features a
-        [3, rows, width] int64 tensor, pinned on CUDA, or a dict of arrays on a CPU."""
+    def _pack(self, texts: list[str], rows: np.ndarray) -> list[tuple[np.ndarray, object, bool]]:
+        """Tokenize one group; returns (positions in the call, features, padded) per batch: the
+        features a [3, rows, width] int64 tensor, pinned on CUDA, or a dict of arrays on a CPU;
+        padded whether any row is shorter than the batch's width."""
         import torch
 
         arrays = self.tokenizer.arrays([texts[i] for i in rows])
@@ -86,12 +99,13 @@ class PrefetchTorchEncoder:
         out = []
         for part in token_budget_batches(lengths, self._group_rows(), self.batch_tokens):
             picked, width = by_length[part], int(lengths[part.start])
+            padded = bool(lengths[part.stop - 1] < width)
             if self.cuda:
                 stacked = np.stack([arrays[name][picked, :width] for name in FEATURES])
-                out.append((rows[picked], torch.from_numpy(stacked).pin_memory()))
+                out.append((rows[picked], torch.from_numpy(stacked).pin_memory(), padded))
             else:
                 out.append((rows[picked], {name: torch.from_numpy(np.ascontiguousarray(arrays[name][picked, :width]))
-                                           for name in FEATURES}))
+                                           for name in FEATURES}, padded))
         return out
 
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
@@ -113,15 +127,28 @@ class PrefetchTorchEncoder:
                 batches = pending.popleft().result()
                 if k + self.AHEAD < len(groups):
                     pending.append(pool.submit(self._pack, texts, groups[k + self.AHEAD]))
-                for rows, host in batches:
+                for rows, host, padded in batches:
                     features = self._to_device(host, device, copy_stream)
-                    vectors = self.model(features)["sentence_embedding"].float()
+                    vectors = self._forward(features, padded)["sentence_embedding"].float()
                     if self.normalize:
                         vectors = torch.nn.functional.normalize(vectors, dim=-1)
                     positions.append(rows)
                     outputs.append(vectors)
         out = np.empty((len(texts), dim), dtype=np.float32)
         out[np.concatenate(positions)] = torch.cat(outputs).cpu().numpy()
+        return out
+
+    def _forward(self, features: dict, padded: bool) -> dict:
+        """The model on one batch. An SDPA transformer gets the mask as SDPA takes it (boolean,
+        [rows, 1, 1, width], broadcast over heads and query positions), or none when no row is
+        padded, so that nothing in the forward pass reads the device back; pooling gets the 2D mask."""
+        if self.sdpa is None:
+            return self.model(features)
+        mask = features["attention_mask"]
+        out = self.sdpa({**features, "attention_mask": mask[:, None, None, :].bool() if padded else None})
+        out["attention_mask"] = mask
+        for module in list(self.model)[1:]:
+            out = module(out)
         return out
 
     @staticmethod
