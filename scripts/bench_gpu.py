@@ -21,6 +21,7 @@ with the 8.8M-passage extrapolation, so a run on a lent machine is rendered here
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import json
 import os
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -139,82 +141,6 @@ def feed_checks(args, data: dict, save) -> None:
         save("feed", figures)
 
 
-MS_MARCO_DOCS, MS_MARCO_QUERIES = 8_800_000, 503_000
-
-
-def extrapolate(r: dict) -> dict:
-    """8.8M passages and 503k queries from this run: ingest and encode at their per-1M rates, the
-    search at the rate measured on the largest matrix, the rest of mine scaled by queries."""
-    docs, queries = int(r["inputs"]["docs"]), int(r["inputs"]["queries"])
-    search = r.get("search_large") or r["search"]
-    search_docs = int(search.get("docs", docs))
-    search_s = search["search_seconds"] * (MS_MARCO_DOCS / search_docs) * (MS_MARCO_QUERIES / queries)
-    rest = max(r["hnmine_mine"]["seconds"] - r["search"]["search_seconds"], 0) * MS_MARCO_QUERIES / queries
-    out = {"ingest": r["hnmine_ingest"]["seconds"] * MS_MARCO_DOCS / docs,
-           "encode": r["hnmine_encode"]["seconds"] * MS_MARCO_DOCS / docs,
-           "search": search_s, "rest of mine": rest}
-    return {k: round(v, 1) for k, v in out.items()} | {"total": round(sum(out.values()), 1)}
-
-
-def render(r: dict) -> str:
-    """The doc section for one results file; a run cut short (the device's time limit) shows the
-    phases it finished and says where it stopped, with no extrapolation unless mine finished."""
-    a = r["args"]
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in a.items()
-                     if k in ("docs", "queries", "batch_size", "batch_tokens", "sample", "budget", "search_docs")
-                     and v not in ("None", "0"))
-    switches = "".join(f" --{k.replace('_', '-')}" for k in ("skip_st", "devices_check") if a.get(k) == "True")
-    inputs = r.get("inputs", {"docs": a["docs"], "queries": a["queries"], "mean_doc_chars": "?"})
-    docs, queries = int(inputs["docs"]), int(inputs["queries"])
-    lines = [f"- Command: `python3 scripts/bench_gpu.py --sentences sentences.txt.gz --model all-MiniLM-L6-v2-fp16 {flags} "
-             f"--out gpu_bench.json{switches}`",
-             f"- Machine: {r.get('gpu', a['device'])}, {r.get('cpus', '?')} CPU cores, torch {r['torch']}, "
-             f"Python {r['python']}, commit {r.get('commit', '?')}",
-             f"- {docs:,} synthetic passages (mean {inputs['mean_doc_chars']} characters), {queries:,} queries, top 50", "",
-             "| phase | figure |", "| --- | --- |"]
-    if "hnmine_ingest" in r:
-        lines.append(f"| ingest | {r['hnmine_ingest']['seconds']} s |")
-    if "hnmine_encode" in r:
-        e = r["hnmine_encode"]
-        lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}) | {e['seconds']} s "
-                     f"({e['docs_per_second']:,} docs/s) |")
-    for f in r.get("feed", {}).values():
-        if isinstance(f, dict):
-            label = "by rows" if f["batch_tokens"] is None else f"by a budget of {f['batch_tokens']:,} tokens"
-            lines.append(f"| sample of {r['feed']['sample_docs']:,}, batches {label}: encode / forward pass alone | "
-                         f"{f['encode_docs_per_second']:,} / {f['forward_only_docs_per_second']:,} docs/s "
-                         f"(**{f['encode_share_of_forward']:.0%}**); vs `SentenceTransformer.encode`: max difference "
-                         f"{f['max_abs_diff_vs_st']:.1e}, top-10 agreement {f['top10_agreement_vs_st']:.1%} |")
-    if "st_encode_docs_per_second" in r.get("feed", {}):
-        lines.append(f"| `SentenceTransformer.encode` on {r['feed']['checked_docs']:,} of the sample (the vectors compared) | "
-                     f"{r['feed']['st_encode_docs_per_second']:,} docs/s |")
-    if "search" in r:
-        lines.append(f"| exact search alone, {queries:,} queries | {r['search']['search_seconds']} s |")
-    if "search_large" in r:
-        lines.append(f"| exact search alone, {queries:,} queries x {int(r['search_large']['docs']):,} rows "
-                     f"| {r['search_large']['search_seconds']} s |")
-    if "hnmine_mine" in r:
-        workers = r["hnmine_mine"].get("row_workers")
-        lines += [f"| `hnmine mine`{f' (candidate rows in {workers} worker processes)' if workers else ''} "
-                  f"| {r['hnmine_mine']['seconds']} s |",
-                  f"| **ingest + encode + mine** | **{r['hnmine_total']['seconds']} s** |"]
-    if "hnmine_encode_two_processes" in r:
-        e = r["hnmine_encode_two_processes"]
-        lines.append(f"| encode, `index --devices` two processes on the one GPU | {e['seconds']} s ({e['docs_per_second']:,} docs/s) |")
-    if "st_mine_hard_negatives" in r:
-        lines.append(f"| `mine_hard_negatives`, same model and GPU | {r['st_mine_hard_negatives']['seconds']} s "
-                     + (f"(hnmine **{r['ratio']['hnmine_over_st']}x** of it) |" if "ratio" in r else "|"))
-    finished = [k for k in r if isinstance(r[k], dict) and k != "args"]
-    if "hnmine_mine" not in r:
-        return "\n".join(lines + ["", f"The run stopped after its `{finished[-1] if finished else 'start'}` phase: "
-                                       "no extrapolation without mine."])
-    x = extrapolate(r)
-    lines += ["", f"Extrapolated to {MS_MARCO_DOCS / 1e6:.1f}M passages and {MS_MARCO_QUERIES // 1000}k queries "
-                  "(`extrapolate` in the script): " + ", ".join(f"{k} {v} s" for k, v in x.items() if k != "total")
-              + f"; **total {x['total']} s = {x['total'] / 60:.1f} min**."]
-    return "\n".join(lines)
-
-
 def gpu_memory(device: str) -> dict:
     if not device.startswith("cuda"):
         return {}
@@ -250,6 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         from _common import splice_section
+        from gpu_report import render
 
         splice_section(args.doc, "bench_gpu", render(json.loads(args.render.read_text())))
         return
@@ -337,28 +264,52 @@ def main() -> None:
     save("hnmine_total", {"seconds": round(sum(results[p]["seconds"] for p in ("hnmine_ingest", "hnmine_encode",
                                                                               "hnmine_mine")), 1)})
 
+    # The phases below measure apart from each other: one that fails is recorded and the next runs,
+    # so a lent machine's single run still brings back the others.
     if args.sample:
-        feed_checks(args, data, save)
+        guarded("feed", save, feed_checks, args, data, save)
     if not args.skip_st:
-        run_st(args, data, results, save)
-    # The several-GPU path (index --devices), here as two processes sharing the one GPU: shows the
-    # path runs on CUDA and whether one process leaves the GPU idle (a second one fills the gaps).
+        guarded("st_mine_hard_negatives", save, run_st, args, data, results, save)
     if args.devices_check:
-        work2 = args.workdir / "hnmine-devices"
-        work2.mkdir(parents=True, exist_ok=True)
-        for file in work.iterdir():  # the ingested corpus and its manifest (ingest is then reused)
-            if file.is_file():
-                shutil.copy(file, work2 / file.name)
-        index_stage.ingest_corpus(work2, data_params)
-        t = time.perf_counter()
-        result = index_stage.build_dense(work2, index_params.model_copy(update={"devices": [args.device] * 2}),
-                                         progress=False)
-        seconds = time.perf_counter() - t
-        same = float(np.abs(np.load(work2 / "index" / "dense" / "embeddings.npy", mmap_mode="r")[:20000].astype(np.float32)
-                            - np.load(work / "index" / "dense" / "embeddings.npy", mmap_mode="r")[:20000]).max())
-        save("hnmine_encode_two_processes", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
-                                             "devices": result.stats.get("devices"),
-                                             "max_abs_diff_first_20k_vs_one_process": same})
+        guarded("hnmine_encode_two_processes", save, devices_check, args, work, data_params, index_params, save)
+
+
+def guarded(phase: str, save, run, *arguments) -> None:
+    """Runs one phase; an exception is saved as `PHASE_error` (its type, message and the line it
+    came from) instead of ending the run."""
+    try:
+        run(*arguments)
+    except Exception as error:  # noqa: BLE001 - any failure of a phase is a figure to bring back
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        save(f"{phase}_error", {"error": f"{type(error).__name__}: {error}"[:400],
+                                "at": f"{Path(frame.filename).name}:{frame.lineno}"})
+        import torch
+
+        gc.collect()  # the failed phase's tensors, before the next phase asks the device for memory
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def devices_check(args, work: Path, data_params, index_params, save) -> None:
+    """The several-GPU path (index --devices), here as two processes sharing the one GPU: shows the
+    path runs on CUDA and whether one process leaves the GPU idle (a second one fills the gaps)."""
+    from hnmine.stages import index as index_stage
+
+    work2 = args.workdir / "hnmine-devices"
+    work2.mkdir(parents=True, exist_ok=True)
+    for file in work.iterdir():  # the ingested corpus and its manifest (ingest is then reused)
+        if file.is_file():
+            shutil.copy(file, work2 / file.name)
+    index_stage.ingest_corpus(work2, data_params)
+    t = time.perf_counter()
+    result = index_stage.build_dense(work2, index_params.model_copy(update={"devices": [args.device] * 2}),
+                                     progress=False)
+    seconds = time.perf_counter() - t
+    same = float(np.abs(np.load(work2 / "index" / "dense" / "embeddings.npy", mmap_mode="r")[:20000].astype(np.float32)
+                        - np.load(work / "index" / "dense" / "embeddings.npy", mmap_mode="r")[:20000]).max())
+    save("hnmine_encode_two_processes", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
+                                         "devices": result.stats.get("devices"),
+                                         "max_abs_diff_first_20k_vs_one_process": same})
 
 
 def run_st(args, data: dict, results: dict, save) -> None:
