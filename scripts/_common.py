@@ -65,6 +65,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def padding_share(batches) -> float:
+    """The share of padding among the tokens of `PrefetchTorchEncoder.packed_batches` (features as
+    a dict, or stacked [input_ids, attention_mask, token_type_ids] on CUDA): the most that unpadded
+    (variable-length) attention could take off the forward pass's work."""
+    total = real = 0
+    for _, features, _ in batches:
+        mask = features["attention_mask"] if isinstance(features, dict) else features[1]
+        total += mask.numel()
+        real += int(mask.sum())
+    return 1 - real / total if total else 0.0
+
+
 def cpu_cores() -> int:
     """The cores this process may run on (a container's share, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

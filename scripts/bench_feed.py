@@ -8,9 +8,13 @@ nanotoken with parallel=False), in batches of 512 at max_length 256 (all-MiniLM-
 - `tokenizers` + the vectorized fill (BatchTokenizer's fallback engine);
 - nanotoken (BatchTokenizer's engine for WordPiece models).
 Every batch's arrays are compared with the first path's. Then the CPU encode path (ONNX Runtime,
-fp32) on --encode-passages of them, with each engine: its docs/s must not fall.
+fp32) on --encode-passages of them, with each engine and with the call ordered by characters instead
+of token counts: its docs/s must not fall; and the torch backend on a CPU, sentence-transformers'
+encode against the torch feed that hnmine's Encoder runs there. Last, the share of
+padding in the batches the torch (GPU) feed forms, on these passages and on --padding-passages of
+scripts/bench_gpu.py's corpus: the most unpadded attention could save.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py [--passages 39000] [--encode-passages 2000]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py [--passages 39000] [--encode-passages 2000] [--padding-passages 100000]
 
 Writes docs/benchmarks.md between `<!-- BEGIN feed -->` and `<!-- END feed -->`.
 """
@@ -29,7 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from _common import cpu_cores, load_beir, machine_line, splice_section  # noqa: E402  (scripts/ is on sys.path)
+from _common import cpu_cores, load_beir, machine_line, padding_share, splice_section  # noqa: E402  (scripts/ is on sys.path)
 
 DOC = REPO / "docs" / "benchmarks.md"
 SETS = ("scifact", "nfcorpus", "medline-glasgow", "cacm", "adi")
@@ -103,20 +107,79 @@ def encode_speed(model: Path, texts: list[str]) -> dict:
 
     encoder = OnnxSentenceEncoder(str(model), max_length=None, batch_size=64, normalize=True)
     out, vectors = {}, {}
-    for engine in ("tokenizers", "nanotoken"):
-        encoder.tokenizer = BatchTokenizer(model, encoder.max_length, engine, parallel=False)  # as the encoder has it
+    for run in ("tokenizers", "nanotoken", "characters"):
+        # as the encoder has it; "characters": nanotoken, the call ordered by characters (the reference)
+        encoder.tokenizer = BatchTokenizer(model, encoder.max_length, "tokenizers" if run == "tokenizers" else "nanotoken",
+                                           parallel=False)
+        if run == "characters":
+            encoder.tokenizer.lengths = lambda batch: np.array([len(t) for t in batch])
         encoder.encode(texts[:64])
         start = time.perf_counter()
-        vectors[engine] = encoder.encode(texts)
-        out[engine] = len(texts) / (time.perf_counter() - start)
+        vectors[run] = encoder.encode(texts)
+        out[run] = len(texts) / (time.perf_counter() - start)
     out["max_abs_difference"] = float(np.abs(vectors["tokenizers"] - vectors["nanotoken"]).max())
+    out["max_abs_difference_orders"] = float(np.abs(vectors["characters"] - vectors["nanotoken"]).max())
+    return out | torch_speed(model, texts, vectors["nanotoken"])
+
+
+def torch_speed(model: Path, texts: list[str], onnx_vectors: np.ndarray) -> dict:
+    """The torch backend on a CPU, fp32, batches of 64: sentence-transformers' own encode (the
+    reference) and hnmine's Encoder, which runs the torch feed there."""
+    from hnmine.retrievers.encoders import Encoder
+
+    encoder = Encoder(str(model), "cpu", batch_size=64, backend="torch", precision="fp32")
+    runs = {"sentence-transformers": lambda t: encoder.model.encode(t, batch_size=64, normalize_embeddings=True,
+                                                                    convert_to_numpy=True),
+            "feed": encoder.encode}
+    out, vectors = {}, {}
+    for name, run in runs.items():
+        run(texts[:64])
+        start = time.perf_counter()
+        vectors[name] = run(texts)
+        out[f"torch {name}"] = len(texts) / (time.perf_counter() - start)
+    out["torch max_abs_difference"] = float(max(np.abs(vectors["feed"] - vectors["sentence-transformers"]).max(),
+                                                np.abs(vectors["feed"] - onnx_vectors).max()))
     return out
+
+
+def padding(model: Path, corpora: dict[str, list[str]], budget: int) -> dict:
+    """The share of padding in the torch feed's batches (PrefetchTorchEncoder.packed_batches, one
+    call per corpus), by rows and by a token budget, with each engine: nanotoken's feed orders a
+    call by token count, the `tokenizers` feed by characters."""
+    from sentence_transformers import SentenceTransformer
+
+    from hnmine.retrievers.tokenization import BatchTokenizer
+    from hnmine.retrievers.torch_feed import PrefetchTorchEncoder
+
+    st = SentenceTransformer(str(model), device="cpu")
+    out = {}
+    for name, texts in corpora.items():
+        for engine in ("nanotoken", "tokenizers"):
+            for plan, tokens in ((f"batches of {BATCH} rows", None), (f"a budget of {budget:,} tokens", budget)):
+                feed = PrefetchTorchEncoder(st, model, None, BATCH, True, tokens)
+                feed.tokenizer = BatchTokenizer(model, feed.tokenizer.max_length, engine)
+                out.setdefault(name, {})[f"{engine}, {plan}"] = padding_share(feed.packed_batches(texts))
+    return out
+
+
+def gpu_corpus(n: int) -> list[str]:
+    """scripts/bench_gpu.py's synthetic passages (its first n, same seed)."""
+    import tempfile
+
+    from bench_gpu import synthetic_passages
+    from bench_scale import sentences_file
+
+    with tempfile.TemporaryDirectory() as root:
+        return synthetic_passages(sentences_file(Path(root)), n, np.random.default_rng(0))
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--passages", type=int, default=39_000)
     parser.add_argument("--encode-passages", type=int, default=2000)
+    parser.add_argument("--padding-passages", type=int, default=100_000,
+                        help="passages of scripts/bench_gpu.py's corpus whose batches' padding is counted")
+    parser.add_argument("--budget", type=int, default=65_536, help="the token budget of the padding count")
     parser.add_argument("--child", choices=["one-core"], help=argparse.SUPPRESS)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
@@ -134,9 +197,12 @@ def main(argv: list[str]) -> None:
                            env=os.environ | {"RAYON_NUM_THREADS": "1"}, capture_output=True, text=True, check=True)
     one = json.loads(child.stdout.strip().splitlines()[-1])
     encode = encode_speed(model, texts[:args.encode_passages])
+    pads = padding(model, {f"these {len(texts)} passages": texts,
+                           f"{args.padding_passages:,} passages of scripts/bench_gpu.py's corpus": gpu_corpus(args.padding_passages)},
+                   args.budget)
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py --passages {args.passages} "
-        f"--encode-passages {args.encode_passages}`",
+        f"--encode-passages {args.encode_passages} --padding-passages {args.padding_passages} --budget {args.budget}`",
         f"- Machine: {machine_line()}",
         f"- {len(texts)} passages of at most 60 words from {', '.join(SETS)}; all-MiniLM-L6-v2's tokenizer, "
         f"batches of {BATCH}, max_length {MAX_LENGTH}; one core = RAYON_NUM_THREADS=1 (nanotoken: parallel=False). "
@@ -152,8 +218,21 @@ def main(argv: list[str]) -> None:
                      f" of {every[name]['batches'] + one[name]['batches']} |")
     lines += ["", f"CPU encode (ONNX Runtime fp32, batches of 64, {args.encode_passages} passages, the tokenizer on "
                   "the calling thread as OnnxSentenceEncoder runs it): "
-                  f"{encode['tokenizers']:.1f} docs/s fed by `tokenizers`, {encode['nanotoken']:.1f} by nanotoken; "
-                  f"largest difference between their vectors {encode['max_abs_difference']:.1e}."]
+                  f"{encode['tokenizers']:.1f} docs/s fed by `tokenizers`, {encode['nanotoken']:.1f} by nanotoken, "
+                  "each with the call ordered by token count; largest difference between their vectors "
+                  f"{encode['max_abs_difference']:.1e}. Fed by nanotoken with the call ordered by characters "
+                  f"(the reference): {encode['characters']:.1f} docs/s, vectors within "
+                  f"{encode['max_abs_difference_orders']:.1e} of the ordered ones. The torch backend on the same "
+                  f"passages (fp32, batches of 64): `SentenceTransformer.encode` {encode['torch sentence-transformers']:.1f} "
+                  f"docs/s, hnmine's `Encoder` (the torch feed) {encode['torch feed']:.1f}; the feed's vectors within "
+                  f"{encode['torch max_abs_difference']:.1e} of both sentence-transformers' and ONNX's."]
+    plans = list(next(iter(pads.values())))
+    lines += ["", "Padding in the torch (GPU) feed's batches, as a share of the tokens the forward pass runs on "
+                  "(`PrefetchTorchEncoder.packed_batches`, the corpus as one call; with nanotoken the call is "
+                  "ordered by token count, with `tokenizers` by characters; each group of 8 batches re-sorted "
+                  "by token count):", "",
+              "| passages | " + " | ".join(plans) + " |", "|---|" + "---|" * len(plans)]
+    lines += [f"| {name} | " + " | ".join(f"{p[plan]:.1%}" for plan in plans) + " |" for name, p in pads.items()]
     body = "\n".join(lines)
     print(body)
     if not args.no_doc:

@@ -40,15 +40,21 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def build_inputs(sentences_file: Path, n_docs: int, n_queries: int, folder: Path, seed: int = 0) -> dict:
+def synthetic_passages(sentences_file: Path, n_docs: int, rng: np.random.Generator) -> list[str]:
+    """The corpus: each passage 2-3 sentences drawn from the file, about an MS MARCO passage."""
     sentences = gzip.open(sentences_file, "rt").read().split("\n")
-    rng = np.random.default_rng(seed)
     counts = rng.integers(2, 4, size=n_docs)
     picks = rng.integers(0, len(sentences), size=int(counts.sum()))
     texts, start = [], 0
     for c in counts:
         texts.append(" ".join(sentences[i] for i in picks[start:start + c]))
         start += c
+    return texts
+
+
+def build_inputs(sentences_file: Path, n_docs: int, n_queries: int, folder: Path, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    texts = synthetic_passages(sentences_file, n_docs, rng)
     ids = [f"d{i}" for i in range(n_docs)]
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"_id": ids, "text": texts}), folder / "corpus.parquet")
@@ -88,10 +94,10 @@ def timed_search(work: Path, matrix: np.ndarray, query_vectors: np.ndarray, devi
 def feed_checks(args, data: dict, save) -> None:
     """The sample phases (see the module docstring)."""
     import torch
+    from _common import padding_share
     from sentence_transformers import SentenceTransformer
 
     from hnmine.retrievers import encoders, exact_search
-    from hnmine.retrievers.torch_feed import PrefetchTorchEncoder
 
     sample = data["texts"][:args.sample]
     cuda = args.device.startswith("cuda")
@@ -108,8 +114,9 @@ def feed_checks(args, data: dict, save) -> None:
     figures: dict = {"sample_docs": len(sample), "checked_docs": len(checked), "st_encode_docs_per_second": round(st_rate)}
     for name, budget in (("rows", None), ("token_budget", args.budget)):
         encoder = encoders.Encoder(args.model, args.device, batch_size=args.batch_size, backend="torch", batch_tokens=budget)
-        # on a CPU the Encoder never builds the feed (ONNX or sentence-transformers' encode): build it here
-        fast = encoder.fast or PrefetchTorchEncoder(encoder.model, Path(args.model), None, args.batch_size, True, budget)
+        fast = encoder.fast
+        if fast is None:
+            raise RuntimeError(f"{args.model} is not a Transformer + Pooling folder the torch feed can take")
         fast.encode(sample[:4096])  # warm-up: kernels, allocator
         sync()
         t = time.perf_counter()
@@ -117,12 +124,9 @@ def feed_checks(args, data: dict, save) -> None:
         seconds = time.perf_counter() - t
         top = exact_search.exact_search(vectors[:len(checked)], fast.encode(queries), 10)[1]
         # The forward pass alone on the same batches, already on the device: the feed's ceiling.
-        order = np.argsort([-len(x) for x in sample], kind="stable")
-        step = fast._group_rows()
-        batches = [(features, padded) for s in range(0, len(sample), step)
-                   for _, features, padded in fast._pack(sample, order[s:s + step])]
+        packed = fast.packed_batches(sample)
         stream = torch.cuda.Stream(encoder.model.device) if cuda else None
-        resident = [(fast._to_device(features, encoder.model.device, stream), padded) for features, padded in batches]
+        resident = [(fast._to_device(features, encoder.model.device, stream), padded) for _, features, padded in packed]
         with torch.inference_mode():
             fast._forward(*resident[len(resident) // 2])
             sync()
@@ -132,7 +136,8 @@ def feed_checks(args, data: dict, save) -> None:
             sync()
         ceiling = len(sample) / (time.perf_counter() - t)
         del resident
-        figures[name] = {"batch_tokens": budget, "batches": len(batches), "encode_docs_per_second": round(len(sample) / seconds),
+        figures[name] = {"batch_tokens": budget, "batches": len(packed), "padding_share": round(padding_share(packed), 4),
+                         "encode_docs_per_second": round(len(sample) / seconds),
                          "forward_only_docs_per_second": round(ceiling),
                          "encode_share_of_forward": round(len(sample) / seconds / ceiling, 3),
                          "max_abs_diff_vs_st": float(np.abs(vectors[:len(checked)] - expected).max()),

@@ -49,7 +49,8 @@ def render(r: dict) -> str:
             lines.append(f"| sample of {r['feed']['sample_docs']:,}, batches {label}: encode / forward pass alone | "
                          f"{f['encode_docs_per_second']:,} / {f['forward_only_docs_per_second']:,} docs/s "
                          f"(**{f['encode_share_of_forward']:.0%}**); vs `SentenceTransformer.encode`: max difference "
-                         f"{f['max_abs_diff_vs_st']:.1e}, top-10 agreement {f['top10_agreement_vs_st']:.1%} |")
+                         f"{f['max_abs_diff_vs_st']:.1e}, top-10 agreement {f['top10_agreement_vs_st']:.1%}"
+                         + (f"; padding {f['padding_share']:.1%} of the tokens |" if "padding_share" in f else " |"))
     if "st_encode_docs_per_second" in r.get("feed", {}):
         lines.append(f"| `SentenceTransformer.encode` on {r['feed']['checked_docs']:,} of the sample (the vectors compared) | "
                      f"{r['feed']['st_encode_docs_per_second']:,} docs/s |")

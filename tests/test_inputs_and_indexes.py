@@ -6,7 +6,7 @@ import csv
 
 import polars as pl
 import pytest
-from conftest import MODEL
+from conftest import MODEL, dataset, read_jsonl
 
 from hnmine.config import DataParams, ExportParams, FilterParams, IndexParams, MineParams
 from hnmine.io.files import read_table
@@ -154,6 +154,9 @@ def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows)
         np.testing.assert_allclose(fast.encode(texts, prompt="query: "),
                                    model.encode(["query: " + t for t in texts], normalize_embeddings=True), atol=2e-5)
         assert fast.encode([]).shape == (0, expected.shape[1])
+    encoder = encoders.Encoder(path, "cpu", batch_size=7, backend="torch")  # on a CPU too, torch runs the feed
+    assert encoder.fast is not None
+    np.testing.assert_allclose(encoder.encode(texts), expected, atol=2e-5)
     packed = fast._pack(texts, np.arange(len(texts)))
     assert sorted(np.concatenate([rows for rows, _, _ in packed]).tolist()) == list(range(len(texts)))
     shapes = [features["input_ids"].shape for _, features, _ in packed]
@@ -203,6 +206,54 @@ def test_prefetching_torch_encoder_forward_reads_nothing_back_from_the_device(ad
     with HostReads() as reads, torch.inference_mode():
         model(fast._pack(texts, np.arange(len(texts)))[0][1])
     assert reads.seen, "the counter no longer sees transformers' own mask check: it proves nothing"
+
+
+def test_encoders_order_a_call_by_token_count(adi_rows):
+    """A batch pads to its longest row, and texts of one length in characters differ widely in
+    tokens: the torch feed (with nanotoken) and the ONNX encoder sort a call by token count, so
+    row lengths fall from batch to batch; the torch feed with `tokenizers` sorts each group of
+    batches by token count."""
+    import pathlib
+
+    import numpy as np
+
+    from hnmine.packaged.resolve import resolve_model
+    from hnmine.retrievers import encoders, torch_feed
+    from hnmine.retrievers.onnx_encoder import OnnxSentenceEncoder
+    from hnmine.retrievers.tokenization import BatchTokenizer
+
+    texts = [d["title"] + " " + d["text"] for d in read_jsonl(dataset("scifact") / "corpus.jsonl.gz")[:600]]
+    texts += [q["text"] for q in adi_rows[1][:40]]
+    path = pathlib.Path(resolve_model(MODEL))
+    model = encoders._load_model(path, "cpu", None, "fp32")
+
+    def row_lengths(batches):
+        return [features["attention_mask"].sum(axis=1).numpy() for _, features, _ in batches]
+
+    for batch_tokens in (None, 4096):
+        fast = torch_feed.PrefetchTorchEncoder(model, path, None, batch_size=16, normalize=True, batch_tokens=batch_tokens)
+        assert fast.tokenizer.engine == "nanotoken"
+        lengths = np.concatenate(row_lengths(fast.packed_batches(texts)))
+        assert len(lengths) == len(texts) and (np.diff(lengths) <= 0).all()
+        fast.tokenizer = BatchTokenizer(path, fast.tokenizer.max_length, "tokenizers")
+        groups = row_lengths(fast.packed_batches(texts))
+        step = fast.batch_size * fast.GROUP_BATCHES
+        per_group = np.split(np.concatenate(groups), range(step, len(texts), step))
+        assert all((np.diff(g) <= 0).all() for g in per_group)
+
+    onnx = OnnxSentenceEncoder(str(path), max_length=None, batch_size=16, normalize=True)
+    session, seen = onnx.session, []
+
+    class Recording:  # the real session, with each batch's row lengths noted on the way in
+        def run(self, names, feed):
+            seen.append(feed["attention_mask"].sum(axis=1))
+            return session.run(names, feed)
+
+    onnx.session = Recording()
+    some = texts[::12]
+    vectors = onnx.encode(some)
+    assert (np.diff(np.concatenate(seen)) <= 0).all()
+    np.testing.assert_allclose(vectors, model.encode(some, normalize_embeddings=True), atol=2e-5)
 
 
 def test_token_budget_batches_fill_the_budget_in_order():

@@ -39,6 +39,12 @@ def test_nanotoken_arrays_are_the_tokenizers_arrays(name):
             for key in ("input_ids", "attention_mask", "token_type_ids"):
                 assert got[key].dtype == want[key].dtype == np.int64
                 np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name} {key} at {start}, {max_length}")
+        # the counts a call is sorted by: each row's length in the arrays, across slices of the call
+        fast.COUNT_ROWS = reference.COUNT_ROWS = 700
+        counts = np.concatenate([reference.arrays(texts[s:s + 512])["attention_mask"].sum(axis=1)
+                                 for s in range(0, len(texts), 512)])
+        np.testing.assert_array_equal(fast.lengths(texts), counts, err_msg=f"{name} nanotoken counts, {max_length}")
+        np.testing.assert_array_equal(reference.lengths(texts), counts, err_msg=f"{name} tokenizers counts, {max_length}")
 
 
 def test_the_tokenizers_path_packs_what_encode_batch_gives(tmp_path, adi_rows):

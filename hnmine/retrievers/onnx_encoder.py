@@ -168,7 +168,9 @@ class OnnxSentenceEncoder:
 
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
         texts = [prompt + t for t in texts] if prompt else list(texts)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        # by token count, not characters: texts of one length in characters differ widely in tokens
+        # (numbers, formulas, rare words), and a batch pads to its longest row
+        order = np.argsort(-self.tokenizer.lengths(texts), kind="stable")
         out: np.ndarray | None = None
         for start in range(0, len(texts), self.batch_size):
             batch = order[start:start + self.batch_size]

@@ -44,6 +44,8 @@ class BatchTokenizer:
     `parallel=False` keeps nanotoken on the calling thread: the ONNX encoder's batches run on every
     core, and a tokenizer thread pool waiting between them took about 2 % of its speed."""
 
+    COUNT_ROWS = 16_384  # texts per tokenizer call in `lengths`
+
     def __init__(self, path: Path, max_length: int | None, engine: str = "auto", parallel: bool | None = None):
         path = Path(path)
         if not (path / "tokenizer.json").exists():
@@ -88,6 +90,22 @@ class BatchTokenizer:
         token_type_ids = np.zeros((len(texts), width), dtype=np.int64)
         token_type_ids[mask] = np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
         return {"input_ids": input_ids, "attention_mask": mask.astype(np.int64), "token_type_ids": token_type_ids}
+
+
+    def lengths(self, texts: list[str]) -> np.ndarray:
+        """Each text's token count after truncation (special tokens included), the row lengths
+        `arrays` would give, without building the padded arrays: what an encoder sorts a call by, so
+        that the rows of a batch are about as long as each other. nanotoken counts about twice as
+        fast as it packs; `tokenizers` runs a whole `encode_batch` for it."""
+        out = np.zeros(len(texts), dtype=np.int64)
+        for start in range(0, len(texts), self.COUNT_ROWS):  # bounded memory: the ids of one slice at a time
+            part = texts[start:start + self.COUNT_ROWS]
+            if self.fast is not None:
+                out[start:start + len(part)] = self.fast.encode_batch(part, max_length=self.max_length,
+                                                                      parallel=self.parallel).lengths
+            else:
+                out[start:start + len(part)] = [len(e.ids) for e in self.tokenizer.encode_batch(part)]
+        return out
 
 
 def _nanotoken(tokenizer_json: Path, required: bool):

@@ -3,12 +3,15 @@
 On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (docs/gpu.md: 3.6k
 docs/s on an H200, the forward pass alone 49.5k). Here:
 
-- the texts of a call are sorted by length and tokenized in groups, AHEAD groups ahead, in threads
-  (nanotoken or `tokenizers`: no GIL, every core);
-- each group is cut into batches: `batch_size` rows, or, with `batch_tokens`, as many rows as fit
-  that many padded tokens (rows x the batch's longest row), so short texts (queries) go in large
-  batches and long ones in small; the group is re-sorted by token length first, so a batch pads
-  little;
+- the texts of a call are sorted by token count (nanotoken counts a call's tokens in a small
+  fraction of the encode; with `tokenizers`, which would pay a second whole tokenization, by
+  characters) and tokenized in groups of GROUP_BATCHES batches, AHEAD groups ahead, in threads
+  (no GIL, every core);
+- each group is re-sorted by token count and cut into batches: `batch_size` rows, or, with
+  `batch_tokens`, as many rows as fit that many padded tokens (rows x the batch's longest row), so
+  short texts (queries) go in large batches and long ones in small. A batch pads to its longest
+  row, and texts of one length in characters differ widely in tokens (numbers, formulas, rare
+  words); scripts/bench_feed.py counts the padding of both orders;
 - on CUDA the tokenizer threads pack each batch into one pinned host tensor, the main thread copies
   it on a side stream and the forward pass waits for that copy on the device (an event), not on the
   host: the host queues batch k + 1 while the GPU computes batch k. The vectors stay on the device
@@ -67,7 +70,7 @@ class PrefetchTorchEncoder:
     BatchTokenizer; `batch_tokens` turns on batches by a padded-token budget (see the module)."""
 
     AHEAD = 4
-    GROUP_BATCHES = 8  # with a token budget, a tokenizer call covers up to this many batch_size-row batches
+    GROUP_BATCHES = 8  # a tokenizer call covers this many batch_size-row batches
 
     def __init__(self, model, path: Path, max_length: int | None, batch_size: int, normalize: bool,
                  batch_tokens: int | None = None):
@@ -83,8 +86,24 @@ class PrefetchTorchEncoder:
         self.cuda = model.device.type == "cuda"
         self.sdpa = sdpa_transformer(model)
 
-    def _group_rows(self) -> int:
+    def _max_rows(self) -> int:
+        """The most rows in a batch: batch_size, or with a token budget a whole group (queries)."""
         return self.batch_size * self.GROUP_BATCHES if self.batch_tokens else self.batch_size
+
+    def _groups(self, texts: list[str]) -> list[np.ndarray]:
+        """The call's positions, longest text first, in the groups one tokenizer call covers."""
+        if self.tokenizer.engine == "nanotoken":
+            key = self.tokenizer.lengths(texts)
+        else:
+            key = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        order = np.argsort(-key, kind="stable")
+        step = self.batch_size * self.GROUP_BATCHES
+        return [order[s:s + step] for s in range(0, len(texts), step)]
+
+    def packed_batches(self, texts: list[str]) -> list[tuple[np.ndarray, object, bool]]:
+        """Every batch `encode` would run on these texts, packed as it packs them, on the calling
+        thread: what the benchmarks time the forward pass on and count the padding of."""
+        return [batch for group in self._groups(texts) for batch in self._pack(texts, group)]
 
     def _pack(self, texts: list[str], rows: np.ndarray) -> list[tuple[np.ndarray, object, bool]]:
         """Tokenize one group; returns (positions in the call, features, padded) per batch: the
@@ -97,7 +116,7 @@ class PrefetchTorchEncoder:
         by_length = np.argsort(-lengths, kind="stable")
         lengths = lengths[by_length]
         out = []
-        for part in token_budget_batches(lengths, self._group_rows(), self.batch_tokens):
+        for part in token_budget_batches(lengths, self._max_rows(), self.batch_tokens):
             picked, width = by_length[part], int(lengths[part.start])
             padded = bool(lengths[part.stop - 1] < width)
             if self.cuda:
@@ -115,9 +134,7 @@ class PrefetchTorchEncoder:
         dim = embedding_dimension(self.model)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        step = self._group_rows()
-        groups = [order[s:s + step] for s in range(0, len(texts), step)]
+        groups = self._groups(texts)
         device = self.model.device
         copy_stream = torch.cuda.Stream(device) if self.cuda else None
         positions, outputs = [], []
