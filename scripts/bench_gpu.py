@@ -12,8 +12,10 @@ measured. `--device cpu --docs 2000` checks the script on a machine without a GP
 
 Beside the end-to-end phases, on a sample of the corpus (`--sample`, default 100k): the forward
 pass alone on the batches the encoder forms, already on the device (the ceiling the feed is
-measured against); encoding by rows and by a token budget (`--budget`); and each path's vectors
-against `SentenceTransformer.encode` (largest difference, top-10 agreement of 1,000 queries).
+measured against); encoding by rows and by a token budget (`--budget`), with the share of the
+encode spent waiting for the tokenizer threads and of the batches' tokens that are padding; and
+each path's vectors against `SentenceTransformer.encode` (largest difference, top-10 agreement of
+1,000 queries).
 `--render RESULTS.json --doc docs/gpu.md` writes a results file into the doc's `bench_gpu` section,
 with the 8.8M-passage extrapolation, so a run on a lent machine is rendered here.
 """
@@ -122,6 +124,7 @@ def feed_checks(args, data: dict, save) -> None:
         t = time.perf_counter()
         vectors = fast.encode(sample)
         seconds = time.perf_counter() - t
+        waited = fast.waited
         top = exact_search.exact_search(vectors[:len(checked)], fast.encode(queries), 10)[1]
         # The forward pass alone on the same batches, already on the device: the feed's ceiling.
         packed = fast.packed_batches(sample)
@@ -140,6 +143,7 @@ def feed_checks(args, data: dict, save) -> None:
                          "encode_docs_per_second": round(len(sample) / seconds),
                          "forward_only_docs_per_second": round(ceiling),
                          "encode_share_of_forward": round(len(sample) / seconds / ceiling, 3),
+                         "tokenizer_wait_share": round(waited / seconds, 3),
                          "max_abs_diff_vs_st": float(np.abs(vectors[:len(checked)] - expected).max()),
                          "top10_agreement_vs_st": round(float(np.mean([len(set(a) & set(b)) / 10
                                                                        for a, b in zip(top, expected_top)])), 4)}

@@ -50,7 +50,9 @@ def render(r: dict) -> str:
                          f"{f['encode_docs_per_second']:,} / {f['forward_only_docs_per_second']:,} docs/s "
                          f"(**{f['encode_share_of_forward']:.0%}**); vs `SentenceTransformer.encode`: max difference "
                          f"{f['max_abs_diff_vs_st']:.1e}, top-10 agreement {f['top10_agreement_vs_st']:.1%}"
-                         + (f"; padding {f['padding_share']:.1%} of the tokens |" if "padding_share" in f else " |"))
+                         + (f"; padding {f['padding_share']:.1%} of the tokens" if "padding_share" in f else "")
+                         + (f"; waiting for the tokenizer {f['tokenizer_wait_share']:.0%} of the encode"
+                            if "tokenizer_wait_share" in f else "") + " |")
     if "st_encode_docs_per_second" in r.get("feed", {}):
         lines.append(f"| `SentenceTransformer.encode` on {r['feed']['checked_docs']:,} of the sample (the vectors compared) | "
                      f"{r['feed']['st_encode_docs_per_second']:,} docs/s |")

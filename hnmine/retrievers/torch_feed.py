@@ -27,6 +27,7 @@ scripts/bench_gpu.py measures the speed, the forward-pass ceiling and the agreem
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,6 +86,10 @@ class PrefetchTorchEncoder:
         self.normalize = normalize
         self.cuda = model.device.type == "cuda"
         self.sdpa = sdpa_transformer(model)
+        # Seconds the last `encode` call's main thread waited for a tokenized group: an upper bound
+        # on the time the device starved for input (it may still have had batches queued), so a
+        # feed far under its forward-pass ceiling with little wait is bound on the device side.
+        self.waited = 0.0
 
     def _max_rows(self) -> int:
         """The most rows in a batch: batch_size, or with a token budget a whole group (queries)."""
@@ -138,10 +143,13 @@ class PrefetchTorchEncoder:
         device = self.model.device
         copy_stream = torch.cuda.Stream(device) if self.cuda else None
         positions, outputs = [], []
+        self.waited = 0.0
         with ThreadPoolExecutor(max_workers=self.AHEAD) as pool, torch.inference_mode():
             pending = deque(pool.submit(self._pack, texts, group) for group in groups[:self.AHEAD])
             for k in range(len(groups)):
+                started = time.perf_counter()
                 batches = pending.popleft().result()
+                self.waited += time.perf_counter() - started
                 if k + self.AHEAD < len(groups):
                     pending.append(pool.submit(self._pack, texts, groups[k + self.AHEAD]))
                 for rows, host, padded in batches:
