@@ -31,7 +31,7 @@ def _load_model(path: str, device: str, max_length: int | None, precision: str =
     from sentence_transformers import SentenceTransformer
 
     try:
-        model = SentenceTransformer(path, device=device)
+        model = SentenceTransformer(str(path), device=device)  # sentence-transformers 6.0 takes no Path
     except OSError as exc:
         raise HnmineError(f"cannot load model '{path}' ({str(exc).splitlines()[0]})",
                           fix="pass a local model folder, or a hub name reachable from here") from None
