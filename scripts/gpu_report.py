@@ -41,8 +41,14 @@ def render(r: dict) -> str:
         lines.append(f"| ingest | {r['hnmine_ingest']['seconds']} s |")
     if "hnmine_encode" in r:
         e = r["hnmine_encode"]
+        split = ""
+        if e.get("encoding_seconds"):  # the stage's time apart from the encoder's calls
+            rest = e["seconds"] - e["encoding_seconds"] - e["encoder_load_seconds"]
+            split = (f"; of it loading the model {e['encoder_load_seconds']:.1f} s, the encoder's calls "
+                     f"{e['encoding_seconds']:.1f} s ({docs / e['encoding_seconds']:,.0f} docs/s), the rest (reading, "
+                     f"sorting, saving the matrix) {rest:.1f} s")
         lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}) | {e['seconds']} s "
-                     f"({e['docs_per_second']:,} docs/s) |")
+                     f"({e['docs_per_second']:,} docs/s){split} |")
     for f in r.get("feed", {}).values():
         if isinstance(f, dict):
             label = "by rows" if f["batch_tokens"] is None else f"by a budget of {f['batch_tokens']:,} tokens"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def encode_corpus(
     in the first batch, not after an hour), in chunks of `chunk_size` saved as they finish.
     `part=(k, n)` encodes only the chunks c with c % n == k and returns (None, stats) without
     assembling: n workers (Ray tasks) share the encoding, and a last call with no part assembles.
+    The stats time the encoder's loading and its encode calls apart from the rest of the call
+    (reading, sorting and saving): on a GPU the rest is host time the device does not overlap.
     """
     out_dir = Path(out_dir)
     order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -72,6 +75,7 @@ def encode_corpus(
 
     n_chunks = (len(texts) + chunk_size - 1) // chunk_size
     resumed = encoded = 0
+    load_seconds = encode_seconds = 0.0  # the rest of the call: reading, sorting, writing the matrix
     encoder = None
     dim = None
     for c in range(n_chunks):
@@ -83,8 +87,13 @@ def encode_corpus(
             resumed += len(positions)
         else:
             if encoder is None:
+                started = time.perf_counter()
                 encoder = encoder_factory()
-            vectors = encoder.encode([texts[i] for i in positions], prompt=prompt)
+                load_seconds = time.perf_counter() - started
+            batch = [texts[i] for i in positions]
+            started = time.perf_counter()
+            vectors = encoder.encode(batch, prompt=prompt)
+            encode_seconds += time.perf_counter() - started
             with atomic_path(chunk_file) as tmp:
                 with open(tmp, "wb") as handle:
                     np.save(handle, vectors)
@@ -92,8 +101,10 @@ def encode_corpus(
         if progress:
             progress(len(positions))
 
+    timing = {"encoder_load_seconds": round(load_seconds, 2), "encoding_seconds": round(encode_seconds, 2)} \
+        if encoded else {}
     if part is not None:
-        return None, {"docs_encoded": encoded, "docs_resumed": resumed}
+        return None, {"docs_encoded": encoded, "docs_resumed": resumed, **timing}
     embeddings_file = out_dir / EMBEDDINGS_FILE
     for c in range(n_chunks):
         vectors = np.load(chunks_dir / f"{c:05d}.npy", mmap_mode="r")
@@ -109,7 +120,8 @@ def encode_corpus(
     if dim is None:
         raise HnmineError("corpus is empty: nothing to encode", fix="check the corpus file")
     shutil.rmtree(out_dir / CHUNKS_DIR, ignore_errors=True)
-    return np.load(embeddings_file, mmap_mode="r"), {"docs_encoded": encoded, "docs_resumed": resumed, "dim": dim}
+    return np.load(embeddings_file, mmap_mode="r"), {"docs_encoded": encoded, "docs_resumed": resumed, "dim": dim,
+                                                         **timing}
 
 
 def load_embeddings(out_dir: Path) -> np.ndarray:
