@@ -220,6 +220,7 @@ def main() -> None:
     data_params = DataParams(corpus=inp / "corpus.parquet", queries=inp / "queries.parquet", qrels=inp / "qrels.tsv")
     index_params = IndexParams(model=args.model, device=args.device, batch_size=args.batch_size, chunk_size=131_072,
                                batch_tokens=args.batch_tokens)
+    shutil.rmtree(work, ignore_errors=True)  # a --workdir from an earlier run: every stage runs, none is reused
     t = time.perf_counter()
     result = index_stage.ingest_corpus(work, data_params)
     save("hnmine_ingest", {"seconds": round(time.perf_counter() - t, 1)})
@@ -243,6 +244,7 @@ def main() -> None:
                                batch_tokens=args.batch_tokens)
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
+                           "docs_encoded": result.stats.get("docs_encoded"),
                            "encoder_load_seconds": result.stats.get("encoder_load_seconds"),
                            "encoding_seconds": result.stats.get("encoding_seconds"),
                            "rust_tokenizer_prefetch": encoder.fast is not None, **gpu_memory(args.device)})
@@ -307,7 +309,8 @@ def devices_check(args, work: Path, data_params, index_params, save) -> None:
     from hnmine.stages import index as index_stage
 
     work2 = args.workdir / "hnmine-devices"
-    work2.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work2, ignore_errors=True)
+    work2.mkdir(parents=True)
     for file in work.iterdir():  # the ingested corpus and its manifest (ingest is then reused)
         if file.is_file():
             shutil.copy(file, work2 / file.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 
 import polars as pl
 import pytest
@@ -162,12 +163,21 @@ def test_prefetching_torch_encoder_gives_sentence_transformers_vectors(adi_rows)
     shapes = [features["input_ids"].shape for _, features, _ in packed]
     assert [bool((features["attention_mask"] == 0).any()) for _, features, _ in packed] == [p for _, _, p in packed]
     assert all(r * w <= 300 or r == 1 for r, w in shapes) and max(r for r, _ in shapes) > 7 > min(r for r, _ in shapes)
-    # the wait for tokenized groups is counted: each group's packing held up here, and the first
-    # group's result cannot come sooner than its own delay
+    # the wait for tokenized groups is counted per call: each group's packing held up here, and the
+    # first group's result cannot come sooner than its own delay
     pack = fast._pack
-    fast._pack = lambda *a: (__import__("time").sleep(0.2), pack(*a))[1]
+
+    def slow_pack(*arguments):
+        time.sleep(0.2)
+        return pack(*arguments)
+
+    fast._pack = slow_pack
+    started = time.perf_counter()
     np.testing.assert_allclose(fast.encode(texts), expected, atol=2e-5)
-    assert 0.19 <= fast.waited
+    assert 0.19 <= fast.waited <= time.perf_counter() - started
+    fast._pack = pack
+    fast.encode(texts)
+    assert fast.waited < 0.19
 
 
 def test_prefetching_torch_encoder_forward_reads_nothing_back_from_the_device(adi_rows):

@@ -62,7 +62,7 @@ def test_killed_index_resumes_to_the_same_result(tmp_path, adi):
     parts = index(whole, data, IndexParams(model=MODEL, **CHUNKING), progress=False).parts
     dense = next(part for part in parts if part.stage == "dense")
     # the encoder's loading and its calls are timed apart from the rest of the stage
-    assert dense.stats["docs_encoded"] == 82 and 0 < dense.stats["encoder_load_seconds"]
+    assert dense.stats["docs_encoded"] == 82 and 0 <= dense.stats["encoder_load_seconds"]
     assert 0 < dense.stats["encoding_seconds"] < dense.seconds - dense.stats["encoder_load_seconds"]
     resumed = np.load(killed / "index" / "dense" / "embeddings.npy")
     uninterrupted = np.load(whole / "index" / "dense" / "embeddings.npy")

@@ -75,7 +75,7 @@ def encode_corpus(
 
     n_chunks = (len(texts) + chunk_size - 1) // chunk_size
     resumed = encoded = 0
-    load_seconds = encode_seconds = 0.0  # the rest of the call: reading, sorting, writing the matrix
+    load_seconds = encode_seconds = 0.0  # the encoder's loading and its encode calls
     encoder = None
     dim = None
     for c in range(n_chunks):

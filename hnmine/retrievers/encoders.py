@@ -1,4 +1,4 @@
-"""Sentence encoders: sentence-transformers (torch), fed by hnmine.retrievers.torch_feed on a GPU, or ONNX Runtime."""
+"""Sentence encoders: sentence-transformers (torch) fed by hnmine.retrievers.torch_feed, or ONNX Runtime."""
 
 from __future__ import annotations
 

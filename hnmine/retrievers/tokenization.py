@@ -91,12 +91,11 @@ class BatchTokenizer:
         token_type_ids[mask] = np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
         return {"input_ids": input_ids, "attention_mask": mask.astype(np.int64), "token_type_ids": token_type_ids}
 
-
     def lengths(self, texts: list[str]) -> np.ndarray:
         """Each text's token count after truncation (special tokens included), the row lengths
         `arrays` would give, without building the padded arrays: what an encoder sorts a call by, so
-        that the rows of a batch are about as long as each other. nanotoken counts about twice as
-        fast as it packs; `tokenizers` runs a whole `encode_batch` for it."""
+        that the rows of a batch are about as long as each other. nanotoken skips the padded
+        arrays; `tokenizers` runs a whole `encode_batch` for it."""
         out = np.zeros(len(texts), dtype=np.int64)
         for start in range(0, len(texts), self.COUNT_ROWS):  # bounded memory: the ids of one slice at a time
             part = texts[start:start + self.COUNT_ROWS]

@@ -1,4 +1,5 @@
-"""sentence-transformers' forward pass fed from hnmine.retrievers.tokenization: the GPU encoding path.
+"""sentence-transformers' forward pass fed from hnmine.retrievers.tokenization: the torch encoding path
+(on CUDA and on a CPU; MPS keeps sentence-transformers' own encode).
 
 On a GPU, `SentenceTransformer.encode` spends its time in the Python tokenizer (docs/gpu.md: 3.6k
 docs/s on an H200, the forward pass alone 49.5k). Here:
@@ -86,9 +87,11 @@ class PrefetchTorchEncoder:
         self.normalize = normalize
         self.cuda = model.device.type == "cuda"
         self.sdpa = sdpa_transformer(model)
-        # Seconds the last `encode` call's main thread waited for a tokenized group: an upper bound
-        # on the time the device starved for input (it may still have had batches queued), so a
-        # feed far under its forward-pass ceiling with little wait is bound on the device side.
+        # Seconds the last `encode` call's main thread spent on the tokenizer instead of queueing
+        # batches: counting the call's tokens to order it, then waiting for each tokenized group.
+        # An upper bound on the time the device starved for the tokenizer (it may still have had
+        # batches queued), so a feed far under its forward-pass ceiling with little of it is not
+        # bound by the tokenizer threads (the main thread's own Python, copies and the GIL may be).
         self.waited = 0.0
 
     def _max_rows(self) -> int:
@@ -135,15 +138,17 @@ class PrefetchTorchEncoder:
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
         import torch
 
+        self.waited = 0.0
         texts = [prompt + t for t in texts] if prompt else list(texts)
         dim = embedding_dimension(self.model)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
+        started = time.perf_counter()
         groups = self._groups(texts)
+        self.waited += time.perf_counter() - started
         device = self.model.device
         copy_stream = torch.cuda.Stream(device) if self.cuda else None
         positions, outputs = [], []
-        self.waited = 0.0
         with ThreadPoolExecutor(max_workers=self.AHEAD) as pool, torch.inference_mode():
             pending = deque(pool.submit(self._pack, texts, group) for group in groups[:self.AHEAD])
             for k in range(len(groups)):

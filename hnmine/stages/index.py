@@ -138,9 +138,7 @@ def build_dense(workdir: Path, params: IndexParams, progress: bool = True) -> St
                     prompt=params.document_prompt, chunk_size=params.chunk_size, progress=bar.update, dtype=params.storage,
                 )
             stats["docs"] = len(texts)
-            if len(devices) > 1:  # the workers' timings stay in the workers; this process only assembled
-                for key in ("encoder_load_seconds", "encoding_seconds"):
-                    stats.pop(key, None)
+            if len(devices) > 1:
                 stats |= {"devices": devices, "docs_encoded": stats["docs_encoded"] + by_workers,
                           "docs_resumed": stats["docs_resumed"] - by_workers}
             device = devices[0] if len(devices) > 1 else encode.device or default_device()
