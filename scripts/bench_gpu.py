@@ -244,7 +244,6 @@ def main() -> None:
                                batch_tokens=args.batch_tokens)
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
-                           "docs_encoded": result.stats.get("docs_encoded"),
                            "encoder_load_seconds": result.stats.get("encoder_load_seconds"),
                            "encoding_seconds": result.stats.get("encoding_seconds"),
                            "rust_tokenizer_prefetch": encoder.fast is not None, **gpu_memory(args.device)})

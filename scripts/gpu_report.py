@@ -42,11 +42,10 @@ def render(r: dict) -> str:
     if "hnmine_encode" in r:
         e = r["hnmine_encode"]
         split = ""
-        if e.get("encoding_seconds"):  # the stage's time apart from the encoder's calls
+        if e.get("encoding_seconds"):  # bench_gpu clears its work dir first: every document was encoded
             rest = max(e["seconds"] - e["encoding_seconds"] - e["encoder_load_seconds"], 0.0)  # rounded parts
-            encoded = e.get("docs_encoded") or docs
             split = (f"; of it loading the model {e['encoder_load_seconds']:.1f} s, the encoder's calls "
-                     f"{e['encoding_seconds']:.1f} s ({encoded / e['encoding_seconds']:,.0f} docs/s), the rest (reading, "
+                     f"{e['encoding_seconds']:.1f} s ({docs / e['encoding_seconds']:,.0f} docs/s), the rest (reading, "
                      f"sorting, saving the matrix) {rest:.1f} s")
         lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}) | {e['seconds']} s "
                      f"({e['docs_per_second']:,} docs/s){split} |")

@@ -90,9 +90,9 @@ def encode_corpus(
                 started = time.perf_counter()
                 encoder = encoder_factory()
                 load_seconds = time.perf_counter() - started
-            batch = [texts[i] for i in positions]
+            chunk_texts = [texts[i] for i in positions]
             started = time.perf_counter()
-            vectors = encoder.encode(batch, prompt=prompt)
+            vectors = encoder.encode(chunk_texts, prompt=prompt)
             encode_seconds += time.perf_counter() - started
             with atomic_path(chunk_file) as tmp:
                 with open(tmp, "wb") as handle:
