@@ -12,9 +12,10 @@ fp32) on --encode-passages of them, with each engine and with the call ordered b
 of token counts: its docs/s must not fall; and the torch backend on a CPU, sentence-transformers'
 encode against the torch feed that hnmine's Encoder runs there. Last, the share of
 padding in the batches the torch (GPU) feed forms, on these passages and on --padding-passages of
-scripts/bench_gpu.py's corpus: the most unpadded attention could save.
+scripts/bench_gpu.py's corpus: the most unpadded attention could save. Last, the gaps between forward
+passes at the chunk boundaries of a corpus saved in chunks (`chunk_boundaries`).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py [--passages 39000] [--encode-passages 2000] [--padding-passages 100000]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py [--passages 39000] [--encode-passages 2000] [--padding-passages 100000] [--chunk-passages 4096]
 
 Writes docs/benchmarks.md between `<!-- BEGIN feed -->` and `<!-- END feed -->`.
 """
@@ -142,6 +143,60 @@ def torch_speed(model: Path, texts: list[str], onnx_vectors: np.ndarray) -> dict
     return out
 
 
+def chunk_boundaries(model: Path, texts: list[str], chunk_size: int) -> dict:
+    """The main thread's gaps between forward passes (time in which a GPU would get no batch) when
+    the corpus is encoded in saved chunks, torch feed on a CPU, fp32, batches of 64: one `encode`
+    call per chunk with the chunk saved on the main thread (the reference: how encode_corpus ran
+    before), against encode_corpus, which streams the chunks through one pipeline and saves each
+    in a thread. Gaps at a chunk boundary apart from those inside a chunk; the same vectors."""
+    import tempfile
+
+    from hnmine.retrievers import embedding_store
+    from hnmine.retrievers.encoders import Encoder
+
+    encoder = Encoder(str(model), "cpu", batch_size=64, backend="torch", precision="fp32")
+    feed, forward = encoder.fast, encoder.fast._forward
+    spans = []
+
+    def timed_forward(*arguments):
+        started = time.perf_counter()
+        result = forward(*arguments)
+        spans.append((started, time.perf_counter()))
+        return result
+
+    feed._forward = timed_forward
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    chunks = [order[s:s + chunk_size] for s in range(0, len(texts), chunk_size)]
+    # batches per chunk (as the feed cuts them), to tell a boundary's gap from one inside a chunk
+    per_chunk = [len(feed.packed_batches([texts[i] for i in rows])) for rows in chunks]
+    boundaries = set(np.cumsum(per_chunk)[:-1].tolist())
+    encoder.encode(texts[:64])
+    out, matrices = {}, {}
+    with tempfile.TemporaryDirectory() as root:
+        for run in ("an encode call per chunk", "one stream"):
+            spans.clear()
+            started = time.perf_counter()
+            if run == "one stream":
+                matrix, _ = embedding_store.encode_corpus(texts, Path(root) / "stream", lambda: encoder, identity={},
+                                                          prompt="", chunk_size=chunk_size)
+                matrices[run] = np.asarray(matrix)
+            else:
+                matrices[run] = np.zeros((len(texts), 384), dtype=np.float32)
+                for c, rows in enumerate(chunks):
+                    vectors = encoder.encode([texts[i] for i in rows])
+                    embedding_store._save_chunk(Path(root) / f"{c:05d}.npy", vectors)
+                    matrices[run][rows] = vectors
+            seconds = time.perf_counter() - started
+            gaps = [spans[k][0] - spans[k - 1][1] for k in range(1, len(spans))]
+            at = [g for k, g in enumerate(gaps, start=1) if k in boundaries]
+            inside = [g for k, g in enumerate(gaps, start=1) if k not in boundaries]
+            out[run] = {"seconds": seconds, "batches": len(spans), "boundary_ms": 1000 * float(np.mean(at)),
+                        "inside_ms": 1000 * float(np.mean(inside)), "boundaries": len(at)}
+    feed._forward = forward
+    out["max_abs_difference"] = float(np.abs(matrices["one stream"] - matrices["an encode call per chunk"]).max())
+    return out
+
+
 def padding(model: Path, corpora: dict[str, list[str]], budget: int) -> dict:
     """The share of padding in the torch feed's batches (PrefetchTorchEncoder.packed_batches, one
     call per corpus), by rows and by a token budget, with each engine: nanotoken's feed orders a
@@ -180,6 +235,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--padding-passages", type=int, default=100_000,
                         help="passages of scripts/bench_gpu.py's corpus whose batches' padding is counted")
     parser.add_argument("--budget", type=int, default=65_536, help="the token budget of the padding count")
+    parser.add_argument("--chunk-passages", type=int, default=4096,
+                        help="passages encoded in saved chunks to time the chunk boundaries (0 = skip)")
+    parser.add_argument("--chunk-size", type=int, default=2048, help="documents per chunk there (index's default)")
     parser.add_argument("--child", choices=["one-core"], help=argparse.SUPPRESS)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
@@ -200,9 +258,11 @@ def main(argv: list[str]) -> None:
     pads = padding(model, {f"these {len(texts)} passages": texts,
                            f"{args.padding_passages:,} passages of scripts/bench_gpu.py's corpus": gpu_corpus(args.padding_passages)},
                    args.budget)
+    chunked = chunk_boundaries(model, texts[:args.chunk_passages], args.chunk_size) if args.chunk_passages else None
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_feed.py --passages {args.passages} "
-        f"--encode-passages {args.encode_passages} --padding-passages {args.padding_passages} --budget {args.budget}`",
+        f"--encode-passages {args.encode_passages} --padding-passages {args.padding_passages} --budget {args.budget} "
+        f"--chunk-passages {args.chunk_passages} --chunk-size {args.chunk_size}`",
         f"- Machine: {machine_line()}",
         f"- {len(texts)} passages of at most 60 words from {', '.join(SETS)}; all-MiniLM-L6-v2's tokenizer, "
         f"batches of {BATCH}, max_length {MAX_LENGTH}; one core = RAYON_NUM_THREADS=1 (nanotoken: parallel=False). "
@@ -233,6 +293,18 @@ def main(argv: list[str]) -> None:
                   "by token count):", "",
               "| passages | " + " | ".join(plans) + " |", "|---|" + "---|" * len(plans)]
     lines += [f"| {name} | " + " | ".join(f"{p[plan]:.1%}" for plan in plans) + " |" for name, p in pads.items()]
+    if chunked:
+        lines += ["", f"Chunk boundaries: {args.chunk_passages} of the passages encoded in saved chunks of {args.chunk_size} "
+                      "(torch feed on this CPU, fp32, batches of 64), the main thread's gap between two forward passes, "
+                      "in which a GPU is queued nothing new:", "",
+                  "| chunks encoded as | seconds | mean gap at a chunk boundary | mean gap inside a chunk |",
+                  "|---|---|---|---|"]
+        lines += [f"| {run} | {chunked[run]['seconds']:.1f} | {chunked[run]['boundary_ms']:.1f} ms "
+                  f"({chunked[run]['boundaries']} boundar{'y' if chunked[run]['boundaries'] == 1 else 'ies'}) | {chunked[run]['inside_ms']:.2f} ms |"
+                  for run in ("an encode call per chunk", "one stream")]
+        lines += ["", "An encode call per chunk, each chunk saved on the main thread, is the reference; one stream is "
+                      "`embedding_store.encode_corpus` (`encode_chunks`, saves in a thread). Largest difference between "
+                      f"their matrices: {chunked['max_abs_difference']:.1e}."]
     body = "\n".join(lines)
     print(body)
     if not args.no_doc:

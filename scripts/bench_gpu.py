@@ -162,6 +162,8 @@ def gpu_memory(device: str) -> dict:
 
 
 def main() -> None:
+    from hnmine.config import IndexParams
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentences", type=Path)
     parser.add_argument("--model")
@@ -176,6 +178,8 @@ def main() -> None:
     parser.add_argument("--skip-st", action="store_true")
     parser.add_argument("--sample", type=int, default=100_000, help="documents for the feed phases (0 = skip them)")
     parser.add_argument("--budget", type=int, default=65_536, help="padded tokens per batch in the token-budget phase")
+    parser.add_argument("--chunk-size", type=int, default=IndexParams.model_fields["chunk_size"].default,
+                        help="documents per saved chunk of the 1M encode (default: index's)")
     parser.add_argument("--batch-tokens", type=int, default=None, help="index's --batch-tokens for the 1M encode")
     parser.add_argument("--search-docs", type=int, default=0, help="also time search alone on a matrix this large")
     parser.add_argument("--devices-check", action="store_true", help="also encode with index --devices, 2 processes on the GPU")
@@ -210,7 +214,7 @@ def main() -> None:
     save("inputs", {"docs": args.docs, "queries": args.queries, "mean_doc_chars": round(data["mean_doc_chars"], 1),
                     "seconds": round(time.perf_counter() - t, 1)})
 
-    from hnmine.config import DataParams, IndexParams, MineParams
+    from hnmine.config import DataParams, MineParams
     from hnmine.stages import index as index_stage
     from hnmine.stages import mine as mine_stage
     from hnmine.workdir import WorkDir
@@ -218,7 +222,7 @@ def main() -> None:
     work = args.workdir / "hnmine"
     inp = args.workdir / "input"
     data_params = DataParams(corpus=inp / "corpus.parquet", queries=inp / "queries.parquet", qrels=inp / "qrels.tsv")
-    index_params = IndexParams(model=args.model, device=args.device, batch_size=args.batch_size, chunk_size=131_072,
+    index_params = IndexParams(model=args.model, device=args.device, batch_size=args.batch_size, chunk_size=args.chunk_size,
                                batch_tokens=args.batch_tokens)
     shutil.rmtree(work, ignore_errors=True)  # a --workdir from an earlier run: every stage runs, none is reused
     t = time.perf_counter()
@@ -244,7 +248,7 @@ def main() -> None:
                                batch_tokens=args.batch_tokens)
     save("hnmine_encode", {"seconds": round(seconds, 1), "docs_per_second": round(args.docs / seconds),
                            "precision": result.stats.get("precision"), "backend": result.stats.get("backend"),
-                           "encoder_load_seconds": result.stats.get("encoder_load_seconds"),
+                           "chunk_size": args.chunk_size, "encoder_load_seconds": result.stats.get("encoder_load_seconds"),
                            "encoding_seconds": result.stats.get("encoding_seconds"),
                            "rust_tokenizer_prefetch": encoder.fast is not None, **gpu_memory(args.device)})
 

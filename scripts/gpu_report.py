@@ -26,7 +26,7 @@ def render(r: dict) -> str:
     phases it finished and says where it stopped, with no extrapolation unless mine finished."""
     a = r["args"]
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in a.items()
-                     if k in ("docs", "queries", "batch_size", "batch_tokens", "sample", "budget", "search_docs")
+                     if k in ("docs", "queries", "batch_size", "chunk_size", "batch_tokens", "sample", "budget", "search_docs")
                      and v not in ("None", "0"))
     switches = "".join(f" --{k.replace('_', '-')}" for k in ("skip_st", "devices_check") if a.get(k) == "True")
     inputs = r.get("inputs", {"docs": a["docs"], "queries": a["queries"], "mean_doc_chars": "?"})
@@ -47,7 +47,8 @@ def render(r: dict) -> str:
             split = (f"; of it loading the model {e['encoder_load_seconds']:.1f} s, the encoder's calls "
                      f"{e['encoding_seconds']:.1f} s ({docs / e['encoding_seconds']:,.0f} docs/s), the rest (reading, "
                      f"sorting, saving the matrix) {rest:.1f} s")
-        lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}) | {e['seconds']} s "
+        chunks = f", saved in chunks of {e['chunk_size']:,}" if e.get("chunk_size") else ""
+        lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}{chunks}) | {e['seconds']} s "
                      f"({e['docs_per_second']:,} docs/s){split} |")
     for f in r.get("feed", {}).values():
         if isinstance(f, dict):

@@ -272,6 +272,62 @@ def test_encoders_order_a_call_by_token_count(adi_rows):
     np.testing.assert_allclose(vectors, model.encode(some, normalize_embeddings=True), atol=2e-5)
 
 
+def test_torch_feed_streams_chunks_without_draining_between_them(tmp_path, monkeypatch, adi_rows):
+    """A corpus is encoded in resumable chunks. The torch feed takes them as one stream: when the
+    first chunk's vectors come out, the next chunks have already been drawn (counted, tokenized),
+    so a chunk boundary does not stall the device; each chunk's vectors are its own `encode`
+    call's, an empty chunk gives none. encode_corpus saves each chunk in a thread meanwhile: the
+    torch path's matrix is sentence-transformers', and a save that fails stops the stage with
+    nothing that looks finished."""
+    import pathlib
+
+    import numpy as np
+
+    from hnmine.packaged.resolve import resolve_model
+    from hnmine.retrievers import embedding_store, encoders, torch_feed
+
+    corpus, queries, _ = adi_rows
+    texts = [d["title"] + " " + d["text"] for d in corpus[:45]]
+    chunks = [texts[:20], texts[20:27], [], texts[27:]]
+    path = pathlib.Path(resolve_model(MODEL))
+    model = encoders._load_model(str(path), "cpu", None, "fp32")
+    fast = torch_feed.PrefetchTorchEncoder(model, path, None, batch_size=4, normalize=True)
+    drawn, drawn_at_yield = [], []
+
+    def source():
+        for k, chunk in enumerate(chunks):
+            drawn.append(k)
+            yield chunk
+
+    out = []
+    for vectors in fast.encode_chunks(source(), prompt="passage: "):
+        drawn_at_yield.append(len(drawn))
+        out.append(vectors)
+    assert drawn_at_yield[0] == len(chunks) > 1  # all four drawn before the first chunk came out
+    assert [len(v) for v in out] == [len(c) for c in chunks]
+    for vectors, chunk in zip(out, chunks):
+        if chunk:
+            np.testing.assert_array_equal(vectors, fast.encode(chunk, prompt="passage: "))
+
+    encoder = encoders.Encoder(str(path), "cpu", batch_size=4, backend="torch")
+    matrix, stats = embedding_store.encode_corpus(texts, tmp_path / "dense", lambda: encoder, identity={}, prompt="",
+                                                  chunk_size=8)
+    assert stats["docs_encoded"] == 45 and stats["dim"] == 384
+    np.testing.assert_allclose(matrix, model.encode(texts, normalize_embeddings=True), atol=2e-5)
+
+    def failing_save(target, vectors):
+        if target.name == "00002.npy":
+            raise OSError("No space left on device")
+        save(target, vectors)
+
+    save = embedding_store._save_chunk
+    monkeypatch.setattr(embedding_store, "_save_chunk", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        embedding_store.encode_corpus(texts, tmp_path / "full", lambda: encoder, identity={}, prompt="", chunk_size=8)
+    assert not (tmp_path / "full" / embedding_store.EMBEDDINGS_FILE).exists()
+    assert {f.name for f in (tmp_path / "full").rglob("*.npy")} == {"00000.npy", "00001.npy"}
+
+
 def test_token_budget_batches_fill_the_budget_in_order():
     import numpy as np
 

@@ -16,6 +16,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -74,54 +76,61 @@ def encode_corpus(
     chunks_dir.mkdir(parents=True, exist_ok=True)
 
     n_chunks = (len(texts) + chunk_size - 1) // chunk_size
-    resumed = encoded = 0
+
+    def rows(c: int) -> np.ndarray:
+        return order[c * chunk_size:(c + 1) * chunk_size]
+
+    mine = [c for c in range(n_chunks) if part is None or c % part[1] == part[0]]
+    missing = [c for c in mine if not (chunks_dir / f"{c:05d}.npy").exists()]
+    resumed = sum(len(rows(c)) for c in set(mine) - set(missing))
+    if progress and resumed:
+        progress(resumed)
+    encoded = 0
     load_seconds = encode_seconds = 0.0  # the encoder's loading and its encode calls
-    encoder = None
-    dim = None
-    for c in range(n_chunks):
-        if part is not None and c % part[1] != part[0]:
-            continue
-        positions = order[c * chunk_size:(c + 1) * chunk_size]
-        chunk_file = chunks_dir / f"{c:05d}.npy"
-        if chunk_file.exists():
-            resumed += len(positions)
-        else:
-            if encoder is None:
+    if missing:
+        started = time.perf_counter()
+        encoder = encoder_factory()
+        load_seconds = time.perf_counter() - started
+        stream = encoder.encode_chunks(([texts[i] for i in rows(c)] for c in missing), prompt=prompt)
+        # one chunk is saved in a thread while the next is encoded, so the device's queue does not
+        # drain while a chunk is written; a save's error surfaces at the next chunk
+        with closing(stream), ThreadPoolExecutor(max_workers=1) as writer:
+            saving = None
+            for c in missing:
                 started = time.perf_counter()
-                encoder = encoder_factory()
-                load_seconds = time.perf_counter() - started
-            chunk_texts = [texts[i] for i in positions]
-            started = time.perf_counter()
-            vectors = encoder.encode(chunk_texts, prompt=prompt)
-            encode_seconds += time.perf_counter() - started
-            with atomic_path(chunk_file) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, vectors)
-            encoded += len(positions)
-        if progress:
-            progress(len(positions))
+                vectors = next(stream)
+                encode_seconds += time.perf_counter() - started
+                if saving is not None:
+                    saving.result()
+                saving = writer.submit(_save_chunk, chunks_dir / f"{c:05d}.npy", vectors)
+                encoded += len(vectors)
+                if progress:
+                    progress(len(vectors))
+            saving.result()
 
     timing = {"encoder_load_seconds": round(load_seconds, 2), "encoding_seconds": round(encode_seconds, 2)} \
         if encoded else {}
     if part is not None:
         return None, {"docs_encoded": encoded, "docs_resumed": resumed, **timing}
-    embeddings_file = out_dir / EMBEDDINGS_FILE
-    for c in range(n_chunks):
-        vectors = np.load(chunks_dir / f"{c:05d}.npy", mmap_mode="r")
-        if dim is None:
-            dim = vectors.shape[1]
-            with atomic_path(embeddings_file) as tmp:
-                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
-                for cc in range(n_chunks):
-                    matrix[order[cc * chunk_size:(cc + 1) * chunk_size]] = np.load(chunks_dir / f"{cc:05d}.npy")
-                matrix.flush()
-                del matrix
-            break
-    if dim is None:
+    if not n_chunks:
         raise HnmineError("corpus is empty: nothing to encode", fix="check the corpus file")
+    dim = np.load(chunks_dir / "00000.npy", mmap_mode="r").shape[1]
+    embeddings_file = out_dir / EMBEDDINGS_FILE
+    with atomic_path(embeddings_file) as tmp:
+        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(texts), dim))
+        for c in range(n_chunks):
+            matrix[rows(c)] = np.load(chunks_dir / f"{c:05d}.npy")
+        matrix.flush()
+        del matrix
     shutil.rmtree(out_dir / CHUNKS_DIR, ignore_errors=True)
     return np.load(embeddings_file, mmap_mode="r"), {"docs_encoded": encoded, "docs_resumed": resumed, "dim": dim,
                                                          **timing}
+
+
+def _save_chunk(path: Path, vectors: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vectors)
 
 
 def load_embeddings(out_dir: Path) -> np.ndarray:

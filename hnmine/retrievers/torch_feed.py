@@ -16,7 +16,10 @@ docs/s on an H200, the forward pass alone 49.5k). Here:
 - on CUDA the tokenizer threads pack each batch into one pinned host tensor, the main thread copies
   it on a side stream and the forward pass waits for that copy on the device (an event), not on the
   host: the host queues batch k + 1 while the GPU computes batch k. The vectors stay on the device
-  until the call ends, then come back in one copy;
+  until a chunk ends, then come back in one copy the device queues behind the chunk's last batch;
+- `encode_chunks` keeps one pipeline across the chunks of a corpus (embedding_store saves each as
+  it comes): the next chunks are counted and tokenized while the device computes this one, so a
+  chunk boundary does not drain the device's queue;
 - an SDPA model gets its attention mask already in 4D (or none for a batch without padding): from
   the 2D mask, transformers' mask builder reads `mask.all()` back to the host to decide whether it
   can drop the mask, a device sync in every batch's forward pass.
@@ -28,8 +31,10 @@ scripts/bench_gpu.py measures the speed, the forward-pass ceiling and the agreem
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -87,8 +92,9 @@ class PrefetchTorchEncoder:
         self.normalize = normalize
         self.cuda = model.device.type == "cuda"
         self.sdpa = sdpa_transformer(model)
-        # Seconds the last `encode` call's main thread spent on the tokenizer instead of queueing
-        # batches: counting the call's tokens to order it, then waiting for each tokenized group.
+        # Seconds the last `encode` (or `encode_chunks`) call's main thread spent on the tokenizer
+        # instead of queueing batches: waiting for a chunk's tokens to be counted (to order it) and
+        # for each tokenized group.
         # An upper bound on the time the device starved for the tokenizer (it may still have had
         # batches queued), so a feed far under its forward-pass ceiling with little of it is not
         # bound by the tokenizer threads (the main thread's own Python, copies and the GIL may be).
@@ -136,37 +142,64 @@ class PrefetchTorchEncoder:
         return out
 
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
+        (vectors,) = self.encode_chunks([texts], prompt)
+        return vectors
+
+    def encode_chunks(self, chunks: Iterable[list[str]], prompt: str = "") -> Iterator[np.ndarray]:
+        """Each chunk's vectors, in order, from one pipeline that runs on across chunk boundaries:
+        the next chunks are ordered (their tokens counted) and tokenized while the device computes
+        this one, and a finished chunk's vectors come back to the host by a copy the device queues
+        behind its last batch, handed out once it has landed. So a chunk boundary (a corpus saved
+        in resumable chunks) does not drain the device's queue, as one `encode` call per chunk did."""
         import torch
 
         self.waited = 0.0
-        texts = [prompt + t for t in texts] if prompt else list(texts)
         dim = embedding_dimension(self.model)
-        if not texts:
-            return np.zeros((0, dim), dtype=np.float32)
-        started = time.perf_counter()
-        groups = self._groups(texts)
-        self.waited += time.perf_counter() - started
         device = self.model.device
         copy_stream = torch.cuda.Stream(device) if self.cuda else None
-        positions, outputs = [], []
-        with ThreadPoolExecutor(max_workers=self.AHEAD) as pool, torch.inference_mode():
-            pending = deque(pool.submit(self._pack, texts, group) for group in groups[:self.AHEAD])
-            for k in range(len(groups)):
+        landing: deque[_Landing] = deque()
+        with ThreadPoolExecutor(max_workers=self.AHEAD) as pool:
+            work = self._work(pool, chunks, prompt)
+            pending = deque(itertools.islice(work, self.AHEAD))
+            while pending:
+                chunk, group = pending.popleft()
                 started = time.perf_counter()
-                batches = pending.popleft().result()
+                batches = group.result() if group is not None else []
                 self.waited += time.perf_counter() - started
-                if k + self.AHEAD < len(groups):
-                    pending.append(pool.submit(self._pack, texts, groups[k + self.AHEAD]))
-                for rows, host, padded in batches:
-                    features = self._to_device(host, device, copy_stream)
-                    vectors = self._forward(features, padded)["sentence_embedding"].float()
-                    if self.normalize:
-                        vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                    positions.append(rows)
-                    outputs.append(vectors)
-        out = np.empty((len(texts), dim), dtype=np.float32)
-        out[np.concatenate(positions)] = torch.cat(outputs).cpu().numpy()
-        return out
+                pending.extend(itertools.islice(work, 1))
+                with torch.inference_mode():  # not held across a yield: the caller's code runs between
+                    for rows, host, padded in batches:
+                        features = self._to_device(host, device, copy_stream)
+                        vectors = self._forward(features, padded)["sentence_embedding"].float()
+                        if self.normalize:
+                            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                        chunk.positions.append(rows)
+                        chunk.outputs.append(vectors)
+                    chunk.groups_left -= 1
+                    if chunk.groups_left <= 0:
+                        landing.append(_Landing(chunk, dim, self.cuda))
+                while landing and (landing[0].landed() or not pending):
+                    yield landing.popleft().vectors()
+
+    def _work(self, pool: ThreadPoolExecutor, chunks: Iterable[list[str]], prompt: str) -> Iterator[tuple]:
+        """(chunk, the future of one tokenized group) for every group of every chunk, in order; an
+        empty chunk comes once with no group. Chunks are ordered in the pool AHEAD chunks ahead,
+        and a group is submitted for tokenizing as it is drawn (AHEAD groups ahead of the device)."""
+        def plan(texts: list[str]) -> _Chunk:
+            texts = [prompt + t for t in texts] if prompt else list(texts)
+            return _Chunk(texts, self._groups(texts) if texts else [])
+
+        chunks = iter(chunks)
+        planned = deque(pool.submit(plan, texts) for texts in itertools.islice(chunks, self.AHEAD))
+        while planned:
+            started = time.perf_counter()
+            chunk = planned.popleft().result()
+            self.waited += time.perf_counter() - started
+            planned.extend(pool.submit(plan, texts) for texts in itertools.islice(chunks, 1))
+            if not chunk.groups:
+                yield chunk, None
+            for group in chunk.groups:
+                yield chunk, pool.submit(self._pack, chunk.texts, group)
 
     def _forward(self, features: dict, padded: bool) -> dict:
         """The model on one batch. An SDPA transformer gets the mask as SDPA takes it (boolean,
@@ -195,3 +228,48 @@ class PrefetchTorchEncoder:
         compute.wait_stream(copy_stream)
         stacked.record_stream(compute)  # its block is not reused before compute is done with it
         return dict(zip(FEATURES, stacked.unbind(0)))
+
+
+class _Chunk:
+    """One chunk of an `encode_chunks` stream: its texts, their groups and the vectors so far."""
+
+    def __init__(self, texts: list[str], groups: list[np.ndarray]):
+        self.texts, self.groups = texts, groups
+        self.groups_left = len(groups)
+        self.positions: list[np.ndarray] = []
+        self.outputs: list = []
+
+
+class _Landing:
+    """A finished chunk's vectors on their way to the host: on CUDA one copy into pinned memory,
+    queued on the compute stream behind the chunk's last batch, with an event to ask whether it
+    has landed without waiting for it."""
+
+    def __init__(self, chunk: _Chunk, dim: int, cuda: bool):
+        import torch
+
+        self.count, self.dim = len(chunk.texts), dim
+        self.positions = np.concatenate(chunk.positions) if chunk.positions else np.zeros(0, dtype=np.int64)
+        self.event = None
+        if not chunk.outputs:
+            self.host = torch.zeros((0, dim))
+            return
+        vectors = torch.cat(chunk.outputs)
+        chunk.outputs.clear()
+        if cuda:
+            self.host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+            self.host.copy_(vectors, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = vectors
+
+    def landed(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def vectors(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        out = np.empty((self.count, self.dim), dtype=np.float32)
+        out[self.positions] = self.host.numpy()
+        return out
