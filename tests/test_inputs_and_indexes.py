@@ -274,12 +274,13 @@ def test_encoders_order_a_call_by_token_count(adi_rows):
 
 def test_torch_feed_streams_chunks_without_draining_between_them(tmp_path, monkeypatch, adi_rows):
     """A corpus is encoded in resumable chunks. The torch feed takes them as one stream: when the
-    first chunk's vectors come out, the next chunks have already been drawn (counted, tokenized),
-    so a chunk boundary does not stall the device; each chunk's vectors are its own `encode`
-    call's, an empty chunk gives none. encode_corpus saves each chunk in a thread meanwhile: the
-    torch path's matrix is sentence-transformers', and a save that fails stops the stage with
-    nothing that looks finished."""
+    first chunk's vectors come out, later chunks have been drawn and are being tokenized, so a
+    chunk boundary does not stall the device, yet the stream is not drawn to its end; each chunk's
+    vectors are sentence-transformers', an empty chunk gives none. encode_corpus saves each chunk
+    in a thread meanwhile: a save that fails stops the stage with nothing that looks finished, and
+    the rerun resumes from the chunks saved; parts (Ray, --devices) assemble the same matrix."""
     import pathlib
+    import threading
 
     import numpy as np
 
@@ -288,32 +289,43 @@ def test_torch_feed_streams_chunks_without_draining_between_them(tmp_path, monke
 
     corpus, queries, _ = adi_rows
     texts = [d["title"] + " " + d["text"] for d in corpus[:45]]
-    chunks = [texts[:20], texts[20:27], [], texts[27:]]
+    chunks = [texts[:20], texts[20:27], []] + [[t] for t in texts[27:]]
     path = pathlib.Path(resolve_model(MODEL))
     model = encoders._load_model(str(path), "cpu", None, "fp32")
     fast = torch_feed.PrefetchTorchEncoder(model, path, None, batch_size=4, normalize=True)
-    drawn, drawn_at_yield = [], []
+    first_text = {"passage: " + c[0]: k for k, c in enumerate(chunks) if c}
+    drawn, packed, lock = [], [], threading.Lock()
+    pack = fast._pack
+
+    def recording_pack(chunk_texts, rows):
+        with lock:
+            packed.append(first_text[chunk_texts[0]])
+        return pack(chunk_texts, rows)
 
     def source():
         for k, chunk in enumerate(chunks):
             drawn.append(k)
             yield chunk
 
-    out = []
+    fast._pack = recording_pack
+    out, at_first_yield = [], None
     for vectors in fast.encode_chunks(source(), prompt="passage: "):
-        drawn_at_yield.append(len(drawn))
+        if at_first_yield is None:
+            with lock:
+                at_first_yield = (len(drawn), set(packed))
         out.append(vectors)
-    assert drawn_at_yield[0] == len(chunks) > 1  # all four drawn before the first chunk came out
+    assert fast.AHEAD < at_first_yield[0] < len(chunks)  # drawn ahead, but not to the stream's end
+    assert {0, 1, 3} <= at_first_yield[1]  # the next chunks' groups were tokenizing meanwhile
     assert [len(v) for v in out] == [len(c) for c in chunks]
-    for vectors, chunk in zip(out, chunks):
-        if chunk:
-            np.testing.assert_array_equal(vectors, fast.encode(chunk, prompt="passage: "))
+    np.testing.assert_allclose(np.concatenate(out), model.encode(["passage: " + t for t in texts],
+                                                                 normalize_embeddings=True), atol=2e-5)
 
     encoder = encoders.Encoder(str(path), "cpu", batch_size=4, backend="torch")
+    reference = model.encode(texts, normalize_embeddings=True)
     matrix, stats = embedding_store.encode_corpus(texts, tmp_path / "dense", lambda: encoder, identity={}, prompt="",
                                                   chunk_size=8)
     assert stats["docs_encoded"] == 45 and stats["dim"] == 384
-    np.testing.assert_allclose(matrix, model.encode(texts, normalize_embeddings=True), atol=2e-5)
+    np.testing.assert_allclose(matrix, reference, atol=2e-5)
 
     def failing_save(target, vectors):
         if target.name == "00002.npy":
@@ -326,6 +338,21 @@ def test_torch_feed_streams_chunks_without_draining_between_them(tmp_path, monke
         embedding_store.encode_corpus(texts, tmp_path / "full", lambda: encoder, identity={}, prompt="", chunk_size=8)
     assert not (tmp_path / "full" / embedding_store.EMBEDDINGS_FILE).exists()
     assert {f.name for f in (tmp_path / "full").rglob("*.npy")} == {"00000.npy", "00001.npy"}
+    monkeypatch.setattr(embedding_store, "_save_chunk", save)
+    shown = []
+    matrix, stats = embedding_store.encode_corpus(texts, tmp_path / "full", lambda: encoder, identity={}, prompt="",
+                                                  chunk_size=8, progress=shown.append)
+    assert (stats["docs_resumed"], stats["docs_encoded"], sum(shown)) == (16, 29, 45)
+    np.testing.assert_allclose(matrix, reference, atol=2e-5)
+
+    for k in (0, 1):
+        none, stats = embedding_store.encode_corpus(texts, tmp_path / "parts", lambda: encoder, identity={}, prompt="",
+                                                    chunk_size=8, part=(k, 2))
+        assert none is None and stats["docs_encoded"] == (24, 21)[k]
+    matrix, stats = embedding_store.encode_corpus(texts, tmp_path / "parts", lambda: encoder, identity={}, prompt="",
+                                                  chunk_size=8)
+    assert (stats["docs_resumed"], stats["docs_encoded"]) == (45, 0)
+    np.testing.assert_allclose(matrix, reference, atol=2e-5)
 
 
 def test_token_budget_batches_fill_the_budget_in_order():

@@ -54,8 +54,10 @@ def encode_corpus(
     in the first batch, not after an hour), in chunks of `chunk_size` saved as they finish.
     `part=(k, n)` encodes only the chunks c with c % n == k and returns (None, stats) without
     assembling: n workers (Ray tasks) share the encoding, and a last call with no part assembles.
-    The stats time the encoder's loading and its encode calls apart from the rest of the call
-    (reading, sorting and saving): on a GPU the rest is host time the device does not overlap.
+    The encoder takes the missing chunks as one stream (`Encoder.encode_chunks`), and each chunk
+    is saved in a thread while the next is encoded. The stats time the encoder's loading and the
+    waits for its chunks apart from the rest of the call (hashing, sorting, assembling the matrix),
+    host time a device does not overlap.
     """
     out_dir = Path(out_dir)
     order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -96,9 +98,8 @@ def encode_corpus(
         # drain while a chunk is written; a save's error surfaces at the next chunk
         with closing(stream), ThreadPoolExecutor(max_workers=1) as writer:
             saving = None
-            for c in missing:
-                started = time.perf_counter()
-                vectors = next(stream)
+            started = time.perf_counter()
+            for c, vectors in zip(missing, stream, strict=True):
                 encode_seconds += time.perf_counter() - started
                 if saving is not None:
                     saving.result()
@@ -106,6 +107,7 @@ def encode_corpus(
                 encoded += len(vectors)
                 if progress:
                     progress(len(vectors))
+                started = time.perf_counter()
             saving.result()
 
     timing = {"encoder_load_seconds": round(load_seconds, 2), "encoding_seconds": round(encode_seconds, 2)} \

@@ -18,8 +18,9 @@ docs/s on an H200, the forward pass alone 49.5k). Here:
   host: the host queues batch k + 1 while the GPU computes batch k. The vectors stay on the device
   until a chunk ends, then come back in one copy the device queues behind the chunk's last batch;
 - `encode_chunks` keeps one pipeline across the chunks of a corpus (embedding_store saves each as
-  it comes): the next chunks are counted and tokenized while the device computes this one, so a
-  chunk boundary does not drain the device's queue;
+  it comes): the chunks' tokens are counted (to order them) up to AHEAD chunks ahead and their
+  groups tokenized AHEAD groups ahead, across chunk boundaries, so a chunk boundary does not
+  drain the device's queue;
 - an SDPA model gets its attention mask already in 4D (or none for a batch without padding): from
   the 2D mask, transformers' mask builder reads `mask.all()` back to the host to decide whether it
   can drop the mask, a device sync in every batch's forward pass.
@@ -147,8 +148,8 @@ class PrefetchTorchEncoder:
 
     def encode_chunks(self, chunks: Iterable[list[str]], prompt: str = "") -> Iterator[np.ndarray]:
         """Each chunk's vectors, in order, from one pipeline that runs on across chunk boundaries:
-        the next chunks are ordered (their tokens counted) and tokenized while the device computes
-        this one, and a finished chunk's vectors come back to the host by a copy the device queues
+        chunks are ordered (their tokens counted) up to AHEAD chunks ahead and tokenized AHEAD groups
+        ahead, whichever chunk the groups belong to, and a finished chunk's vectors come back to the host by a copy the device queues
         behind its last batch, handed out once it has landed. So a chunk boundary (a corpus saved
         in resumable chunks) does not drain the device's queue, as one `encode` call per chunk did."""
         import torch
@@ -166,7 +167,6 @@ class PrefetchTorchEncoder:
                 started = time.perf_counter()
                 batches = group.result() if group is not None else []
                 self.waited += time.perf_counter() - started
-                pending.extend(itertools.islice(work, 1))
                 with torch.inference_mode():  # not held across a yield: the caller's code runs between
                     for rows, host, padded in batches:
                         features = self._to_device(host, device, copy_stream)
@@ -178,6 +178,8 @@ class PrefetchTorchEncoder:
                     chunk.groups_left -= 1
                     if chunk.groups_left <= 0:
                         landing.append(_Landing(chunk, dim, self.cuda))
+                # drawn after this group's batches are queued: drawing may wait for a chunk's plan
+                pending.extend(itertools.islice(work, 1))
                 while landing and (landing[0].landed() or not pending):
                     yield landing.popleft().vectors()
 
@@ -257,10 +259,13 @@ class _Landing:
         vectors = torch.cat(chunk.outputs)
         chunk.outputs.clear()
         if cuda:
+            # on the stream of the vectors' device, which need not be the current device (cuda:k)
+            stream = torch.cuda.current_stream(vectors.device)
             self.host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
-            self.host.copy_(vectors, non_blocking=True)
+            with torch.cuda.stream(stream):
+                self.host.copy_(vectors, non_blocking=True)
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(stream)
         else:
             self.host = vectors
 
