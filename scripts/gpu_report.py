@@ -46,7 +46,7 @@ def render(r: dict) -> str:
             rest = max(e["seconds"] - e["encoding_seconds"] - e["encoder_load_seconds"], 0.0)  # rounded parts
             split = (f"; of it loading the model {e['encoder_load_seconds']:.1f} s, the encoder's calls "
                      f"{e['encoding_seconds']:.1f} s ({docs / e['encoding_seconds']:,.0f} docs/s), the rest (reading, "
-                     f"sorting, saving the matrix) {rest:.1f} s")
+                     f"hashing, sorting, assembling the matrix; chunks are saved in a thread meanwhile) {rest:.1f} s")
         chunks = f", saved in chunks of {e['chunk_size']:,}" if e.get("chunk_size") else ""
         lines.append(f"| encode, one process ({e.get('backend')}, {e.get('precision')}{chunks}) | {e['seconds']} s "
                      f"({e['docs_per_second']:,} docs/s){split} |")
