@@ -149,8 +149,8 @@ class PrefetchTorchEncoder:
     def encode_chunks(self, chunks: Iterable[list[str]], prompt: str = "") -> Iterator[np.ndarray]:
         """Each chunk's vectors, in order, from one pipeline that runs on across chunk boundaries:
         chunks are ordered (their tokens counted) up to AHEAD chunks ahead and tokenized AHEAD groups
-        ahead, whichever chunk the groups belong to, and a finished chunk's vectors come back to the host by a copy the device queues
-        behind its last batch, handed out once it has landed. So a chunk boundary (a corpus saved
+        ahead, whichever chunk the groups belong to, and a finished chunk's vectors come back to the
+        host by a copy the device queues behind its last batch, handed out once it has landed. So a chunk boundary (a corpus saved
         in resumable chunks) does not drain the device's queue, as one `encode` call per chunk did."""
         import torch
 
